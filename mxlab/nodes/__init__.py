@@ -1,0 +1,1 @@
+"""Node programs: each started as ``python -m mxlab.nodes ROLE --config node.json``."""

@@ -1,0 +1,48 @@
+"""Entry point of every node, identical in a container and as a local process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+from typing import Any
+
+from mxlab.nodes.config import load_config
+
+# role -> module whose ``serve(config)`` coroutine runs the node until cancelled
+ROLES = {
+    "dns": "mxlab.dns.server",
+    "relay": "mxlab.nodes.relay.server",
+    "store": "mxlab.nodes.store.server",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mxlab.nodes")
+    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    if config.role != args.role:
+        print(f"{args.config}: role is {config.role!r}, not {args.role!r}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(ROLES[args.role])
+    asyncio.run(_run(module, config))
+    return 0
+
+
+async def _run(module: Any, config: Any) -> None:
+    """Run the node; SIGTERM/SIGINT cancel it so ``serve`` can close its listeners."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await module.serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
