@@ -1,0 +1,270 @@
+"""The `mxlab` command line: validate, up, run, check, send, status, down, fault drills."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mxlab.lab import labdir, report
+from mxlab.lab.checks import build_message, check_pairs, collect, submit
+from mxlab.lab.errors import LabError
+from mxlab.lab.plan import LabPlan, RuntimeName, make_plan
+from mxlab.lab.runtime import Runtime, select
+from mxlab.lab.topology import Topology, TopologyError, load_topology
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Spin up a mail cluster as a lab and prove mail crosses it.",
+)
+dns_app = typer.Typer(no_args_is_help=True, help="The lab's DNS.")
+app.add_typer(dns_app, name="dns")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RuntimeOpt = Annotated[
+    str, typer.Option("--runtime", "-r", help="docker, local, or auto (docker if it answers)")
+]
+LabArg = Annotated[str | None, typer.Argument(help="lab name (default: the only lab up)")]
+LabOpt = Annotated[str | None, typer.Option("--lab", help="lab name (default: the only lab)")]
+
+
+def _say(line: str) -> None:
+    err.print(f"[dim]{line}[/]")
+
+
+def _runtime_of(plan: LabPlan) -> Runtime:
+    return select(plan.runtime, _say)
+
+
+def _bring_up(topo: Topology, runtime_name: str) -> tuple[LabPlan, Runtime]:
+    runtime = select(runtime_name, _say)
+    rt_name: RuntimeName = "docker" if runtime.name == "docker" else "local"
+    lab_dir = labdir.lab_dir(topo.name)
+    existing = [s for s in _statuses(topo.name) if s.state == "running"]
+    if existing:
+        raise LabError(f"lab {topo.name!r} is already running (mxlab down {topo.name} first)")
+    plan = make_plan(
+        topo,
+        runtime=rt_name,
+        lab_dir=lab_dir,
+        subnet=runtime.choose_subnet(topo),
+        privileged=os.geteuid() == 0,
+    )
+    labdir.write_plan(plan)
+    started = time.monotonic()
+    runtime.up(plan, _say)
+    _say(f"lab {plan.lab} up in {time.monotonic() - started:.1f}s ({runtime.name}, {plan.subnet})")
+    return plan, runtime
+
+
+def _statuses(lab: str) -> list:
+    if lab not in labdir.list_labs():
+        return []
+    return _runtime_of(labdir.read_plan(lab)).status(lab)
+
+
+@app.command()
+def validate(topology: Path) -> None:
+    """Check a topology file; print a summary or one line saying what is wrong."""
+    topo = load_topology(topology)
+    kinds = [n.kind for n in topo.nodes.values()]
+    users = sum(len(d.users) for d in topo.domains.values())
+    out.print(
+        f"{topology}: ok — lab {topo.name}: {len(topo.domains)} domains, {users} users, "
+        f"{kinds.count('relay')} relays, {kinds.count('store')} stores, 1 DNS"
+    )
+
+
+@app.command()
+def up(topology: Path, runtime: RuntimeOpt = "auto") -> None:
+    """Start a lab and wait until every node answers its protocol."""
+    topo = load_topology(topology)
+    plan, _ = _bring_up(topo, runtime)
+    _print_status(plan.lab)
+
+
+@app.command()
+def down(lab: LabArg = None) -> None:
+    """Stop and remove every node of a lab."""
+    name = labdir.only_lab(lab)
+    _runtime_of(labdir.read_plan(name)).down(name)
+    out.print(f"lab {name} is down")
+
+
+@app.command()
+def status(lab: LabArg = None) -> None:
+    """Show each node of a lab, its address and whether it runs."""
+    _print_status(labdir.only_lab(lab))
+
+
+def _print_status(lab: str) -> None:
+    from rich.table import Table
+
+    plan = labdir.read_plan(lab)
+    t = Table(title=f"lab {lab} ({plan.runtime}, {plan.subnet})")
+    for col in ("node", "role", "fqdn", "address", "ports", "state"):
+        t.add_column(col)
+    for s in _runtime_of(plan).status(lab):
+        node = plan.nodes[s.node]
+        ports = " ".join(f"{k}:{v}" for k, v in node.ports.items())
+        state = f"[green]{s.state}[/]" if s.state == "running" else f"[red]{s.state}[/]"
+        t.add_row(s.node, s.role, node.fqdn, s.address, ports, state)
+    out.print(t)
+
+
+@app.command()
+def check(
+    lab: LabArg = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for delivery")] = 60.0,
+) -> None:
+    """Send mail between every pair of users and prove each arrived, by its route."""
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    _report(check_pairs(plan, deadline=timeout), plan.lab, json_out, junit)
+
+
+def _report(results: list, suite: str, json_out: bool, junit: Path | None) -> None:
+    if junit is not None:
+        report.write_junit(results, junit, suite)
+    if json_out:
+        print(report.as_json(results))
+    else:
+        report.table(results, out)
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    topology: Path,
+    runtime: RuntimeOpt = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for delivery")] = 60.0,
+    keep: Annotated[bool, typer.Option(help="leave the lab running afterwards")] = False,
+) -> None:
+    """Start a lab, prove delivery between every pair of users, tear it down."""
+    topo = load_topology(topology)
+    plan, rt = _bring_up(topo, runtime)
+    try:
+        results = check_pairs(plan, deadline=timeout)
+    finally:
+        if not keep:
+            rt.down(plan.lab)
+            _say(f"lab {plan.lab} is down")
+    _report(results, plan.lab, json_out, junit)
+
+
+@app.command()
+def send(
+    sender: Annotated[str, typer.Option("--from", help="a lab user, e.g. alice@alpha.test")],
+    to: Annotated[list[str], typer.Option("--to", help="recipient (repeatable)")],
+    subject: str = "mxlab test message",
+    body: str = "Hello from mxlab.\n",
+    attach: Annotated[list[Path] | None, typer.Option(help="file to attach")] = None,
+    lab: LabOpt = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for delivery (0: don't)")] = 30,
+) -> None:
+    """Submit one message as a lab user (587, AUTH) and, by default, wait for delivery."""
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    try:
+        plan.user(sender)
+    except KeyError:
+        raise LabError(f"--from {sender}: not a user of lab {plan.lab}") from None
+    for path in attach or []:
+        if not path.is_file():
+            raise LabError(f"--attach {path}: no such file")
+    msg = build_message(sender, to, subject, body, attach or [])
+    data = submit(plan, msg)
+    out.print(f"submitted {msg['Message-ID']} ({len(data)} bytes) to {len(to)} recipient(s)")
+    if wait <= 0:
+        return
+    from mxlab.lab.checks import Result
+    from mxlab.lab.plan import predict_route
+
+    lab_users = {u.address.lower() for u in plan.users}
+    results = [
+        Result(sender, r, msg["Message-ID"], [sorted(a) for a in predict_route(plan, sender, r)])
+        for r in to
+        if r.lower() in lab_users
+    ]
+    now = time.monotonic()
+    sent = {msg["Message-ID"]: data}
+    collect(plan, results, sent, {msg["Message-ID"]: now}, now + wait)
+    report.table(results, out)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _node_action(action: str):  # noqa: ANN202 - builds the typer command
+    def command(node: Annotated[str, typer.Argument(help="node name")], lab: LabOpt = None) -> None:
+        plan = labdir.read_plan(labdir.only_lab(lab))
+        if node not in plan.nodes:
+            raise LabError(f"lab {plan.lab} has no node {node!r} ({', '.join(plan.nodes)})")
+        getattr(_runtime_of(plan), action)(plan, node)
+        out.print(f"{node}: {action} done")
+
+    command.__doc__ = f"{action.capitalize()} one node (fault drills)."
+    return command
+
+
+for _action in ("start", "stop", "kill", "restart"):
+    app.command(name=_action)(_node_action(_action))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(  # noqa: A001 - the command's name
+    ctx: typer.Context, node: str, lab: LabOpt = None
+) -> None:
+    """Run a command in a node: mxlab exec NODE -- CMD ARGS."""
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    if not ctx.args:
+        raise LabError("nothing to run: mxlab exec NODE -- CMD")
+    raise typer.Exit(_runtime_of(plan).exec(plan, node, list(ctx.args)))
+
+
+@app.command()
+def logs(
+    node: str,
+    follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+    lab: LabOpt = None,
+) -> None:
+    """Print a node's log."""
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    if node not in plan.nodes:
+        raise LabError(f"lab {plan.lab} has no node {node!r} ({', '.join(plan.nodes)})")
+    _runtime_of(plan).logs(plan, node, follow)
+
+
+@dns_app.command("zone")
+def dns_zone(lab: LabArg = None) -> None:
+    """Print the lab's zones in BIND format."""
+    from mxlab.dns.zonefile import render_zone
+
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    for zone in plan.zones:
+        sys.stdout.write(render_zone(zone) + "\n")
+
+
+def main() -> None:
+    """Entry point: every known failure is one line on stderr, never a traceback."""
+    try:
+        app()
+    except TopologyError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(2)
+    except LabError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,356 @@
+"""Topology -> LabPlan: every address, port, record, user and node config, derived once.
+
+A pure function of the topology, the runtime and the lab directory; the runtimes,
+the checks and the CLI read the plan and never the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mxlab.lab.topology import Topology
+from mxlab.nodes.config import (
+    DnsNodeConfig,
+    DnsRecord,
+    Endpoint,
+    LocalDomain,
+    NodeConfig,
+    QueuePolicy,
+    RelayDomain,
+    RelayNodeConfig,
+    StoreNodeConfig,
+    StoreUser,
+    Zone,
+)
+from mxlab.nodes.passwords import hash_password
+
+RuntimeName = Literal["local", "docker"]
+
+STANDARD_PORTS = {"dns": 53, "smtp": 25, "submission": 587, "lmtp": 24, "imap": 143, "pop3": 110}
+# One lab-wide unprivileged set: every node has its own address, so they never collide.
+UNPRIVILEGED_PORTS = {
+    "dns": 5353,
+    "smtp": 2525,
+    "submission": 2587,
+    "lmtp": 2424,
+    "imap": 2143,
+    "pop3": 2110,
+}
+CONTAINER_NODE_DIR = "/mxlab"  # each node's lab directory is mounted here in docker
+START_ORDER = ("dns", "store", "relay")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodePlan(_Model):
+    name: str
+    role: Literal["dns", "relay", "store"]
+    fqdn: str
+    address: str
+    ports: dict[str, int]  # service -> port, as clients outside the node reach it
+    config: NodeConfig
+
+
+class UserPlan(_Model):
+    address: str
+    password: str
+    domain: str
+    submission: str  # relay node that takes this user's outgoing mail
+    store: str  # store node that holds this user's mailbox
+
+
+class DomainPlan(_Model):
+    mx: list[tuple[int, str]]  # (preference, node), sorted
+    store: str
+    submission: str
+
+
+class LabPlan(_Model):
+    lab: str
+    runtime: RuntimeName
+    subnet: str
+    lab_dir: str
+    nodes: dict[str, NodePlan]
+    domains: dict[str, DomainPlan]
+    users: list[UserPlan]
+    zones: list[Zone]
+
+    def node_by_fqdn(self, fqdn: str) -> NodePlan | None:
+        fqdn = fqdn.lower().rstrip(".")
+        return next((n for n in self.nodes.values() if n.fqdn == fqdn), None)
+
+    def user(self, address: str) -> UserPlan:
+        for u in self.users:
+            if u.address.lower() == address.lower():
+                return u
+        raise KeyError(address)
+
+    def start_order(self) -> list[NodePlan]:
+        """DNS first, then stores, then relays: each waits on the ones before it."""
+        return sorted(self.nodes.values(), key=lambda n: START_ORDER.index(n.role))
+
+
+def default_local_subnet(lab: str) -> str:
+    """A /24 in 127/8 derived from the lab name, so labs rarely share addresses."""
+    h = int.from_bytes(hashlib.sha256(lab.encode()).digest()[:4], "big")
+    return f"127.{64 + h % 128}.{(h >> 8) % 256}.0/24"
+
+
+def ports_for(runtime: RuntimeName, privileged: bool) -> dict[str, int]:
+    return dict(STANDARD_PORTS if runtime == "docker" or privileged else UNPRIVILEGED_PORTS)
+
+
+def make_plan(
+    topo: Topology,
+    *,
+    runtime: RuntimeName,
+    lab_dir: Path,
+    subnet: str | None = None,
+    privileged: bool = False,
+) -> LabPlan:
+    """Derive the whole lab. ``subnet`` is required for docker (the runtime picks it)."""
+    if subnet is None:
+        if runtime == "docker":
+            subnet = topo.settings.docker_subnet
+        else:
+            subnet = topo.settings.local_subnet or default_local_subnet(topo.name)
+    if subnet is None:
+        raise ValueError("the docker runtime must choose a subnet")
+    net = ipaddress.ip_network(subnet)
+    ports = ports_for(runtime, privileged) | topo.settings.ports
+    fqdns = _hostnames(topo)
+    hosts = iter(net.hosts())
+    next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
+    order = sorted(topo.nodes, key=lambda n: START_ORDER.index(topo.nodes[n].kind))
+    addresses = {name: str(next(hosts)) for name in order}
+
+    domains = {
+        dom: DomainPlan(
+            mx=sorted((mx.preference, mx.node) for mx in spec.mx),
+            store=spec.store,
+            submission=spec.submission or min(spec.mx, key=lambda m: m.preference).node,
+        )
+        for dom, spec in topo.domains.items()
+    }
+    users = [
+        UserPlan(
+            address=f"{local}@{dom}",
+            password=password,
+            domain=dom,
+            submission=domains[dom].submission,
+            store=spec.store,
+        )
+        for dom, spec in topo.domains.items()
+        for local, password in spec.users.items()
+    ]
+    hashes = {u.address: hash_password(u.password) for u in users}
+    dns_node = next(n for n, s in topo.nodes.items() if s.kind == "dns")
+    dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
+    zones = _zones(topo, fqdns, addresses, net, fqdns[dns_node])
+
+    nodes: dict[str, NodePlan] = {}
+    for name in order:
+        spec = topo.nodes[name]
+        state_dir = (
+            f"{CONTAINER_NODE_DIR}/state"
+            if runtime == "docker"
+            else str(lab_dir / "nodes" / name / "state")
+        )
+        base = dict(
+            lab=topo.name,
+            node=name,
+            fqdn=fqdns[name],
+            address=addresses[name],
+            state_dir=state_dir,
+        )
+        config: DnsNodeConfig | RelayNodeConfig | StoreNodeConfig
+        if spec.kind == "dns":
+            config = DnsNodeConfig(**base, port=ports["dns"], zones=zones)
+            node_ports = {"dns": ports["dns"]}
+        elif spec.kind == "store":
+            node_ports = {k: ports[k] for k in ("lmtp", "imap", "pop3")}
+            served = [d for d, p in domains.items() if p.store == name]
+            config = StoreNodeConfig(
+                **base,
+                lmtp_port=ports["lmtp"],
+                imap_port=ports["imap"],
+                pop3_port=ports["pop3"],
+                domains=served,
+                users={
+                    u.address: StoreUser(password_hash=hashes[u.address])
+                    for u in users
+                    if u.domain in served
+                },
+                allow_plaintext_auth=topo.settings.allow_plaintext_auth,
+            )
+        else:
+            node_ports = {k: ports[k] for k in ("smtp", "submission")}
+            config = _relay_config(topo, name, base, ports, addresses, dns, domains, users, hashes)
+        nodes[name] = NodePlan(
+            name=name,
+            role=spec.kind,
+            fqdn=fqdns[name],
+            address=addresses[name],
+            ports=node_ports,
+            config=config,
+        )
+    return LabPlan(
+        lab=topo.name,
+        runtime=runtime,
+        subnet=str(net),
+        lab_dir=str(lab_dir),
+        nodes=nodes,
+        domains=domains,
+        users=users,
+        zones=zones,
+    )
+
+
+def _relay_config(
+    topo: Topology,
+    name: str,
+    base: dict[str, str],
+    ports: dict[str, int],
+    addresses: dict[str, str],
+    dns: Endpoint,
+    domains: dict[str, DomainPlan],
+    users: list[UserPlan],
+    hashes: dict[str, str],
+) -> RelayNodeConfig:
+    """A relay is final (LMTP to the store) for domains where it is a best MX, backup
+    for the others that list it, and takes submission for the domains that name it."""
+    local: dict[str, LocalDomain] = {}
+    backup: dict[str, RelayDomain] = {}
+    for dom, plan in domains.items():
+        prefs = [p for p, n in plan.mx if n == name]
+        if not prefs:
+            continue
+        locals_ = list(topo.domains[dom].users)
+        if min(prefs) == plan.mx[0][0]:
+            lmtp = Endpoint(host=addresses[plan.store], port=ports["lmtp"])
+            local[dom] = LocalDomain(lmtp=lmtp, users=locals_)
+        else:
+            backup[dom] = RelayDomain(users=locals_, preference=min(prefs))
+    hop = topo.nodes[name].next_hop
+    return RelayNodeConfig(
+        **base,
+        smtp_port=ports["smtp"],
+        submission_port=ports["submission"],
+        remote_smtp_port=ports["smtp"],
+        dns=dns,
+        local_domains=local,
+        relay_domains=backup,
+        auth_users={u.address: hashes[u.address] for u in users if u.submission == name},
+        trusted_clients=[addresses[n] for n, s in topo.nodes.items() if s.next_hop == name],
+        next_hop=Endpoint(host=addresses[hop], port=ports["smtp"]) if hop else None,
+        max_message_size=topo.settings.max_message_size,
+        allow_plaintext_auth=topo.settings.allow_plaintext_auth,
+        queue=QueuePolicy(**topo.settings.queue.model_dump()),
+    )
+
+
+def _hostnames(topo: Topology) -> dict[str, str]:
+    """Each node's FQDN: its own ``hostname``, else ``<node>.<first domain naming it>``."""
+    first_domain = next(iter(topo.domains))
+    named_by: dict[str, str] = {}
+    for dom, spec in topo.domains.items():
+        for ref in [spec.store, *(m.node for m in spec.mx), spec.submission]:
+            if ref is not None:
+                named_by.setdefault(ref, dom)
+    return {
+        name: (spec.hostname or f"{name}.{named_by.get(name, first_domain)}").lower()
+        for name, spec in topo.nodes.items()
+    }
+
+
+def zone_of(name: str, origins: list[str]) -> str | None:
+    """The longest lab zone origin that contains ``name`` (both without trailing dot)."""
+    name = name.lower().rstrip(".")
+    best = [o for o in origins if name == o or name.endswith("." + o)]
+    return max(best, key=len) if best else None
+
+
+def reverse_zone_origin(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """RFC 1035 §3.5: the in-addr.arpa zone on the octet boundary covering the subnet."""
+    octets = max(1, net.prefixlen // 8)
+    parts = str(net.network_address).split(".")[:octets]
+    return ".".join(reversed(parts)) + ".in-addr.arpa"
+
+
+def _soa(origin: str, ns: str) -> DnsRecord:
+    return DnsRecord(
+        name=f"{origin}.",
+        type="SOA",
+        ttl=300,
+        rdata=f"{ns}. hostmaster.{origin}. 1 3600 600 86400 60",
+    )
+
+
+def _zones(
+    topo: Topology,
+    fqdns: dict[str, str],
+    addresses: dict[str, str],
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    ns: str,
+) -> list[Zone]:
+    """SOA, NS, A for every node, MX per domain, extra records; PTR in the reverse zone."""
+    origins = list(topo.domains)
+    records: dict[str, list[DnsRecord]] = {
+        o: [_soa(o, ns), DnsRecord(name=f"{o}.", type="NS", rdata=f"{ns}.")] for o in origins
+    }
+    for name, fqdn in fqdns.items():
+        origin = zone_of(fqdn, origins)
+        if origin is not None:
+            records[origin].append(DnsRecord(name=f"{fqdn}.", type="A", rdata=addresses[name]))
+    for dom, spec in topo.domains.items():
+        for mx in spec.mx:
+            records[dom].append(
+                DnsRecord(name=f"{dom}.", type="MX", rdata=f"{mx.preference} {fqdns[mx.node]}.")
+            )
+    for rec in topo.records:
+        origin = zone_of(rec.name, origins)
+        assert origin is not None  # the topology validator guarantees it
+        records[origin].append(
+            DnsRecord(name=rec.name.rstrip(".") + ".", type=rec.type, ttl=rec.ttl, rdata=rec.value)
+        )
+    rev = reverse_zone_origin(net)
+    ptrs = [_soa(rev, ns), DnsRecord(name=f"{rev}.", type="NS", rdata=f"{ns}.")]
+    for name, addr in addresses.items():
+        ptr = ipaddress.ip_address(addr).reverse_pointer
+        ptrs.append(DnsRecord(name=f"{ptr}.", type="PTR", rdata=f"{fqdns[name]}."))
+    return [Zone(origin=f"{o}.", records=r) for o, r in records.items()] + [
+        Zone(origin=f"{rev}.", records=ptrs)
+    ]
+
+
+def predict_route(plan: LabPlan, sender: str, rcpt: str) -> list[set[str]]:
+    """The hosts whose ``Received: by`` a message should carry, in order; a set where
+    equal MX preferences leave a choice (RFC 5321 §5.1 shuffles them)."""
+    node = plan.nodes[plan.user(sender).submission]
+    dom = rcpt.rsplit("@", 1)[1].lower()
+    route: list[set[str]] = [{node.fqdn}]
+    for _ in range(len(plan.nodes) + 1):
+        cfg = node.config
+        assert isinstance(cfg, RelayNodeConfig)
+        if dom in cfg.local_domains:
+            route.append({plan.nodes[plan.domains[dom].store].fqdn})
+            return route
+        if cfg.next_hop is not None and dom not in cfg.relay_domains:
+            nxt = [n for n in plan.nodes.values() if n.address == cfg.next_hop.host]
+            choices = nxt[:1]
+        else:
+            mx = plan.domains[dom].mx
+            limit = cfg.relay_domains[dom].preference if dom in cfg.relay_domains else None
+            usable = [(p, n) for p, n in mx if limit is None or p < limit]
+            best = usable[0][0]
+            choices = [plan.nodes[n] for p, n in usable if p == best]
+        route.append({c.fqdn for c in choices})
+        node = choices[0]
+    raise ValueError(f"no route from {sender} to {rcpt}")

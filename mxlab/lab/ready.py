@@ -1,0 +1,72 @@
+"""Readiness probes that speak each node's protocol, not "the process is running"."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+from mxlab.lab.plan import NodePlan
+
+# service -> the greeting a ready server sends first
+_GREETINGS = {"smtp": b"220", "submission": b"220", "lmtp": b"220", "imap": b"* OK", "pop3": b"+OK"}
+
+
+def _greets(host: str, port: int, prefix: bytes, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(512).startswith(prefix)
+    except OSError:
+        return False
+
+
+def _answers_soa(host: str, port: int, zone: str, timeout: float) -> bool:
+    query = dns.message.make_query(zone, "SOA")
+    try:
+        reply = dns.query.udp(query, host, port=port, timeout=timeout)
+    except (OSError, dns.exception.DNSException):
+        return False
+    return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
+
+
+def is_ready(node: NodePlan, timeout: float = 1.0) -> bool:
+    """True when every service of the node answers its protocol's greeting."""
+    for service, port in node.ports.items():
+        if service == "dns":
+            zone = node.config.zones[0].origin  # type: ignore[union-attr]
+            if not _answers_soa(node.address, port, zone, timeout):
+                return False
+        elif not _greets(node.address, port, _GREETINGS[service], timeout):
+            return False
+    return True
+
+
+def wait_ready(
+    nodes: list[NodePlan], deadline: float, alive: Callable[[NodePlan], str | None]
+) -> None:
+    """Poll every node until all are ready or the deadline passes.
+
+    ``alive(node)`` returns None while the node's process lives, else why it died,
+    so a crashed node fails at once instead of at the deadline.
+    """
+    from mxlab.lab.errors import LabError
+
+    pending = list(nodes)
+    while pending:
+        for node in list(pending):
+            died = alive(node)
+            if died is not None:
+                raise LabError(f"node {node.name} exited while starting: {died}")
+            if is_ready(node):
+                pending.remove(node)
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(n.name for n in pending)
+            raise LabError(f"nodes not ready in time: {names} (see mxlab logs NODE)")
+        if pending:
+            time.sleep(0.05)

@@ -1,0 +1,63 @@
+"""The one interface every runtime implements; the CLI and checks use only this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mxlab.lab.plan import LabPlan
+from mxlab.lab.topology import Topology
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    role: str
+    address: str
+    state: str  # "running", "stopped", "exited", ...
+    detail: str = ""  # pid or container id
+
+
+class Runtime(ABC):
+    name: str
+
+    def choose_subnet(self, topo: Topology) -> str | None:
+        """The subnet for a new lab; None lets the planner use the topology's default."""
+        return None
+
+    @abstractmethod
+    def up(self, plan: LabPlan, progress: Progress) -> None:
+        """Create networks and start every node in dependency order until all are ready."""
+
+    @abstractmethod
+    def down(self, lab: str) -> None:
+        """Remove every process, container and network of the lab."""
+
+    @abstractmethod
+    def status(self, lab: str) -> list[NodeStatus]: ...
+
+    @abstractmethod
+    def start(self, plan: LabPlan, node: str) -> None:
+        """Start a stopped node and wait until it is ready."""
+
+    @abstractmethod
+    def stop(self, plan: LabPlan, node: str) -> None:
+        """Stop a node gracefully (SIGTERM)."""
+
+    @abstractmethod
+    def kill(self, plan: LabPlan, node: str) -> None:
+        """SIGKILL a node: what it acknowledged must survive."""
+
+    def restart(self, plan: LabPlan, node: str) -> None:
+        self.stop(plan, node)
+        self.start(plan, node)
+
+    @abstractmethod
+    def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int: ...
+
+    @abstractmethod
+    def logs(self, plan: LabPlan, node: str, follow: bool) -> None:
+        """Copy the node's log to stdout (and keep following with ``follow``)."""

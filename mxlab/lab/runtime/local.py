@@ -1,0 +1,165 @@
+"""Local runtime: every node a child process on its own 127.x address. Needs only Python."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mxlab.lab import labdir
+from mxlab.lab.errors import LabError
+from mxlab.lab.plan import LabPlan, NodePlan
+from mxlab.lab.ready import wait_ready
+from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def _pid_file(plan: LabPlan, node: str) -> Path:
+    return labdir.node_dir(plan, node) / "pid"
+
+
+def _log_file(plan: LabPlan, node: str) -> Path:
+    return labdir.node_dir(plan, node) / "node.log"
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    """The pid in the file if that process is alive and is a node (not a reused pid)."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    if b"mxlab.nodes" not in cmdline or stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return None
+    return pid
+
+
+def _check_free(node: NodePlan) -> None:
+    """Fail with one line if another program holds one of the node's ports."""
+    for service, port in node.ports.items():
+        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if service == "dns" else [])
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((node.address, port))
+                except OSError as exc:
+                    raise LabError(
+                        f"{node.address}:{port} ({service} of {node.name}) is unavailable: "
+                        f"{exc.strerror} (stop what holds it, or set settings.local_subnet)"
+                    ) from None
+
+
+class LocalRuntime(Runtime):
+    name = "local"
+
+    def up(self, plan: LabPlan, progress: Progress) -> None:
+        for node in plan.nodes.values():
+            _check_free(node)
+        for role in ("dns", "store", "relay"):
+            group = [n for n in plan.start_order() if n.role == role]
+            for node in group:
+                self._spawn(plan, node)
+            if group:
+                progress(f"starting {role}: {', '.join(n.name for n in group)}")
+                wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+
+    def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
+        ndir = labdir.node_dir(plan, node.name)
+        argv = [sys.executable, "-m", "mxlab.nodes", node.role, "--config", "config.json"]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(_log_file(plan, node.name), "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ndir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # outlives `mxlab up`, killed as a group
+            )
+        _pid_file(plan, node.name).write_text(str(proc.pid))
+
+    def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
+        def check(node: NodePlan) -> str | None:
+            if _running_pid(_pid_file(plan, node.name)) is not None:
+                return None
+            lines = _log_file(plan, node.name).read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else "no output"
+
+        return check
+
+    def down(self, lab: str) -> None:
+        plan = labdir.read_plan(lab)
+        for node in reversed(plan.start_order()):
+            self.stop(plan, node.name)
+
+    def status(self, lab: str) -> list[NodeStatus]:
+        plan = labdir.read_plan(lab)
+        out = []
+        for node in plan.start_order():
+            pid = _running_pid(_pid_file(plan, node.name))
+            state = "running" if pid else "stopped"
+            out.append(NodeStatus(node.name, node.role, node.address, state, str(pid or "")))
+        return out
+
+    def start(self, plan: LabPlan, node: str) -> None:
+        if _running_pid(_pid_file(plan, node)) is not None:
+            return
+        target = plan.nodes[node]
+        _check_free(target)
+        self._spawn(plan, target)
+        wait_ready([target], time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+
+    def _signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
+        pid_file = _pid_file(plan, node)
+        pid = _running_pid(pid_file)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _running_pid(pid_file) is not None:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                deadline = time.monotonic() + STOP_TIMEOUT
+            time.sleep(0.02)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap when this process is the parent
+        pid_file.unlink(missing_ok=True)
+
+    def stop(self, plan: LabPlan, node: str) -> None:
+        self._signal(plan, node, signal.SIGTERM)
+
+    def kill(self, plan: LabPlan, node: str) -> None:
+        self._signal(plan, node, signal.SIGKILL)
+
+    def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
+        env = dict(os.environ, MXLAB_LAB=plan.lab, MXLAB_NODE=node)
+        return subprocess.call(argv, cwd=labdir.node_dir(plan, node), env=env)
+
+    def logs(self, plan: LabPlan, node: str, follow: bool) -> None:
+        path = _log_file(plan, node)
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                elif not follow:
+                    return
+                else:
+                    time.sleep(0.2)

@@ -1,0 +1,130 @@
+"""Topology mistakes are one line naming file, field and fix; exit 2; no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab.topology import TopologyError, load_topology, parse_topology
+
+from .conftest import TOPOLOGIES
+
+GOOD = (TOPOLOGIES / "two-domains.yaml").read_text()
+
+
+def test_shipped_topologies_validate() -> None:
+    for path in TOPOLOGIES.glob("*.yaml"):
+        topo = load_topology(path)
+        assert topo.domains and topo.nodes
+
+
+def _mxlab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from mxlab.lab.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+BROKEN = {
+    "unknown node": (
+        GOOD.replace("- node: mx-beta", "- node: mx9"),
+        "domains.beta.test.mx[0].node",
+        "no node named 'mx9'",
+        "use one of: mx-alpha, mx-beta",
+    ),
+    "duplicate user": (
+        GOOD.replace("carol: carol-secret", "carol: carol-secret\n      alice: again"),
+        "domains.alpha.test.users.alice",
+        "duplicate key",
+        "keep one of them",
+    ),
+    "duplicate user by case": (
+        GOOD.replace("carol: carol-secret", "carol: carol-secret\n      Alice: again"),
+        "domains.alpha.test.users.Alice",
+        "duplicate user",
+        "case-blind",
+    ),
+    "domain with no store": (
+        GOOD.replace("    store: store-beta\n", ""),
+        "domains.beta.test.store",
+        "required field is missing",
+        "add it",
+    ),
+    "store that is a relay": (
+        GOOD.replace("store: store-beta", "store: mx-beta"),
+        "domains.beta.test.store",
+        "'mx-beta' is a relay, need a store",
+        "use one of: store-alpha, store-beta",
+    ),
+    "bad port": (
+        GOOD.replace("records:", "settings:\n  ports:\n    smtp: 70000\nrecords:"),
+        "settings.ports.smtp",
+        "less than or equal to 65535",
+        "use a value in range",
+    ),
+    "unknown port name": (
+        GOOD.replace("records:", "settings:\n  ports:\n    smpt: 25\nrecords:"),
+        "settings.ports.smpt",
+        "",
+        "",
+    ),
+    "YAML syntax": (GOOD.replace("  mx-beta:\n", "  mx-beta: [\n"), ":", "YAML syntax", "fix"),
+    "unknown field": (
+        GOOD.replace("kind: dns", "kind: dns\n    colour: red"),
+        "nodes.ns.colour",
+        "unknown field",
+        "spelling",
+    ),
+    "not a .test domain": (
+        GOOD.replace("beta.test:", "beta.example:"),
+        "domains.beta.example",
+        ".test",
+        "RFC 6761",
+    ),
+    "next hop loop": (
+        GOOD.replace(
+            "kind: relay\n  store-alpha", "kind: relay\n    next_hop: mx-beta\n  store-alpha"
+        ).replace("kind: relay\n  store-beta", "kind: relay\n    next_hop: mx-alpha\n  store-beta"),
+        "next_hop",
+        "loop",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_topology_mistakes_are_one_located_line(case: str, tmp_path: Path) -> None:
+    text, field, message, fix = BROKEN[case]
+    assert text != GOOD, "the mutation must change the file"
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as info:
+        parse_topology(text, str(path))
+    line = str(info.value)
+    assert line.startswith(str(path)), line
+    assert field in line and message in line and fix in line, line
+
+    proc = _mxlab("validate", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and str(path) in lines[0]
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    proc = _mxlab("validate", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "nope.yaml" in proc.stderr and "cannot read" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_validate_good_file_summarises(tmp_path: Path) -> None:
+    proc = _mxlab("validate", str(TOPOLOGIES / "two-domains.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 domains, 4 users" in proc.stdout
