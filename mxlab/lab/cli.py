@@ -94,10 +94,49 @@ def up(topology: Path, runtime: RuntimeOpt = "auto") -> None:
 
 @app.command()
 def down(lab: LabArg = None) -> None:
-    """Stop and remove every node of a lab."""
+    """Stop and remove every node of a lab (docker labs: by label, even without files)."""
+    if lab is not None and lab not in labdir.list_labs():
+        from mxlab.lab.runtime.docker import DockerRuntime, engine_error
+
+        if engine_error() is None and DockerRuntime().status(lab):
+            DockerRuntime().down(lab)
+            out.print(f"lab {lab} is down")
+            return
     name = labdir.only_lab(lab)
     _runtime_of(labdir.read_plan(name)).down(name)
     out.print(f"lab {name} is down")
+
+
+@app.command()
+def gc() -> None:
+    """Remove containers and networks of docker labs whose nodes are all gone."""
+    from mxlab.lab.runtime.docker import DockerRuntime, engine_error
+
+    problem = engine_error()
+    if problem is not None:
+        raise LabError(problem)
+    removed = DockerRuntime().gc()
+    out.print(f"removed: {', '.join(removed)}" if removed else "nothing to remove")
+
+
+image_app = typer.Typer(no_args_is_help=True, help="The node image (docker runtime).")
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    force: Annotated[bool, typer.Option(help="rebuild even when up to date")] = False,
+) -> None:
+    """Build the node image (offline: from a debootstrap base when no registry answers)."""
+    import docker
+
+    from mxlab.lab.image import ensure_image
+    from mxlab.lab.runtime.docker import engine_error
+
+    problem = engine_error()
+    if problem is not None:
+        raise LabError(problem)
+    out.print(ensure_image(docker.from_env(timeout=600), force=force, progress=_say))
 
 
 @app.command()

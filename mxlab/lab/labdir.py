@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from mxlab.lab.errors import LabError
@@ -25,14 +26,20 @@ def node_dir(plan: LabPlan, node: str) -> Path:
 def write_plan(plan: LabPlan) -> None:
     """Write plan.json, one config.json and a state folder per node, and the zones."""
     from mxlab.dns.zonefile import render_zone
+    from mxlab.lab.pki import ensure_ca, issue
 
     root = Path(plan.lab_dir)
+    ca = ensure_ca(root / "ca", plan.lab)
     (root / "zones").mkdir(parents=True, exist_ok=True)
     (root / "plan.json").write_text(plan.model_dump_json(indent=2))
     for name, node in plan.nodes.items():
         ndir = node_dir(plan, name)
         (ndir / "state").mkdir(parents=True, exist_ok=True)
         (ndir / "config.json").write_text(node.config.model_dump_json(indent=2))
+        if getattr(node.config, "tls", None) is not None:
+            tls = ndir / "tls"
+            issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem")
+            shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
     for zone in plan.zones:
         (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
 

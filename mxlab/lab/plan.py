@@ -25,6 +25,7 @@ from mxlab.nodes.config import (
     RelayNodeConfig,
     StoreNodeConfig,
     StoreUser,
+    TlsFiles,
     Zone,
 )
 from mxlab.nodes.passwords import hash_password
@@ -170,6 +171,12 @@ def make_plan(
             address=addresses[name],
             state_dir=state_dir,
         )
+        tls_dir = (
+            f"{CONTAINER_NODE_DIR}/tls"
+            if runtime == "docker"
+            else str(lab_dir / "nodes" / name / "tls")
+        )
+        tls = TlsFiles(cert=f"{tls_dir}/cert.pem", key=f"{tls_dir}/key.pem", ca=f"{tls_dir}/ca.pem")
         config: DnsNodeConfig | RelayNodeConfig | StoreNodeConfig
         if spec.kind == "dns":
             config = DnsNodeConfig(**base, port=ports["dns"], zones=zones)
@@ -189,10 +196,13 @@ def make_plan(
                     if u.domain in served
                 },
                 allow_plaintext_auth=topo.settings.allow_plaintext_auth,
+                tls=tls,
             )
         else:
             node_ports = {k: ports[k] for k in ("smtp", "submission")}
-            config = _relay_config(topo, name, base, ports, addresses, dns, domains, users, hashes)
+            config = _relay_config(
+                topo, name, base, ports, addresses, dns, domains, users, hashes, tls
+            )
         nodes[name] = NodePlan(
             name=name,
             role=spec.kind,
@@ -223,6 +233,7 @@ def _relay_config(
     domains: dict[str, DomainPlan],
     users: list[UserPlan],
     hashes: dict[str, str],
+    tls: TlsFiles,
 ) -> RelayNodeConfig:
     """A relay is final (LMTP to the store) for domains where it is a best MX, backup
     for the others that list it, and takes submission for the domains that name it."""
@@ -253,6 +264,7 @@ def _relay_config(
         max_message_size=topo.settings.max_message_size,
         allow_plaintext_auth=topo.settings.allow_plaintext_auth,
         queue=QueuePolicy(**topo.settings.queue.model_dump()),
+        tls=tls,
     )
 
 

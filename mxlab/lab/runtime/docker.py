@@ -1,0 +1,217 @@
+"""Docker runtime: each node its own container on a lab bridge network with static IPs.
+
+Everything carries the labels ``mxlab.lab``/``mxlab.node``/``mxlab.role``, so ``down``,
+``status`` and ``gc`` work from the engine alone, without the topology or lab directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import EndpointConfig, IPAMConfig, IPAMPool
+
+from mxlab.lab import labdir
+from mxlab.lab.errors import LabError
+from mxlab.lab.image import ensure_image
+from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
+from mxlab.lab.ready import wait_ready
+from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
+from mxlab.lab.topology import Topology
+
+READY_TIMEOUT = 60.0
+SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per lab
+LAB = "mxlab.lab"
+API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
+
+
+def engine_error() -> str | None:
+    """None when a Docker engine answers, else why not (one line)."""
+    try:
+        docker.from_env(timeout=5).ping()
+    except Exception as exc:  # the SDK raises many kinds when no engine is there
+        return f"no Docker engine answers ({type(exc).__name__})"
+    return None
+
+
+def container_name(lab: str, node: str) -> str:
+    return f"mxlab-{lab}-{node}"
+
+
+def network_name(lab: str) -> str:
+    return f"mxlab-{lab}"
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.client = docker.from_env(timeout=120)
+
+    # -- networks -----------------------------------------------------------------
+    def _used_subnets(self) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        used = {}
+        for net in self.client.networks.list():
+            for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+                if cfg.get("Subnet"):
+                    used[net.name] = ipaddress.ip_network(cfg["Subnet"], strict=False)
+        return used
+
+    def choose_subnet(self, topo: Topology) -> str:
+        """A /24 no existing docker network overlaps; a pinned one is checked, not moved."""
+        used = self._used_subnets()
+        if topo.settings.docker_subnet:
+            want = ipaddress.ip_network(topo.settings.docker_subnet)
+            for name, net in used.items():
+                if net.version == want.version and net.overlaps(want):
+                    raise LabError(
+                        f"settings.docker_subnet {want} overlaps docker network {name!r} "
+                        f"({net}): pick another subnet or remove that network"
+                    )
+            return str(want)
+        for candidate in SUBNET_POOL.subnets(new_prefix=24):
+            if not any(n.version == 4 and n.overlaps(candidate) for n in used.values()):
+                return str(candidate)
+        raise LabError(f"no free /24 left in {SUBNET_POOL} (run mxlab gc, or pin a subnet)")
+
+    def _labels(self, plan: LabPlan, node: NodePlan | None = None) -> dict[str, str]:
+        labels = {LAB: plan.lab}
+        if node is not None:
+            labels |= {"mxlab.node": node.name, "mxlab.role": node.role}
+        return labels
+
+    # -- lifecycle ----------------------------------------------------------------
+    def up(self, plan: LabPlan, progress: Progress) -> None:
+        if self._containers(plan.lab):
+            raise LabError(f"lab {plan.lab!r} already has containers (mxlab down {plan.lab})")
+        image = ensure_image(self.client, progress=progress)
+        gateway = str(next(ipaddress.ip_network(plan.subnet).hosts()))
+        try:
+            self.client.networks.create(
+                network_name(plan.lab),
+                driver="bridge",
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=plan.subnet, gateway=gateway)]),
+                labels=self._labels(plan),
+            )
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
+        dns = next(n for n in plan.nodes.values() if n.role == "dns")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for role in ("dns", "store", "relay"):
+                group = [n for n in plan.start_order() if n.role == role]
+                if not group:
+                    continue
+                progress(f"starting {role}: {', '.join(n.name for n in group)}")
+                list(pool.map(lambda n: self._run(plan, n, image, dns.address), group))
+                wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+
+    def _run(self, plan: LabPlan, node: NodePlan, image: str, dns: str) -> None:
+        host, _, domain = node.fqdn.partition(".")
+        config = f"{CONTAINER_NODE_DIR}/config.json"
+        mount = {"bind": CONTAINER_NODE_DIR, "mode": "rw"}
+        container = self.client.containers.create(
+            image,
+            ["python3", "-m", "mxlab.nodes", node.role, "--config", config],
+            name=container_name(plan.lab, node.name),
+            hostname=host,
+            domainname=domain,
+            labels=self._labels(plan, node),
+            dns=[dns],
+            dns_search=[domain],
+            volumes={str(labdir.node_dir(plan, node.name)): mount},
+            cap_add=["NET_ADMIN"],  # tc netem for link faults
+            network=network_name(plan.lab),
+            networking_config={
+                network_name(plan.lab): EndpointConfig(API_VERSION, ipv4_address=node.address)
+            },
+            detach=True,
+        )  # fmt: skip
+        container.start()
+
+    def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
+        def check(node: NodePlan) -> str | None:
+            try:
+                c = self.client.containers.get(container_name(plan.lab, node.name))
+            except docker.errors.NotFound:
+                return "container is gone"
+            if c.status in ("created", "running"):
+                return None
+            tail = c.logs(tail=1).decode(errors="replace").strip()
+            return f"{c.status}: {tail or 'no output'}"
+
+        return check
+
+    def _containers(self, lab: str) -> list[Container]:
+        return self.client.containers.list(all=True, filters={"label": f"{LAB}={lab}"})
+
+    def down(self, lab: str) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda c: c.remove(force=True), self._containers(lab)))
+        for net in self.client.networks.list(filters={"label": f"{LAB}={lab}"}):
+            net.remove()
+
+    def status(self, lab: str) -> list[NodeStatus]:
+        out = []
+        for c in self._containers(lab):
+            nets = c.attrs["NetworkSettings"]["Networks"]
+            addr = next((n.get("IPAddress") for n in nets.values()), "") or ""
+            out.append(
+                NodeStatus(c.labels.get("mxlab.node", c.name), c.labels.get("mxlab.role", "?"),
+                           addr, c.status, c.short_id)
+            )  # fmt: skip
+        return sorted(out, key=lambda s: s.node)
+
+    def gc(self) -> list[str]:
+        """Remove every lab whose containers are all gone or dead; return their names."""
+        labs: dict[str, list[Container]] = {}
+        for c in self.client.containers.list(all=True, filters={"label": LAB}):
+            labs.setdefault(c.labels[LAB], []).append(c)
+        for net in self.client.networks.list(filters={"label": LAB}):
+            labs.setdefault(net.attrs["Labels"][LAB], [])
+        removed = []
+        for lab, containers in labs.items():
+            if all(c.status in ("exited", "dead", "created") for c in containers):
+                self.down(lab)
+                removed.append(lab)
+        return removed
+
+    def _container(self, plan: LabPlan, node: str) -> Container:
+        try:
+            return self.client.containers.get(container_name(plan.lab, node))
+        except docker.errors.NotFound:
+            raise LabError(f"no container for node {node} of lab {plan.lab}") from None
+
+    def start(self, plan: LabPlan, node: str) -> None:
+        self._container(plan, node).start()
+        wait_ready([plan.nodes[node]], time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+
+    def stop(self, plan: LabPlan, node: str) -> None:
+        self._container(plan, node).stop(timeout=10)
+
+    def kill(self, plan: LabPlan, node: str) -> None:
+        c = self._container(plan, node)
+        if c.status == "running":
+            c.kill()
+
+    def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
+        c = self._container(plan, node)
+        exec_id = self.client.api.exec_create(c.id, argv)["Id"]
+        for chunk in self.client.api.exec_start(exec_id, stream=True):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        return int(self.client.api.exec_inspect(exec_id)["ExitCode"] or 0)
+
+    def logs(self, plan: LabPlan, node: str, follow: bool) -> None:
+        c = self._container(plan, node)
+        if follow:
+            for chunk in c.logs(stream=True, follow=True):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        else:
+            sys.stdout.buffer.write(c.logs())

@@ -1,0 +1,212 @@
+"""End to end on the local runtime: the README's lab, real clients, faults, teardown."""
+
+from __future__ import annotations
+
+import imaplib
+import ipaddress
+import json
+import os
+import poplib
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab import labdir
+from mxlab.lab.checks import build_message, split_trace, submit
+from mxlab.lab.plan import LabPlan
+
+from .conftest import TOPOLOGIES
+
+TWO = TOPOLOGIES / "two-domains.yaml"
+
+
+def mxlab(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mxlab.lab.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mxlab {' '.join(args)} -> {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def _listening(subnet: str) -> list[str]:
+    """Sockets bound in the lab's subnet, from /proc (TCP LISTEN and any UDP)."""
+    net = ipaddress.ip_network(subnet)
+    found = []
+    for table, want_state in (("tcp", "0A"), ("udp", None)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            hexaddr, hexport = fields[1].split(":")
+            addr = ipaddress.ip_address(bytes(reversed(bytes.fromhex(hexaddr))))
+            if addr in net and (want_state is None or fields[3] == want_state):
+                found.append(f"{table} {addr}:{int(hexport, 16)}")
+    return found
+
+
+def _lab_processes(lab_dir: str) -> list[str]:
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cwd.startswith(lab_dir) and b"mxlab.nodes" in cmd:
+            procs.append(pid)
+    return procs
+
+
+@pytest.fixture
+def lab(mxlab_home: Path) -> Iterator[LabPlan]:
+    mxlab("up", str(TWO), "--runtime", "local")
+    plan = labdir.read_plan("two-domains")
+    try:
+        yield plan
+    finally:
+        mxlab("down", "two-domains", check=False)
+
+
+def test_readme_run_delivers_every_pair(mxlab_home: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    proc = mxlab("run", str(TWO), "--runtime", "local", "--json", "--junit", str(junit))
+    report = json.loads(proc.stdout)
+    assert report["failed"] == 0 and report["passed"] == 12  # 4 users, ordered pairs
+    for r in report["results"]:
+        assert r["imap"] and r["pop3"] and r["bytes_equal"] and r["route_ok"], r
+        cross = r["sender"].split("@")[1] != r["rcpt"].split("@")[1]
+        assert len(r["hops"]) == (3 if cross else 2), r
+    assert 'failures="0"' in junit.read_text() and 'tests="12"' in junit.read_text()
+    # run tears the lab down behind itself
+    plan = labdir.read_plan("two-domains")
+    assert _listening(plan.subnet) == []
+
+
+def test_table_output_and_down_leaves_nothing(mxlab_home: Path) -> None:
+    proc = mxlab("run", str(TWO), "--runtime", "local", "--keep")
+    assert "12 passed, 0 failed" in proc.stdout
+    for col in ("from", "to", "fetched by", "latency", "hops"):
+        assert col in proc.stdout
+    plan = labdir.read_plan("two-domains")
+    assert len(_listening(plan.subnet)) >= 12  # every service of every node
+    assert len(_lab_processes(plan.lab_dir)) == 5
+    mxlab("down")
+    assert _listening(plan.subnet) == []
+    assert _lab_processes(plan.lab_dir) == []
+    status = mxlab("status", "two-domains").stdout
+    assert "running" not in status and status.count("stopped") == 5
+
+
+def test_up_twice_refuses(lab: LabPlan) -> None:
+    proc = mxlab("up", str(TWO), "--runtime", "local", check=False)
+    assert proc.returncode == 1
+    assert "already running" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_stdlib_clients_work_against_the_lab(lab: LabPlan) -> None:
+    mx = lab.nodes["mx-alpha"]
+    alice = lab.user("alice@alpha.test")
+    msg = build_message(alice.address, ["bob@beta.test"], "stdlib", "hello bob\n")
+    with smtplib.SMTP(mx.address, mx.ports["submission"], timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.has_extn("auth")
+        smtp.login(alice.address, alice.password)
+        refused = smtp.send_message(msg)
+        assert refused == {}
+    store = lab.nodes["store-beta"]
+    bob = lab.user("bob@beta.test")
+    deadline = time.monotonic() + 30
+    with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+        imap.login(bob.address, bob.password)
+        while True:
+            imap.select("INBOX")
+            _, data = imap.search(None, "SUBJECT", "stdlib")
+            if data[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert data[0], "message not delivered by IMAP"
+        _, parts = imap.fetch(data[0].split()[0], "(BODY[])")
+        hops, body = split_trace(parts[0][1])
+        assert hops == ["mx-alpha.alpha.test", "mx-beta.beta.test", "store-beta.beta.test"]
+        assert body == msg.as_bytes()
+    pop = poplib.POP3(store.address, store.ports["pop3"], timeout=10)
+    pop.user(bob.address)
+    pop.pass_(bob.password)
+    count, _ = pop.stat()
+    assert count == 1
+    _, lines, _ = pop.retr(1)
+    assert b"hello bob" in b"\r\n".join(lines)
+    pop.quit()
+
+
+def test_no_open_relay_and_unknown_user(lab: LabPlan) -> None:
+    mx = lab.nodes["mx-beta"]
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], timeout=10) as smtp:
+        smtp.ehlo("stranger.test")
+        smtp.mail("someone@elsewhere.test")
+        code, _ = smtp.rcpt("victim@alpha.test")  # foreign domain, no auth
+        assert code >= 500
+        code, _ = smtp.rcpt("nobody@beta.test")
+        assert code == 550
+        code, _ = smtp.rcpt("bob@beta.test")
+        assert code == 250
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_submits_with_auth(lab: LabPlan) -> None:
+    mx = lab.nodes["mx-beta"]
+    dave = lab.user("dave@beta.test")
+    proc = subprocess.run(
+        ["swaks", "--server", mx.address, "--port", str(mx.ports["submission"]),
+         "--from", dave.address, "--to", "carol@alpha.test",
+         "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", dave.password,
+         "--header", "Subject: via swaks"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "250" in proc.stdout
+    bad = subprocess.run(
+        ["swaks", "--server", mx.address, "--port", str(mx.ports["submission"]),
+         "--from", dave.address, "--to", "carol@alpha.test",
+         "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", "wrong"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "535" in bad.stdout
+
+
+def test_killed_relay_delivers_what_it_acknowledged(lab: LabPlan) -> None:
+    """Stop the destination MX, submit (250 = queued on disk), SIGKILL the sending relay,
+    bring both back: the message arrives exactly once."""
+    mxlab("stop", "mx-beta", "--lab", lab.lab)
+    msg = build_message("alice@alpha.test", ["dave@beta.test"], "survives kill", "x\n")
+    sent = submit(lab, msg)
+    queue = Path(lab.lab_dir) / "nodes" / "mx-alpha" / "state" / "queue"
+    assert any(p.is_file() for p in queue.rglob("*")), "acknowledged mail is not on disk"
+    mxlab("kill", "mx-alpha", "--lab", lab.lab)
+    mxlab("start", "mx-beta", "--lab", lab.lab)
+    mxlab("start", "mx-alpha", "--lab", lab.lab)
+    store = lab.nodes["store-beta"]
+    dave = lab.user("dave@beta.test")
+    deadline = time.monotonic() + 60
+    found: list[bytes] = []
+    while time.monotonic() < deadline:
+        with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+            imap.login(dave.address, dave.password)
+            imap.select("INBOX", readonly=True)
+            _, data = imap.search(None, "HEADER", "Message-ID", msg["Message-ID"])
+            if data[0]:
+                for num in data[0].split():
+                    _, parts = imap.fetch(num, "(BODY.PEEK[])")
+                    found.append(parts[0][1])
+                break
+        time.sleep(0.2)
+    assert len(found) == 1, f"delivered {len(found)} times"
+    assert split_trace(found[0])[1] == sent
