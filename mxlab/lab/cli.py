@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,9 +13,10 @@ from rich.console import Console
 from mxlab.lab import labdir, report
 from mxlab.lab.checks import build_message, check_pairs, collect, submit
 from mxlab.lab.errors import LabError
-from mxlab.lab.plan import LabPlan, RuntimeName, make_plan
-from mxlab.lab.runtime import Runtime, select
-from mxlab.lab.topology import Topology, TopologyError, load_topology
+from mxlab.lab.lifecycle import bring_up, runtime_of
+from mxlab.lab.plan import LabPlan
+from mxlab.lab.runtime import Runtime
+from mxlab.lab.topology import TopologyError, load_topology
 
 app = typer.Typer(
     add_completion=False,
@@ -42,34 +42,7 @@ def _say(line: str) -> None:
 
 
 def _runtime_of(plan: LabPlan) -> Runtime:
-    return select(plan.runtime, _say)
-
-
-def _bring_up(topo: Topology, runtime_name: str) -> tuple[LabPlan, Runtime]:
-    runtime = select(runtime_name, _say)
-    rt_name: RuntimeName = "docker" if runtime.name == "docker" else "local"
-    lab_dir = labdir.lab_dir(topo.name)
-    existing = [s for s in _statuses(topo.name) if s.state == "running"]
-    if existing:
-        raise LabError(f"lab {topo.name!r} is already running (mxlab down {topo.name} first)")
-    plan = make_plan(
-        topo,
-        runtime=rt_name,
-        lab_dir=lab_dir,
-        subnet=runtime.choose_subnet(topo),
-        privileged=os.geteuid() == 0,
-    )
-    labdir.write_plan(plan)
-    started = time.monotonic()
-    runtime.up(plan, _say)
-    _say(f"lab {plan.lab} up in {time.monotonic() - started:.1f}s ({runtime.name}, {plan.subnet})")
-    return plan, runtime
-
-
-def _statuses(lab: str) -> list:
-    if lab not in labdir.list_labs():
-        return []
-    return _runtime_of(labdir.read_plan(lab)).status(lab)
+    return runtime_of(plan, _say)
 
 
 @app.command()
@@ -88,7 +61,7 @@ def validate(topology: Path) -> None:
 def up(topology: Path, runtime: RuntimeOpt = "auto") -> None:
     """Start a lab and wait until every node answers its protocol."""
     topo = load_topology(topology)
-    plan, _ = _bring_up(topo, runtime)
+    plan, _ = bring_up(topo, runtime, _say)
     _print_status(plan.lab)
 
 
@@ -194,7 +167,7 @@ def run(
 ) -> None:
     """Start a lab, prove delivery between every pair of users, tear it down."""
     topo = load_topology(topology)
-    plan, rt = _bring_up(topo, runtime)
+    plan, rt = bring_up(topo, runtime, _say)
     try:
         results = check_pairs(plan, deadline=timeout)
     finally:
@@ -283,6 +256,36 @@ def logs(
     if node not in plan.nodes:
         raise LabError(f"lab {plan.lab} has no node {node!r} ({', '.join(plan.nodes)})")
     _runtime_of(plan).logs(plan, node, follow)
+
+
+scenario_app = typer.Typer(no_args_is_help=True, help="Fault scenarios with checks.")
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Path,
+    runtime: Annotated[str | None, typer.Option("--runtime", "-r")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    artifacts: Annotated[Path, typer.Option(help="where a failed run keeps its lab")] = Path(
+        "mxlab-artifacts"
+    ),
+) -> None:
+    """Bring up the scenario's lab, run its steps and checks, account for every message."""
+    from mxlab.lab.scenario import load_scenario
+    from mxlab.lab.scenario_run import run_scenario
+
+    scenario, topo = load_scenario(file)
+    outcome = run_scenario(scenario, topo, runtime, _say, artifacts)
+    if junit is not None:
+        report.write_scenario_junit(outcome, junit)
+    if json_out:
+        print(report.scenario_json(outcome))
+    else:
+        report.scenario_table(outcome, out)
+    if not outcome.ok:
+        raise typer.Exit(1)
 
 
 @dns_app.command("zone")

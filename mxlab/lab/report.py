@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from mxlab.lab.checks import Result
+from mxlab.lab.scenario_run import Outcome
 
 
 def table(results: list[Result], console: Console) -> None:
@@ -61,4 +63,52 @@ def write_junit(results: list[Result], path: Path, suite: str) -> None:
         )
         if not r.ok:
             ET.SubElement(case, "failure", message=_why(r) or "failed")
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def scenario_table(outcome: Outcome, console: Console) -> None:
+    t = Table(title=f"scenario {outcome.scenario}")
+    for col in ("#", "step", "result", "time", "detail"):
+        t.add_column(col)
+    for s in outcome.steps:
+        verdict = "[green]ok[/]" if s.ok else "[red]FAIL[/]"
+        t.add_row(str(s.index), s.title, verdict, f"{s.seconds:.1f}s", s.detail)
+    console.print(t)
+    tally = ", ".join(f"{k} {v}" for k, v in outcome.accounting.items())
+    console.print(f"accounting: {tally}")
+    for line in outcome.unaccounted:
+        console.print(f"[red]unaccounted:[/] {line}")
+    if outcome.artifacts:
+        console.print(f"artifacts kept in {outcome.artifacts}")
+    passed = sum(s.ok for s in outcome.steps)
+    console.print(f"{passed} passed, {len(outcome.steps) - passed} failed")
+
+
+def scenario_json(outcome: Outcome) -> str:
+    return json.dumps(
+        {
+            "scenario": outcome.scenario,
+            "ok": outcome.ok,
+            "steps": [asdict(s) for s in outcome.steps],
+            "accounting": outcome.accounting,
+            "unaccounted": outcome.unaccounted,
+            "artifacts": outcome.artifacts,
+        },
+        indent=2,
+    )
+
+
+def write_scenario_junit(outcome: Outcome, path: Path) -> None:
+    root = ET.Element("testsuite", name=outcome.scenario, tests=str(len(outcome.steps) + 1))
+    for s in outcome.steps:
+        case = ET.SubElement(
+            root, "testcase", classname=outcome.scenario, name=f"{s.index}: {s.title}",
+            time=f"{s.seconds:.3f}",
+        )  # fmt: skip
+        if not s.ok:
+            ET.SubElement(case, "failure", message=s.detail)
+    acc = ET.SubElement(root, "testcase", classname=outcome.scenario, name="accounting")
+    if outcome.unaccounted:
+        ET.SubElement(acc, "failure", message="; ".join(outcome.unaccounted))
+    root.set("failures", str(sum(not s.ok for s in outcome.steps) + bool(outcome.unaccounted)))
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

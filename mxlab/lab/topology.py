@@ -98,7 +98,7 @@ class Topology(_Model):
         return v
 
 
-def _loc(parts: tuple[Any, ...]) -> str:
+def field_path(parts: tuple[Any, ...]) -> str:
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -200,8 +200,8 @@ def _check_node_ref(topo: Topology, src: str, field: str, ref: str, kind: str) -
         raise TopologyError(src, field, f"{what}, need a {kind}", f"use one of: {known}")
 
 
-def parse_topology(text: str, source: str = "<topology>") -> Topology:
-    """Parse and validate topology YAML; every mistake is a ``TopologyError``."""
+def read_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML to a mapping; syntax errors and duplicate keys are ``TopologyError``s."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -212,12 +212,25 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     _check_duplicate_keys(text, source)
     if not isinstance(data, dict):
         raise TopologyError(source, "", "top level must be a mapping", "start with 'name: ...'")
+    return data
+
+
+def validation_error(
+    exc: ValidationError, source: str, skip: set[Any] = frozenset()
+) -> TopologyError:
+    """The first pydantic error as one located line; ``skip`` drops union tags from the path."""
+    err = exc.errors()[0]
+    field = field_path(tuple(p for p in err["loc"] if p not in skip)) or "(top level)"
+    return TopologyError(source, field, _explain(err), _fix(err))
+
+
+def parse_topology(text: str, source: str = "<topology>") -> Topology:
+    """Parse and validate topology YAML; every mistake is a ``TopologyError``."""
+    data = read_yaml(text, source)
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _loc(err["loc"]) or "(top level)"
-        raise TopologyError(source, field, _explain(err), _fix(err)) from None
+        raise validation_error(exc, source) from None
     _check_refs(topo, source)
     return topo
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan
 from mxlab.lab.topology import Topology
 
@@ -56,7 +58,21 @@ class Runtime(ABC):
         self.start(plan, node)
 
     @abstractmethod
+    def signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
+        """Deliver a signal to the node program (SIGHUP: reread fault files)."""
+
+    def link(
+        self, plan: LabPlan, node: str, action: str, spec: dict[str, str] | None = None
+    ) -> None:
+        """Cut, restore, impair (tc netem) or clear a node's network link."""
+        raise LabError(f"{action} {node}: link faults need the docker runtime (--runtime docker)")
+
+    @abstractmethod
     def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int: ...
+
+    @abstractmethod
+    def log_bytes(self, plan: LabPlan, node: str) -> bytes:
+        """The node's whole log so far."""
 
     @abstractmethod
     def logs(self, plan: LabPlan, node: str, follow: bool) -> None:

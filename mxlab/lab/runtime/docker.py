@@ -7,6 +7,7 @@ Everything carries the labels ``mxlab.lab``/``mxlab.node``/``mxlab.role``, so ``
 from __future__ import annotations
 
 import ipaddress
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -199,6 +200,36 @@ class DockerRuntime(Runtime):
         if c.status == "running":
             c.kill()
 
+    def signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
+        self._container(plan, node).kill(signal=sig.name)
+
+    def link(
+        self, plan: LabPlan, node: str, action: str, spec: dict[str, str] | None = None
+    ) -> None:
+        """cut/restore: leave and rejoin the lab network (same address); impair/clear:
+        tc netem on the container's interface."""
+        c = self._container(plan, node)
+        net = self.client.networks.get(network_name(plan.lab))
+        if action == "cut":
+            net.disconnect(c)
+        elif action == "restore":
+            net.connect(c, ipv4_address=plan.nodes[node].address)
+        else:
+            argv = ["tc", "qdisc", "del", "dev", "eth0", "root"]
+            if action == "impair":
+                argv = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem"]
+                for key in ("delay", "jitter", "loss", "rate"):
+                    if key == "jitter" and (spec or {}).get(key):
+                        argv.append(spec[key])  # netem: delay TIME [JITTER]
+                    elif (spec or {}).get(key):
+                        argv += [key, spec[key]]  # type: ignore[index]
+            code, output = c.exec_run(argv)
+            if code != 0:
+                raise LabError(f"{action} {node}: {output.decode(errors='replace').strip()}")
+
+    def log_bytes(self, plan: LabPlan, node: str) -> bytes:
+        return self._container(plan, node).logs()
+
     def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
         c = self._container(plan, node)
         exec_id = self.client.api.exec_create(c.id, argv)["Id"]
@@ -214,4 +245,4 @@ class DockerRuntime(Runtime):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
         else:
-            sys.stdout.buffer.write(c.logs())
+            sys.stdout.buffer.write(self.log_bytes(plan, node))

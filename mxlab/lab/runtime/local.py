@@ -145,6 +145,16 @@ class LocalRuntime(Runtime):
     def kill(self, plan: LabPlan, node: str) -> None:
         self._signal(plan, node, signal.SIGKILL)
 
+    def signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
+        pid = _running_pid(_pid_file(plan, node))
+        if pid is None:
+            raise LabError(f"node {node} is not running")
+        os.kill(pid, sig)
+
+    def log_bytes(self, plan: LabPlan, node: str) -> bytes:
+        path = _log_file(plan, node)
+        return path.read_bytes() if path.exists() else b""
+
     def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
         env = dict(os.environ, MXLAB_LAB=plan.lab, MXLAB_NODE=node)
         return subprocess.call(argv, cwd=labdir.node_dir(plan, node), env=env)

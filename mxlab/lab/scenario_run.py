@@ -1,0 +1,406 @@
+"""Run a scenario: fault steps and checks in order, then account for every message."""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+import signal
+import smtplib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+
+from mxlab.lab import labdir
+from mxlab.lab.checks import build_message, split_trace, submit
+from mxlab.lab.errors import LabError
+from mxlab.lab.lifecycle import bring_up
+from mxlab.lab.plan import LabPlan
+from mxlab.lab.runtime import Runtime
+from mxlab.lab.scenario import (
+    DnsFault,
+    DnsRestore,
+    ExpectBounce,
+    ExpectDelivered,
+    ExpectDns,
+    ExpectQueued,
+    Impair,
+    NodeStep,
+    OpenRelayProbe,
+    Reject,
+    Scenario,
+    Send,
+)
+from mxlab.lab.topology import Topology
+
+POLL = 0.1
+
+
+class StepFailed(Exception):
+    """What differed from the expectation, in one line."""
+
+
+@dataclass
+class Sent:
+    id: str
+    sender: str
+    rcpts: list[str]
+    message_id: str
+    data: bytes
+    acknowledged: bool  # the relay answered 250: it must be accounted for
+    error: str = ""
+
+
+@dataclass
+class StepResult:
+    index: int
+    title: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    steps: list[StepResult] = field(default_factory=list)
+    accounting: dict[str, int] = field(default_factory=dict)
+    unaccounted: list[str] = field(default_factory=list)
+    artifacts: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps) and not self.unaccounted
+
+
+def _title(step: object) -> str:
+    fields = {k: v for k, v in step.__dict__.items() if k != "action" and v not in (None, [])}
+    args = ", ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{step.action} {args}"  # type: ignore[attr-defined]
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, plan: LabPlan, runtime: Runtime) -> None:
+        self.scenario, self.plan, self.runtime = scenario, plan, runtime
+        self.sent: dict[str, list[Sent]] = {}
+        self.dns_faults: dict[str, list[str]] = {"servfail": [], "timeout": [], "drop_mx": []}
+
+    # -- mailbox and queue views -------------------------------------------------------
+    def _mailbox(self, address: str) -> list[bytes]:
+        """Every message in the user's INBOX (IMAP, read-only)."""
+        user = self.plan.user(address)
+        store = self.plan.nodes[user.store]
+        with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+            imap.login(user.address, user.password)
+            imap.select("INBOX", readonly=True)
+            _, data = imap.search(None, "ALL")
+            out = []
+            for num in data[0].split():
+                _, parts = imap.fetch(num, "(BODY.PEEK[])")
+                out.extend(p[1] for p in parts if isinstance(p, tuple))
+            imap.logout()
+        return out
+
+    def _copies(self, address: str, message_id: str) -> list[bytes]:
+        needle = f"message-id: {message_id}".lower().encode()
+        return [m for m in self._mailbox(address) if needle in m.lower()]
+
+    def _bounces(self, sent: Sent) -> list[bytes]:
+        """DSNs (RFC 3464 multipart/report) in the sender's INBOX naming the message."""
+        found = []
+        for raw in self._mailbox(sent.sender):
+            msg = message_from_bytes(raw)
+            if msg.get_content_type() == "multipart/report" and sent.message_id.encode() in raw:
+                found.append(raw)
+        return found
+
+    def _queued_at(self, node: str, message_id: str) -> bool:
+        from mxlab.nodes.relay.queue import Envelope
+
+        qdir = labdir.node_dir(self.plan, node) / "state" / "queue"
+        for env in qdir.glob("*.env") if qdir.is_dir() else []:
+            try:
+                envelope = Envelope.model_validate_json(env.read_bytes())
+            except (OSError, ValueError):
+                continue  # replaced under our feet; look again on the next poll
+            if envelope.message_id == message_id and envelope.pending():
+                return True
+        return False
+
+    def _queued_anywhere(self, message_id: str) -> str | None:
+        for name, node in self.plan.nodes.items():
+            if node.role == "relay" and self._queued_at(name, message_id):
+                return name
+        return None
+
+    # -- steps ---------------------------------------------------------------------------
+    def run_step(self, step: object) -> str:
+        match step:
+            case NodeStep(action="stop" | "start" | "kill" | "restart" as act, node=node):
+                getattr(self.runtime, act)(self.plan, node)
+                return ""
+            case NodeStep(action="cut" | "restore" | "clear" as act, node=node):
+                self.runtime.link(self.plan, node, act)
+                return ""
+            case Impair():
+                spec = {
+                    k: v
+                    for k, v in step.__dict__.items()
+                    if k in ("delay", "jitter", "loss", "rate") and v
+                }
+                self.runtime.link(self.plan, step.node, "impair", spec)
+                return ""
+            case DnsFault():
+                self.dns_faults[step.mode].append(step.name)
+                self._apply_dns_faults()
+                return ""
+            case DnsRestore():
+                self.dns_faults = {k: [] for k in self.dns_faults}
+                self._apply_dns_faults()
+                return ""
+            case Send():
+                return self._send(step)
+            case Reject():
+                return self._reject(step)
+            case ExpectDelivered():
+                return self._expect_delivered(step)
+            case ExpectBounce():
+                return self._expect_bounce(step)
+            case ExpectQueued():
+                return self._poll(
+                    step.within,
+                    lambda: all(
+                        self._queued_at(step.node, s.message_id) for s in self.sent[step.id]
+                    ),
+                    f"{step.id} is not queued at {step.node}",
+                )
+            case ExpectDns():
+                return self._expect_dns(step)
+            case OpenRelayProbe():
+                return self._open_relay(step)
+        raise LabError(f"unknown step {step!r}")
+
+    def _poll(self, within: float, done: Callable[[], bool], failure: str) -> str:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                if done():
+                    return ""
+            except (OSError, imaplib.IMAP4.error):
+                pass  # a node may be restarting: poll again
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{failure} after {within:g}s")
+            time.sleep(POLL)
+
+    def _apply_dns_faults(self) -> None:
+        from mxlab.dns.faults import write_faults
+
+        dns_node = next(n for n in self.plan.nodes.values() if n.role == "dns")
+        write_faults(labdir.node_dir(self.plan, dns_node.name) / "state", **self.dns_faults)
+        self.runtime.signal(self.plan, dns_node.name, signal.SIGHUP)
+
+    def _send(self, step: Send) -> str:
+        def one(n: int) -> Sent:
+            sid = step.id if step.count == 1 else f"{step.id}-{n}"
+            msg = build_message(step.sender, step.to, step.subject or f"scenario {sid}", step.body)
+            try:
+                data = submit(self.plan, msg)
+                return Sent(sid, step.sender, step.to, msg["Message-ID"], data, True)
+            except (OSError, smtplib.SMTPException) as exc:
+                return Sent(sid, step.sender, step.to, msg["Message-ID"], b"", False, str(exc))
+
+        with ThreadPoolExecutor(max_workers=step.concurrency) as pool:
+            results = list(pool.map(one, range(1, step.count + 1)))
+        self.sent[step.id] = results
+        acked = sum(s.acknowledged for s in results)
+        if step.count == 1 and not acked:
+            raise StepFailed(f"submission refused: {results[0].error}")
+        return f"{acked}/{step.count} acknowledged"
+
+    def _reject(self, step: Reject) -> str:
+        user = self.plan.user(step.sender) if step.auth else None
+        relay = self.plan.nodes[step.node or self.plan.user(step.sender).submission]
+        port = relay.ports["submission" if step.auth else "smtp"]
+        with smtplib.SMTP(relay.address, port, timeout=10) as smtp:
+            smtp.ehlo("scenario.mxlab.test")
+            if user is not None:
+                smtp.login(user.address, user.password)
+            code, reply = smtp.mail(step.sender)
+            if code < 400:
+                code, reply = smtp.rcpt(step.to)
+            if code < 400:
+                code, reply = smtp.data(b"Subject: expect reject\r\n\r\nbody\r\n")
+        text = reply.decode(errors="replace")
+        if code != step.code:
+            raise StepFailed(f"expected {step.code}, got {code} {text}")
+        return f"{code} {text}"
+
+    def _expect_delivered(self, step: ExpectDelivered) -> str:
+        notes = []
+        for sent in self.sent[step.id]:
+            if not sent.acknowledged:
+                continue
+            for rcpt in sent.rcpts:
+                self._poll(
+                    step.within,
+                    lambda s=sent, r=rcpt: bool(self._copies(r, s.message_id)),
+                    f"{step.id} not in {rcpt}'s INBOX",
+                )
+                copies = self._copies(rcpt, sent.message_id)
+                if len(copies) != 1:
+                    raise StepFailed(f"{step.id} delivered {len(copies)} times to {rcpt}")
+                hops, body = split_trace(copies[0])
+                if body != sent.data:
+                    raise StepFailed(
+                        f"{step.id}: the copy in {rcpt}'s INBOX differs from what was sent"
+                    )
+                want = step.route
+                if want is not None and hops != want:
+                    raise StepFailed(
+                        f"{step.id} took {' > '.join(hops)}, expected {' > '.join(want)}"
+                    )
+                if step.by in ("pop3", "both"):
+                    from mxlab.lab.checks import pop3_fetch
+
+                    if sent.message_id not in pop3_fetch(self.plan, rcpt, [sent.message_id]):
+                        raise StepFailed(f"{step.id} not visible by POP3 for {rcpt}")
+                notes.append(" > ".join(hops))
+        return notes[0] if len(set(notes)) == 1 else f"{len(notes)} deliveries"
+
+    def _expect_bounce(self, step: ExpectBounce) -> str:
+        for sent in self.sent[step.id]:
+            if sent.acknowledged:
+                self._poll(
+                    step.within,
+                    lambda s=sent: bool(self._bounces(s)),
+                    f"no bounce for {step.id} reached {sent.sender}",
+                )
+        return "bounce received"
+
+    def _expect_dns(self, step: ExpectDns) -> str:
+        dns_node = next(n for n in self.plan.nodes.values() if n.role == "dns")
+        query = dns.message.make_query(step.name, step.type)
+        try:
+            reply = dns.query.udp(query, dns_node.address, port=dns_node.ports["dns"], timeout=3)
+        except dns.exception.Timeout:
+            if step.rcode == "TIMEOUT":
+                return "timed out as expected"
+            raise StepFailed(f"{step.name} {step.type}: no answer") from None
+        rcode = dns.rcode.to_text(reply.rcode())
+        got = sorted(
+            rd.to_text()
+            for rrset in reply.answer
+            for rd in rrset
+            if rrset.rdtype == dns.rdatatype.from_text(step.type)
+        )
+        if rcode != step.rcode or got != sorted(step.answer):
+            want = f"{step.rcode} {sorted(step.answer)}"
+            raise StepFailed(f"{step.name} {step.type}: got {rcode} {got}, expected {want}")
+        return f"{rcode} {got}"
+
+    def _open_relay(self, step: OpenRelayProbe) -> str:
+        """RFC 5321 §7.1 / Postfix's checks: every unauthenticated foreign relay attempt
+        must be refused, however the address is dressed up."""
+        relay = self.plan.nodes[step.node]
+        local = next(
+            iter(relay.config.local_domains or relay.config.relay_domains or {"x.test": 0})
+        )  # type: ignore[union-attr]
+        probes = [
+            "victim@outside.example",
+            f"victim%outside.example@{local}",
+            f"@{local}:victim@outside.example",
+            f'"victim@outside.example"@{local}',
+            f"victim@outside.example@{local}",
+            f"outside.example!victim@{local}",
+        ]
+        accepted = []
+        for rcpt in probes:
+            with smtplib.SMTP(relay.address, relay.ports["smtp"], timeout=10) as smtp:
+                smtp.ehlo("probe.outside.example")
+                smtp.mail("spammer@outside.example")
+                code, _ = smtp.rcpt(rcpt)
+                if code < 400:
+                    accepted.append(rcpt)
+        if accepted:
+            raise StepFailed(f"open relay: accepted {', '.join(accepted)}")
+        return f"{len(probes)} probes refused"
+
+    # -- accounting ----------------------------------------------------------------------
+    def account(self, outcome: Outcome) -> None:
+        """Every acknowledged message: delivered exactly once to each recipient, bounced
+        to its sender, or still queued somewhere — anything else fails the run."""
+        tally = {"delivered": 0, "bounced": 0, "queued": 0, "not acknowledged": 0, "duplicated": 0}
+        mailboxes: dict[str, list[bytes]] = {}
+        for sends in self.sent.values():
+            for sent in sends:
+                if not sent.acknowledged:
+                    tally["not acknowledged"] += 1
+                for rcpt in sent.rcpts:
+                    box = mailboxes.setdefault(rcpt, self._mailbox(rcpt))
+                    needle = f"message-id: {sent.message_id}".lower().encode()
+                    copies = sum(needle in m.lower() for m in box)
+                    if copies == 1:
+                        tally["delivered"] += 1
+                    elif copies > 1:
+                        tally["duplicated"] += 1
+                        outcome.unaccounted.append(f"{sent.id} delivered {copies}x to {rcpt}")
+                    elif not sent.acknowledged:
+                        continue
+                    elif self._bounces(sent):
+                        tally["bounced"] += 1
+                    elif self._queued_anywhere(sent.message_id) is not None:
+                        tally["queued"] += 1
+                    else:
+                        outcome.unaccounted.append(f"{sent.id} to {rcpt}: lost")
+        outcome.accounting = tally
+
+
+def run_scenario(
+    scenario: Scenario,
+    topo: Topology,
+    runtime_name: str | None,
+    progress: Callable[[str], None],
+    artifacts_root: Path,
+) -> Outcome:
+    plan, runtime = bring_up(topo, runtime_name or scenario.runtime, progress)
+    runner = Runner(scenario, plan, runtime)
+    outcome = Outcome(scenario.name)
+    try:
+        for i, step in enumerate(scenario.steps, 1):
+            title = _title(step)
+            started = time.monotonic()
+            try:
+                detail, ok = runner.run_step(step), True
+            except StepFailed as exc:
+                detail, ok = str(exc), False
+            except (OSError, smtplib.SMTPException, imaplib.IMAP4.error, LabError) as exc:
+                detail, ok = f"{type(exc).__name__}: {exc}", False
+            took = time.monotonic() - started
+            outcome.steps.append(StepResult(i, title, ok, took, detail))
+            mark = "ok" if ok else "FAILED"
+            progress(f"[{i}/{len(scenario.steps)}] {title}: {mark} ({took:.1f}s) {detail}")
+            if not ok:
+                break
+        runner.account(outcome)
+        if not outcome.ok:
+            outcome.artifacts = str(save_artifacts(plan, runtime, artifacts_root))
+    finally:
+        runtime.down(plan.lab)
+    return outcome
+
+
+def save_artifacts(plan: LabPlan, runtime: Runtime, root: Path) -> Path:
+    """Logs, queues and generated configs of a failed run, for the CI to keep."""
+    dest = root / f"{plan.lab}-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(plan.lab_dir, dest, ignore=shutil.ignore_patterns("*.key", "pid"))
+    for name in plan.nodes:
+        (dest / "nodes" / name).mkdir(parents=True, exist_ok=True)
+        (dest / "nodes" / name / "runtime.log").write_bytes(runtime.log_bytes(plan, name))
+    return dest
