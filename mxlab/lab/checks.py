@@ -20,6 +20,14 @@ from mxlab.lab.plan import LabPlan, predict_route
 
 _TRACE = re.compile(rb"^(received|return-path|delivered-to):", re.I)
 _BY = re.compile(rb"\bby\s+([^\s;()]+)", re.I)
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.I | re.M)
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID header of a message (or of its header lines)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    m = _MESSAGE_ID.search(head)
+    return m.group(1).decode(errors="replace") if m else None
 
 
 @dataclass
@@ -136,14 +144,7 @@ def pop3_fetch(plan: LabPlan, rcpt: str, message_ids: list[str]) -> dict[str, by
         count, _ = pop.stat()
         for n in range(1, count + 1):
             _, head, _ = pop.top(n, 0)
-            mid = next(
-                (
-                    h.split(b":", 1)[1].strip().decode()
-                    for h in head
-                    if h.lower().startswith(b"message-id:")
-                ),
-                None,
-            )
+            mid = message_id_of(b"\r\n".join(head))
             if mid and mid.lower() in wanted:
                 _, lines, _ = pop.retr(n)
                 found[mid] = b"\r\n".join(lines) + b"\r\n"

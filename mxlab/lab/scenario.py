@@ -68,6 +68,16 @@ class Send(_Step):
     body: str = "mxlab scenario message\n"
     count: int = Field(1, ge=1, le=100000)  # a load: ``count`` messages, ids id-1..id-N
     concurrency: int = Field(1, ge=1, le=100)
+    background: bool = False  # go on with the next steps while the load runs
+
+
+class ExpectSent(_Step):
+    """Wait until a background load has ``at_least`` messages acknowledged."""
+
+    action: Literal["expect_sent"] = "expect_sent"
+    id: str
+    at_least: int = Field(1, ge=1)
+    within: float = Field(30.0, gt=0)
 
 
 class Reject(_Step):
@@ -116,8 +126,8 @@ class OpenRelayProbe(_Step):
 
 
 Step = Annotated[
-    NodeStep | Impair | DnsFault | DnsRestore | Send | Reject | ExpectDelivered | ExpectBounce
-    | ExpectQueued | ExpectDns | OpenRelayProbe,
+    NodeStep | Impair | DnsFault | DnsRestore | Send | ExpectSent | Reject | ExpectDelivered
+    | ExpectBounce | ExpectQueued | ExpectDns | OpenRelayProbe,
     Field(discriminator="action"),
 ]  # fmt: skip
 
@@ -135,6 +145,8 @@ _NODE_ACTIONS = {"stop", "start", "kill", "restart", "cut", "restore", "clear"}
 
 def _normalise(step: Any) -> Any:
     """``- stop: mx1`` and ``- send: {...}`` become ``{"action": ..., ...}``."""
+    if step == "dns_restore":
+        return {"action": step}
     if not isinstance(step, dict) or len(step) != 1:
         return step
     ((action, args),) = step.items()

@@ -8,7 +8,7 @@ import signal
 import smtplib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from pathlib import Path
@@ -19,7 +19,7 @@ import dns.query
 import dns.rcode
 
 from mxlab.lab import labdir
-from mxlab.lab.checks import build_message, split_trace, submit
+from mxlab.lab.checks import build_message, message_id_of, pop3_fetch, split_trace, submit
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up
 from mxlab.lab.plan import LabPlan
@@ -31,6 +31,7 @@ from mxlab.lab.scenario import (
     ExpectDelivered,
     ExpectDns,
     ExpectQueued,
+    ExpectSent,
     Impair,
     NodeStep,
     OpenRelayProbe,
@@ -90,27 +91,37 @@ class Runner:
     def __init__(self, scenario: Scenario, plan: LabPlan, runtime: Runtime) -> None:
         self.scenario, self.plan, self.runtime = scenario, plan, runtime
         self.sent: dict[str, list[Sent]] = {}
+        self.loads: dict[str, Future[None]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=4)
         self.dns_faults: dict[str, list[str]] = {"servfail": [], "timeout": [], "drop_mx": []}
+
+    def _finished(self, sid: str) -> list[Sent]:
+        """The messages of a send step, once its background load (if any) is done."""
+        if sid in self.loads:
+            self.loads.pop(sid).result()
+        return self.sent[sid]
 
     # -- mailbox and queue views -------------------------------------------------------
     def _mailbox(self, address: str) -> list[bytes]:
-        """Every message in the user's INBOX (IMAP, read-only)."""
+        """Every message in the user's INBOX, in one IMAP FETCH (read-only)."""
         user = self.plan.user(address)
         store = self.plan.nodes[user.store]
-        with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+        with imaplib.IMAP4(store.address, store.ports["imap"], timeout=30) as imap:
             imap.login(user.address, user.password)
-            imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
+            _, count = imap.select("INBOX", readonly=True)
             out = []
-            for num in data[0].split():
-                _, parts = imap.fetch(num, "(BODY.PEEK[])")
-                out.extend(p[1] for p in parts if isinstance(p, tuple))
+            if int(count[0] or 0) > 0:
+                _, parts = imap.fetch("1:*", "(BODY.PEEK[])")
+                out = [p[1] for p in parts if isinstance(p, tuple)]
             imap.logout()
         return out
 
-    def _copies(self, address: str, message_id: str) -> list[bytes]:
-        needle = f"message-id: {message_id}".lower().encode()
-        return [m for m in self._mailbox(address) if needle in m.lower()]
+    def _copies(self, address: str) -> dict[str, list[bytes]]:
+        """The user's INBOX by lowercased Message-ID."""
+        by_id: dict[str, list[bytes]] = {}
+        for raw in self._mailbox(address):
+            by_id.setdefault((message_id_of(raw) or "").lower(), []).append(raw)
+        return by_id
 
     def _bounces(self, sent: Sent) -> list[bytes]:
         """DSNs (RFC 3464 multipart/report) in the sender's INBOX naming the message."""
@@ -167,6 +178,12 @@ class Runner:
                 return ""
             case Send():
                 return self._send(step)
+            case ExpectSent():
+                return self._poll(
+                    step.within,
+                    lambda: sum(s.acknowledged for s in self.sent[step.id]) >= step.at_least,
+                    f"fewer than {step.at_least} of {step.id} acknowledged",
+                )
             case Reject():
                 return self._reject(step)
             case ExpectDelivered():
@@ -207,18 +224,28 @@ class Runner:
         self.runtime.signal(self.plan, dns_node.name, signal.SIGHUP)
 
     def _send(self, step: Send) -> str:
-        def one(n: int) -> Sent:
+        results: list[Sent] = []
+        self.sent[step.id] = results
+
+        def one(n: int) -> None:
             sid = step.id if step.count == 1 else f"{step.id}-{n}"
             msg = build_message(step.sender, step.to, step.subject or f"scenario {sid}", step.body)
             try:
                 data = submit(self.plan, msg)
-                return Sent(sid, step.sender, step.to, msg["Message-ID"], data, True)
+                results.append(Sent(sid, step.sender, step.to, msg["Message-ID"], data, True))
             except (OSError, smtplib.SMTPException) as exc:
-                return Sent(sid, step.sender, step.to, msg["Message-ID"], b"", False, str(exc))
+                results.append(
+                    Sent(sid, step.sender, step.to, msg["Message-ID"], b"", False, str(exc))
+                )
 
-        with ThreadPoolExecutor(max_workers=step.concurrency) as pool:
-            results = list(pool.map(one, range(1, step.count + 1)))
-        self.sent[step.id] = results
+        def load() -> None:
+            with ThreadPoolExecutor(max_workers=step.concurrency) as pool:
+                list(pool.map(one, range(1, step.count + 1)))
+
+        if step.background:
+            self.loads[step.id] = self.pool.submit(load)
+            return f"{step.count} messages started in the background"
+        load()
         acked = sum(s.acknowledged for s in results)
         if step.count == 1 and not acked:
             raise StepFailed(f"submission refused: {results[0].error}")
@@ -243,39 +270,40 @@ class Runner:
         return f"{code} {text}"
 
     def _expect_delivered(self, step: ExpectDelivered) -> str:
-        notes = []
-        for sent in self.sent[step.id]:
-            if not sent.acknowledged:
-                continue
+        acked = [s for s in self._finished(step.id) if s.acknowledged]
+        rcpts = sorted({r for s in acked for r in s.rcpts})
+        boxes: dict[str, dict[str, list[bytes]]] = {}
+
+        def arrived() -> bool:
+            for rcpt in rcpts:
+                boxes[rcpt] = self._copies(rcpt)
+            return all(s.message_id.lower() in boxes[r] for s in acked for r in s.rcpts)
+
+        self._poll(step.within, arrived, f"{step.id} not delivered to every recipient")
+        routes = set()
+        for sent in acked:
             for rcpt in sent.rcpts:
-                self._poll(
-                    step.within,
-                    lambda s=sent, r=rcpt: bool(self._copies(r, s.message_id)),
-                    f"{step.id} not in {rcpt}'s INBOX",
-                )
-                copies = self._copies(rcpt, sent.message_id)
+                copies = boxes[rcpt][sent.message_id.lower()]
                 if len(copies) != 1:
-                    raise StepFailed(f"{step.id} delivered {len(copies)} times to {rcpt}")
+                    raise StepFailed(f"{sent.id} delivered {len(copies)} times to {rcpt}")
                 hops, body = split_trace(copies[0])
                 if body != sent.data:
-                    raise StepFailed(
-                        f"{step.id}: the copy in {rcpt}'s INBOX differs from what was sent"
-                    )
-                want = step.route
-                if want is not None and hops != want:
-                    raise StepFailed(
-                        f"{step.id} took {' > '.join(hops)}, expected {' > '.join(want)}"
-                    )
-                if step.by in ("pop3", "both"):
-                    from mxlab.lab.checks import pop3_fetch
-
-                    if sent.message_id not in pop3_fetch(self.plan, rcpt, [sent.message_id]):
-                        raise StepFailed(f"{step.id} not visible by POP3 for {rcpt}")
-                notes.append(" > ".join(hops))
-        return notes[0] if len(set(notes)) == 1 else f"{len(notes)} deliveries"
+                    raise StepFailed(f"{sent.id}: {rcpt}'s copy differs from what was sent")
+                if step.route is not None and hops != step.route:
+                    got, want = " > ".join(hops), " > ".join(step.route)
+                    raise StepFailed(f"{sent.id} took {got}, expected {want}")
+                routes.add(" > ".join(hops))
+        if step.by in ("pop3", "both"):
+            for rcpt in rcpts:
+                ids = [s.message_id for s in acked if rcpt in s.rcpts]
+                missing = len(ids) - len(pop3_fetch(self.plan, rcpt, ids))
+                if missing:
+                    raise StepFailed(f"{missing} of {step.id} not visible by POP3 for {rcpt}")
+        summary = routes.pop() if len(routes) == 1 else f"{len(routes)} routes"
+        return f"{len(acked)} delivered once each; {summary}"
 
     def _expect_bounce(self, step: ExpectBounce) -> str:
-        for sent in self.sent[step.id]:
+        for sent in self._finished(step.id):
             if sent.acknowledged:
                 self._poll(
                     step.within,
@@ -337,15 +365,17 @@ class Runner:
         """Every acknowledged message: delivered exactly once to each recipient, bounced
         to its sender, or still queued somewhere — anything else fails the run."""
         tally = {"delivered": 0, "bounced": 0, "queued": 0, "not acknowledged": 0, "duplicated": 0}
-        mailboxes: dict[str, list[bytes]] = {}
+        boxes: dict[str, dict[str, list[bytes]]] = {}
+        for sid in list(self.loads):
+            self._finished(sid)
         for sends in self.sent.values():
             for sent in sends:
                 if not sent.acknowledged:
                     tally["not acknowledged"] += 1
                 for rcpt in sent.rcpts:
-                    box = mailboxes.setdefault(rcpt, self._mailbox(rcpt))
-                    needle = f"message-id: {sent.message_id}".lower().encode()
-                    copies = sum(needle in m.lower() for m in box)
+                    if rcpt not in boxes:
+                        boxes[rcpt] = self._copies(rcpt)
+                    copies = len(boxes[rcpt].get(sent.message_id.lower(), []))
                     if copies == 1:
                         tally["delivered"] += 1
                     elif copies > 1:
@@ -392,6 +422,7 @@ def run_scenario(
         if not outcome.ok:
             outcome.artifacts = str(save_artifacts(plan, runtime, artifacts_root))
     finally:
+        runner.pool.shutdown(wait=True, cancel_futures=True)
         runtime.down(plan.lab)
     return outcome
 

@@ -1,0 +1,60 @@
+"""The relay node: two aiosmtpd listeners (MX and submission) over one durable queue
+and its delivery worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import warnings
+
+from mxlab.nodes.config import RelayNodeConfig, TlsFiles
+from mxlab.nodes.events import emit
+from mxlab.nodes.relay.delivery import Delivery
+from mxlab.nodes.relay.queue import Queue
+from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
+
+
+def server_tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+async def serve(config: RelayNodeConfig) -> None:
+    """Listen on the MX and submission ports and deliver the queue until cancelled."""
+    # aiosmtpd warns on every connection when AUTH is allowed without TLS, which the
+    # lab permits on purpose (allow_plaintext_auth); our events say what matters.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="aiosmtpd")
+    loop = asyncio.get_running_loop()
+    queue = Queue(config.state_path / "queue")
+    delivery = Delivery(config, queue)
+    tls_context = server_tls_context(config.tls) if config.tls else None
+    servers: list[asyncio.Server] = []
+    worker = asyncio.create_task(delivery.run())
+    try:
+        for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
+            handler = RelayHandler(config, queue, delivery, submission=submission)
+            try:
+                server = await loop.create_server(
+                    lambda h=handler: make_smtp(config, h, tls_context), config.address, port
+                )
+            except OSError as exc:
+                raise SystemExit(
+                    f"{config.node}: cannot listen on {config.address}:{port}: {exc.strerror}"
+                ) from None
+            servers.append(server)
+        emit(
+            config.node,
+            "listening",
+            address=config.address,
+            smtp=config.smtp_port,
+            submission=config.submission_port,
+        )
+        await worker
+    finally:
+        worker.cancel()
+        for server in servers:
+            server.close()
+        await asyncio.gather(worker, return_exceptions=True)

@@ -1,0 +1,180 @@
+"""The SMTP side of the relay: aiosmtpd does the protocol, our handler hooks add the
+relay policy (RCPT), loop and smuggling checks and durable queueing (DATA)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mxlab.nodes.config import RelayNodeConfig
+from mxlab.nodes.events import emit
+from mxlab.nodes.passwords import verify_password
+from mxlab.nodes.relay.delivery import Delivery
+from mxlab.nodes.relay.policy import SOURCE_ROUTE_DENIED, is_source_route, rcpt_verdict
+from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
+from mxlab.nodes.relay.queue import Queue, Recipient, new_queue_id
+from mxlab.nodes.relay.trace import (
+    count_received,
+    has_bare_line_ending,
+    message_id,
+    protocol_name,
+    received_header,
+)
+
+# MAIL parameters worth carrying to the next hop (RFC 6152, RFC 6531)
+_FORWARDED_MAIL_OPTIONS = ("BODY=8BITMIME", "SMTPUTF8")
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with the checks that need the raw command argument."""
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        path = (arg or "").partition(":")[2]
+        if is_source_route(path):  # aiosmtpd would silently drop the route
+            await self.push(SOURCE_ROUTE_DENIED)
+            return
+        await super().smtp_RCPT(arg)
+
+
+class RelayHandler:
+    """aiosmtpd handler for one listener: MX (port 25) or submission (port 587)."""
+
+    def __init__(
+        self, config: RelayNodeConfig, queue: Queue, delivery: Delivery, *, submission: bool
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.delivery = delivery
+        self.submission = submission
+
+    def authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: object,
+    ) -> AuthResult:
+        """AUTH PLAIN / LOGIN (RFC 4954, RFC 4616) against the scrypt hashes."""
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        stored = self.config.auth_users.get(login) or self.config.auth_users.get(login.lower())
+        ok = stored is not None and verify_password(
+            stored, auth_data.password.decode("utf-8", "replace")
+        )
+        emit(self.config.node, "auth", user=login, ok=ok, client=session.peer[0])
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        lines = [r for r in responses[1:-1] if self.submission or not r.startswith("250-AUTH")]
+        return [responses[0], *lines, "250-PIPELINING", "250 ENHANCEDSTATUSCODES"]
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = rcpt_verdict(
+            self.config,
+            address,
+            authenticated=bool(session.authenticated),
+            client_ip=session.peer[0],
+        )
+        if refusal is not None:
+            emit(self.config.node, "rcpt_refused", to=address, client=session.peer[0])
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        if has_bare_line_ending(content):
+            return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
+        if count_received(content) > self.config.max_received_headers:
+            return "554 5.4.6 too many Received headers: mail loop detected"
+        qid = new_queue_id()
+        trace = received_header(
+            helo=session.host_name or "unknown",
+            client_ip=session.peer[0],
+            by=self.config.fqdn,
+            protocol=protocol_name(
+                esmtp=session.extended_smtp,
+                tls=session.ssl is not None,
+                authenticated=bool(session.authenticated),
+            ),
+            queue_id=qid,
+            rcpts=envelope.rcpt_tos,
+        )
+        queued = QueuedEnvelope(
+            id=qid,
+            sender=envelope.mail_from or "",
+            recipients=[Recipient(address=a) for a in envelope.rcpt_tos],
+            arrival=time.time(),
+            message_id=message_id(content),
+            mail_options=[o for o in envelope.mail_options if o in _FORWARDED_MAIL_OPTIONS],
+        )
+        try:
+            await asyncio.to_thread(self.queue.put, queued, trace + content)
+        except OSError as exc:
+            emit(self.config.node, "error", error=f"queue write failed: {exc}")
+            return "451 4.3.0 cannot queue the message now, try again later"
+        emit(
+            self.config.node,
+            "received",
+            id=qid,
+            message_id=queued.message_id,
+            **{"from": queued.sender, "to": envelope.rcpt_tos},
+            client=session.peer[0],
+            size=len(content),
+        )
+        self.delivery.add(queued)
+        return f"250 2.0.0 Ok: queued as {qid}"
+
+
+def make_smtp(
+    config: RelayNodeConfig,
+    handler: RelayHandler,
+    tls_context: ssl.SSLContext | None,
+) -> RelaySMTP:
+    """One protocol instance per connection, as asyncio's create_server wants."""
+    return RelaySMTP(
+        handler,
+        hostname=config.fqdn,
+        ident="ESMTP mxlab",
+        data_size_limit=config.max_message_size,  # RFC 1870: advertised and enforced
+        enable_SMTPUTF8=True,
+        decode_data=False,  # keep the bytes exactly as sent
+        tls_context=tls_context,
+        authenticator=handler.authenticate,
+        auth_required=handler.submission,  # RFC 6409 §4.3
+        auth_require_tls=not config.allow_plaintext_auth,
+        auth_exclude_mechanism=None if handler.submission else ["PLAIN", "LOGIN"],
+    )

@@ -1,0 +1,225 @@
+"""Helpers for the relay tests (no tests here): a dnslib DNS stub, aiosmtpd SMTP and
+LMTP sinks, and the relay started as a real node process. Loopback 127.30.0.0/16 only."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
+from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+from mxlab.nodes.config import Endpoint, RelayNodeConfig
+
+_SUBNET = random.randrange(1, 250)  # per session: reruns do not meet old sockets
+_HOSTS = itertools.count(2)
+
+
+def new_address() -> str:
+    """A fresh loopback address of this test session inside 127.30.0.0/16."""
+    return f"127.30.{_SUBNET}.{next(_HOSTS)}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+class _ZoneResolver(BaseResolver):
+    """Authoritative enough for the relay: NODATA for a known name, else NXDOMAIN."""
+
+    def __init__(self, zone: str) -> None:
+        self.records = RR.fromZone(zone)
+
+    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+        reply = request.reply()
+        qname, qtype = request.q.qname, request.q.qtype
+        known = [rr for rr in self.records if rr.rname == qname]
+        reply.add_answer(*[rr for rr in known if rr.rtype == qtype or qtype == QTYPE.ANY])
+        if not known:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+class DnsStub:
+    """UDP DNS server answering from a zone text, in a background thread."""
+
+    def __init__(self, zone: str) -> None:
+        self.endpoint = Endpoint(host=new_address(), port=5353)
+        logger = DNSLogger(
+            "-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None
+        )
+        self.server = DNSServer(
+            _ZoneResolver(zone), address=self.endpoint.host, port=self.endpoint.port, logger=logger
+        )
+        self.server.start_thread()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.server.server.server_close()
+
+
+@dataclass
+class Received:
+    sender: str
+    rcpts: list[str]
+    content: bytes
+
+
+@dataclass
+class SinkHandler:
+    """Records what it accepts; ``refuse`` maps a recipient to its RCPT reply."""
+
+    refuse: dict[str, str] = field(default_factory=dict)
+    data_reply: str = "250 2.0.0 Ok"
+    messages: list[Received] = field(default_factory=list)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.data_reply.startswith("2"):
+            self.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
+        return self.data_reply
+
+
+class _LmtpController(Controller):
+    def factory(self) -> LMTP:
+        return LMTP(self.handler)
+
+
+class Sink:
+    """An SMTP (or LMTP) server standing in for the next hop or the store."""
+
+    def __init__(self, address: str | None = None, port: int = 2525, lmtp: bool = False):
+        self.handler = SinkHandler()
+        cls = _LmtpController if lmtp else Controller
+        self.endpoint = Endpoint(host=address or new_address(), port=port)
+        self.controller = cls(self.handler, hostname=self.endpoint.host, port=port)
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def start(self) -> Sink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def relay_config(tmp_path: Path, **overrides: Any) -> RelayNodeConfig:
+    """A relay config for tests; the defaults can be overridden field by field."""
+    fields: dict[str, Any] = {
+        "lab": "t",
+        "node": "relay",
+        "fqdn": "mx.alpha.test",
+        "address": new_address(),
+        "state_dir": str(tmp_path / "relay-state"),
+        "smtp_port": 2525,
+        "submission_port": 2587,
+        "remote_smtp_port": 2525,
+        "dns": Endpoint(host="127.30.0.1", port=5353),
+        "queue": {"retry_initial": 0.2, "retry_max": 0.5, "lifetime": 30.0},
+    }
+    fields.update(overrides)
+    return RelayNodeConfig.model_validate(fields)
+
+
+class RelayProcess:
+    """``python -m mxlab.nodes relay --config X.json`` as a child process."""
+
+    def __init__(self, config: RelayNodeConfig, tmp_path: Path) -> None:
+        self.config = config
+        self.config_path = tmp_path / f"{config.node}.json"
+        self.config_path.write_text(config.model_dump_json())
+        self.log_path = tmp_path / f"{config.node}.events"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RelayProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mxlab.nodes", "relay", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for(self._greets, what="the relay's SMTP greeting")
+        return self
+
+    def _greets(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"relay exited: {self.log_path.read_text()}")
+        try:
+            with smtplib.SMTP(self.config.address, self.config.smtp_port, timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in events if name is None or e["event"] == name]
+
+    def wait_event(self, name: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            hits = [e for e in self.events(name) if all(e.get(k) == v for k, v in match.items())]
+            return hits[0] if hits else None
+
+        return wait_for(found, timeout, f"event {name} {match} in {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or clean up."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def smtp(self, submission: bool = False) -> smtplib.SMTP:
+        port = self.config.submission_port if submission else self.config.smtp_port
+        client = smtplib.SMTP(self.config.address, port, timeout=10)
+        client.ehlo("client.test")
+        return client
+
+
+def message(
+    subject: str = "test", *, sender: str = "a@alpha.test", rcpt: str = "b@beta.test"
+) -> bytes:
+    mid = f"<{time.time_ns()}.{random.randrange(10**6)}@client.test>"
+    return (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
+        f"\r\nbody of {subject}\r\n"
+    ).encode()
