@@ -258,6 +258,34 @@ def logs(
     _runtime_of(plan).logs(plan, node, follow)
 
 
+@app.command()
+def trace(message_id: str, lab: LabOpt = None) -> None:
+    """Follow a message across the lab's nodes by its Message-ID."""
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from mxlab.lab.trace import events_for
+
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    events = events_for(plan, _runtime_of(plan), message_id)
+    if not events:
+        raise LabError(f"no node of lab {plan.lab} logged {message_id}")
+    t = Table(title=f"trace {message_id}")
+    for col in ("time", "node", "event", "details"):
+        t.add_column(col)
+    for e in events:
+        when = datetime.fromtimestamp(e.ts).strftime("%H:%M:%S.%f")[:-3]
+        details = " ".join(f"{k}={v}" for k, v in e.fields.items() if k != "message_id")
+        t.add_row(when, e.node, e.event, details)
+    out.print(t)
+    path = []
+    for e in events:
+        if not path or path[-1] != e.node:
+            path.append(e.node)
+    out.print("path: " + " > ".join(path))
+
+
 scenario_app = typer.Typer(no_args_is_help=True, help="Fault scenarios with checks.")
 app.add_typer(scenario_app, name="scenario")
 

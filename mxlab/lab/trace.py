@@ -1,0 +1,54 @@
+"""Follow one message across the lab from the nodes' structured log lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mxlab.lab.plan import LabPlan
+from mxlab.lab.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Event:
+    ts: float
+    node: str
+    event: str
+    fields: dict[str, Any]
+
+
+def events_for(plan: LabPlan, runtime: Runtime, message_id: str) -> list[Event]:
+    """Every event of every node that names the Message-ID or one of its queue ids,
+    oldest first: a relay logs the queue id on later events, so follow those too."""
+    wanted = message_id.strip().strip("<>").lower()
+    lines: list[dict[str, Any]] = []
+    for name in plan.nodes:
+        for raw in runtime.log_bytes(plan, name).splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue  # not one of ours (a traceback, a library's warning)
+            if isinstance(line, dict) and "event" in line:
+                lines.append(line)
+    ids = set()
+    for line in lines:
+        mid = str(line.get("message_id", "")).strip("<>").lower()
+        if mid == wanted and line.get("queue_id"):
+            ids.add((line["node"], line["queue_id"]))
+    found = [
+        line
+        for line in lines
+        if str(line.get("message_id", "")).strip("<>").lower() == wanted
+        or (line.get("node"), line.get("queue_id")) in ids
+    ]
+    found.sort(key=lambda line: line.get("ts", 0))
+    return [
+        Event(
+            line.get("ts", 0),
+            line.get("node", "?"),
+            line["event"],
+            {k: v for k, v in line.items() if k not in ("ts", "node", "event")},
+        )
+        for line in found
+    ]

@@ -1,0 +1,98 @@
+"""The docker runtime: real containers on a lab network, built offline, torn down by label."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab import labdir
+
+from .conftest import TOPOLOGIES
+from .test_lab_local import mxlab
+
+docker = pytest.importorskip("docker")
+
+
+def _engine() -> docker.DockerClient | None:
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        return client
+    except Exception:
+        return None
+
+
+CLIENT = _engine()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(CLIENT is None, reason="no Docker engine"),
+]
+TWO = TOPOLOGIES / "two-domains.yaml"
+
+
+def _labelled(lab: str) -> tuple[list, list]:
+    assert CLIENT is not None
+    flt = {"label": f"mxlab.lab={lab}"}
+    return CLIENT.containers.list(all=True, filters=flt), CLIENT.networks.list(filters=flt)
+
+
+def test_run_builds_image_and_delivers(mxlab_home: Path) -> None:
+    proc = mxlab("run", str(TWO), "--json", timeout=1200)  # default runtime: docker here
+    report = json.loads(proc.stdout)
+    assert report["failed"] == 0 and report["passed"] == 12, proc.stdout
+    assert all(r["route_ok"] and r["bytes_equal"] for r in report["results"])
+    assert "runtime: local" not in proc.stderr
+    assert _labelled("two-domains") == ([], [])
+
+
+def test_up_status_refuse_second_up_down(mxlab_home: Path) -> None:
+    mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
+    try:
+        plan = labdir.read_plan("two-domains")
+        assert plan.runtime == "docker"
+        containers, networks = _labelled("two-domains")
+        assert len(containers) == 5 and len(networks) == 1
+        for c in containers:
+            assert c.status == "running"
+            assert c.name == f"mxlab-two-domains-{c.labels['mxlab.node']}"
+            assert c.labels["mxlab.role"] in ("dns", "relay", "store")
+            node = plan.nodes[c.labels["mxlab.node"]]
+            ip = c.attrs["NetworkSettings"]["Networks"]["mxlab-two-domains"]["IPAddress"]
+            assert ip == node.address
+        # the containers resolve lab names through the lab DNS
+        code = mxlab("exec", "mx-alpha", "--", "python3", "-c",
+                     "import socket; print(socket.gethostbyname('mx-beta.beta.test'))")  # fmt: skip
+        assert plan.nodes["mx-beta"].address in code.stdout
+        again = mxlab("up", str(TWO), "--runtime", "docker", check=False)
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
+        check = mxlab("check", "--json")
+        assert json.loads(check.stdout)["failed"] == 0
+    finally:
+        # down works from labels alone: remove the lab directory first
+        import shutil
+
+        shutil.rmtree(labdir.lab_dir("two-domains"))
+        mxlab("down", "two-domains")
+    assert _labelled("two-domains") == ([], [])
+
+
+def test_pinned_overlapping_subnet_names_the_other_network(
+    mxlab_home: Path, tmp_path: Path
+) -> None:
+    assert CLIENT is not None
+    other = CLIENT.networks.create(
+        "mxlab-test-other",
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.0.0/16")]),
+        labels={"mxlab.test": "1"},
+    )
+    try:
+        path = tmp_path / "lab.yaml"
+        path.write_text(TWO.read_text() + "settings:\n  docker_subnet: 10.231.7.0/24\n")
+        proc = mxlab("up", str(path), "--runtime", "docker", check=False)
+        assert proc.returncode == 1
+        assert "mxlab-test-other" in proc.stderr and "10.231.7.0/24" in proc.stderr
+    finally:
+        other.remove()
