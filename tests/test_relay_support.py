@@ -22,7 +22,8 @@ from aiosmtpd.lmtp import LMTP
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from mxlab.nodes.config import Endpoint, RelayNodeConfig
+from mxlab.lab.pki import ensure_ca, issue
+from mxlab.nodes.config import Endpoint, RelayNodeConfig, TlsFiles
 
 _SUBNET = random.randrange(1, 250)  # per session: reruns do not meet old sockets
 _HOSTS = itertools.count(2)
@@ -92,6 +93,7 @@ class SinkHandler:
     refuse: dict[str, str] = field(default_factory=dict)
     data_reply: str = "250 2.0.0 Ok"
     messages: list[Received] = field(default_factory=list)
+    peers: list[tuple[str, int]] = field(default_factory=list)  # client of each message
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         if address in self.refuse:
@@ -100,6 +102,7 @@ class SinkHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        self.peers.append(session.peer)
         if self.data_reply.startswith("2"):
             self.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
@@ -115,11 +118,19 @@ class _LmtpController(Controller):
 class Sink:
     """An SMTP (or LMTP) server standing in for the next hop or the store."""
 
-    def __init__(self, address: str | None = None, port: int = 2525, lmtp: bool = False):
+    def __init__(
+        self,
+        address: str | None = None,
+        port: int = 2525,
+        lmtp: bool = False,
+        smtputf8: bool = False,
+    ) -> None:
         self.handler = SinkHandler()
         cls = _LmtpController if lmtp else Controller
         self.endpoint = Endpoint(host=address or new_address(), port=port)
-        self.controller = cls(self.handler, hostname=self.endpoint.host, port=port)
+        self.controller = cls(
+            self.handler, hostname=self.endpoint.host, port=port, enable_SMTPUTF8=smtputf8
+        )
 
     @property
     def messages(self) -> list[Received]:
@@ -130,7 +141,16 @@ class Sink:
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.controller.loop.is_running():  # stopping twice is fine
+            self.controller.stop()
+
+
+def make_tls(directory: Path, fqdn: str, address: str) -> TlsFiles:
+    """A node certificate from a lab CA, issued the way the planner issues them."""
+    ca = ensure_ca(directory / "ca", "relay-tests")
+    cert, key = directory / f"{fqdn}.pem", directory / f"{fqdn}.key"
+    issue(ca, fqdn, address, cert, key)
+    return TlsFiles(cert=str(cert), key=str(key), ca=str(directory / "ca" / "ca.pem"))
 
 
 def relay_config(tmp_path: Path, **overrides: Any) -> RelayNodeConfig:
@@ -151,14 +171,43 @@ def relay_config(tmp_path: Path, **overrides: Any) -> RelayNodeConfig:
     return RelayNodeConfig.model_validate(fields)
 
 
+def relay_chain(
+    tmp_path: Path,
+    last_hop: Endpoint,
+    first: dict[str, Any] | None = None,
+    edge: dict[str, Any] | None = None,
+) -> tuple[RelayNodeConfig, RelayNodeConfig]:
+    """Two relays, first -> edge -> ``last_hop``, as a smarthost chain: the edge
+    trusts the first; each has its own directory, and fields can be overridden."""
+    edge = {"address": new_address(), **(edge or {})}
+    first_config = relay_config(
+        tmp_path / "first",
+        **{"node": "first", "next_hop": Endpoint(host=edge["address"], port=2525), **(first or {})},
+    )
+    edge_config = relay_config(
+        tmp_path / "edge",
+        **{
+            "node": "edge",
+            "fqdn": "edge.alpha.test",
+            "trusted_clients": [first_config.address],
+            "next_hop": last_hop,
+            **edge,
+        },
+    )
+    for config in (first_config, edge_config):
+        Path(config.state_dir).parent.mkdir(parents=True, exist_ok=True)
+    return first_config, edge_config
+
+
 class RelayProcess:
     """``python -m mxlab.nodes relay --config X.json`` as a child process."""
 
-    def __init__(self, config: RelayNodeConfig, tmp_path: Path) -> None:
+    def __init__(self, config: RelayNodeConfig, tmp_path: Path | None = None) -> None:
+        directory = tmp_path or Path(config.state_dir).parent
         self.config = config
-        self.config_path = tmp_path / f"{config.node}.json"
+        self.config_path = directory / f"{config.node}.json"
         self.config_path.write_text(config.model_dump_json())
-        self.log_path = tmp_path / f"{config.node}.events"
+        self.log_path = directory / f"{config.node}.events"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RelayProcess:

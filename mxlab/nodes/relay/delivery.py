@@ -7,15 +7,23 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
-from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_failure_notice
+from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.policy import split_address
 from mxlab.nodes.relay.queue import Envelope, Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.routing import RouteError, Router
+from mxlab.nodes.relay.sessions import SessionCache
 from mxlab.nodes.relay.trace import message_id
-from mxlab.nodes.relay.transport import Outcome, send
+from mxlab.nodes.relay.transport import (
+    ClientIdentity,
+    Outcome,
+    Transfer,
+    opportunistic_tls,
+    send,
+)
 
 MAX_ACTIVE = 100  # messages in delivery at once (Postfix's qmgr_message_active_limit, scaled)
 
@@ -27,14 +35,21 @@ def retry_delay(config: RelayNodeConfig, attempts: int) -> float:
 
 
 class Delivery:
+    """Schedules every queued message: one task per delivery attempt, at most
+    ``concurrency_per_destination`` sessions to one next hop at a time."""
+
     def __init__(self, config: RelayNodeConfig, queue: Queue) -> None:
         self.config = config
         self.queue = queue
         self.router = Router(config)
+        tls = opportunistic_tls() if config.tls is not None else None
+        self.me = ClientIdentity(config.fqdn, config.address, tls)
+        self.sessions = SessionCache()
         self._envelopes: dict[str, Envelope] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._journal_pinned = False  # an attempt ended unsaved: keep the journal
         self._limits: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(config.queue.concurrency_per_destination)
         )
@@ -47,17 +62,37 @@ class Delivery:
         self._envelopes[env.id] = env
         self._wake.set()
 
-    async def run(self) -> None:
-        """Resume the queue left on disk, then deliver whatever falls due, forever."""
+    def accept(
+        self, env: Envelope, content: bytes, queued: Callable[[], None]
+    ) -> asyncio.Task[None]:
+        """Write a new message durably, call ``queued``, schedule it: in a task of its
+        own, so a message whose writer was cancelled (its client hung up during the
+        fsync) still gets delivered instead of waiting for the next restart."""
+
+        async def enqueue() -> None:
+            await asyncio.to_thread(self.queue.put, env, content)
+            queued()
+            self.add(env)
+
+        task = asyncio.create_task(enqueue())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def resume(self) -> None:
+        """Take over the queue left on disk; before any new mail is accepted, so a
+        message is never scheduled twice."""
         envelopes, dropped = await asyncio.to_thread(self.queue.load)
         for name in dropped:
             self._emit("queue_dropped", file=name)
         for env in envelopes:
-            if env.state == "active":  # interrupted mid-delivery: due again now
-                env.next_attempt = 0.0
+            env.next_attempt = 0.0  # a restart is a queue flush: everything is due now
             self.add(env)
         if envelopes:
             self._emit("queue_resumed", messages=len(envelopes))
+
+    async def run(self) -> None:
+        """Deliver whatever falls due, forever."""
         try:
             while True:
                 await self._wait(self._start_due())
@@ -65,6 +100,7 @@ class Delivery:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.sessions.close()
 
     def _start_due(self) -> float | None:
         """Start every due message; return seconds until the next one falls due."""
@@ -89,46 +125,52 @@ class Delivery:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _attempt(self, env: Envelope) -> None:
+        saved = False
         try:
             await self._deliver(env)
+            saved = True
         except Exception as exc:  # a bug must not stop the queue: retry later
             self._emit("error", id=env.id, error=f"{exc.__class__.__name__}: {exc}")
             env.next_attempt = time.time() + retry_delay(self.config, env.attempts)
+            with contextlib.suppress(OSError, ValueError):
+                await asyncio.to_thread(self.queue.save, env)
+                saved = True
         finally:
             self._busy.discard(env.id)
+            # the journal may go once every attempt has saved what it journaled
+            self._journal_pinned |= not saved
+            if not self._busy and not self._journal_pinned:
+                self.queue.forget_journal()
             self._wake.set()
 
     async def _deliver(self, env: Envelope) -> None:
         content = await asyncio.to_thread(self.queue.read, env.id)
         env.state = "active"
         env.attempts += 1
+        reports: list[tuple[Recipient, str, str]] = []
+
+        def delivered(outcomes: dict[str, Outcome]) -> None:
+            # Recorded the moment the hop said 250, with no await in between: a
+            # SIGKILL now leaves no window in which the message would go out twice.
+            self.queue.commit(env.id, list(outcomes))
+            reports.extend(self._record(env, list(outcomes.items()), time.time()))
+
         groups: dict[str, list[Recipient]] = defaultdict(list)
         for rcpt in env.pending():
             groups[self.router.destination(split_address(rcpt.address)[1])].append(rcpt)
         results = await asyncio.gather(
-            *(self._deliver_group(dest, env, rcpts, content) for dest, rcpts in groups.items())
+            *(
+                self._deliver_group(dest, env, rcpts, content, delivered)
+                for dest, rcpts in groups.items()
+            )
         )
         now = time.time()
-        expired = now - env.arrival >= self.config.queue.lifetime
-        failed: list[tuple[Recipient, str]] = []
-        for outcomes in results:
-            for rcpt in env.pending():
-                if rcpt.address not in outcomes:
-                    continue
-                outcome = outcomes[rcpt.address]
-                rcpt.reply, rcpt.hop = outcome.reply, outcome.hop
-                kind = outcome.kind
-                if kind == "deferred" and expired:
-                    kind = "bounced"
-                    rcpt.reply += " (delivery time expired)"
-                    failed.append((rcpt, EXPIRED))
-                elif kind == "bounced":
-                    failed.append((rcpt, status_code(outcome.reply)))
-                if kind != "deferred":
-                    rcpt.state = "delivered" if kind == "delivered" else "bounced"
-                self._log(kind, env, rcpt, now)
-        if failed:
-            await self._bounce(env, failed, content)
+        reports += self._record(env, [o for group in results for o in group.items()], now)
+        warn_after = self.config.queue.delay_warning
+        if warn_after is not None and not env.warned and now - env.arrival >= warn_after:
+            env.warned = True  # one delay notice per message, as Postfix sends
+            reports += [(r, "delayed", status_code(r.reply)) for r in env.pending()]
+        await self._notify(env, reports, content)
         if env.pending():
             env.state = "deferred"
             env.next_attempt = min(
@@ -139,6 +181,35 @@ class Delivery:
         else:
             await asyncio.to_thread(self.queue.remove, env.id)
             del self._envelopes[env.id]
+
+    def _record(
+        self, env: Envelope, outcomes: list[tuple[str, Outcome]], now: float
+    ) -> list[tuple[Recipient, str, str]]:
+        """Apply each recipient's outcome and log it; return what a DSN may report
+        as (recipient, action, status): failures, and successes whose DSN requests
+        stop here (RFC 3461 §6.2.2: the final MTA says delivered, else relayed)."""
+        expired = now - env.arrival >= self.config.queue.lifetime
+        by_address = dict(outcomes)
+        reports: list[tuple[Recipient, str, str]] = []
+        for rcpt in env.pending():
+            outcome = by_address.get(rcpt.address)
+            if outcome is None:
+                continue
+            rcpt.reply, rcpt.hop = outcome.reply, outcome.hop
+            kind = outcome.kind
+            if kind == "deferred" and expired:
+                kind = "bounced"
+                rcpt.reply += " (delivery time expired)"
+                reports.append((rcpt, "failed", EXPIRED))
+            elif kind == "bounced":
+                reports.append((rcpt, "failed", status_code(outcome.reply)))
+            elif kind == "delivered" and not outcome.dsn_passed:
+                action = "delivered" if outcome.lmtp else "relayed"
+                reports.append((rcpt, action, status_code(outcome.reply)))
+            if kind != "deferred":
+                rcpt.state = "delivered" if kind == "delivered" else "bounced"
+            self._log(kind, env, rcpt, now)
+        return reports
 
     def _log(self, kind: str, env: Envelope, rcpt: Recipient, now: float) -> None:
         self._emit(
@@ -153,7 +224,12 @@ class Delivery:
         )
 
     async def _deliver_group(
-        self, dest: str, env: Envelope, rcpts: list[Recipient], content: bytes
+        self,
+        dest: str,
+        env: Envelope,
+        rcpts: list[Recipient],
+        content: bytes,
+        delivered: Callable[[dict[str, Outcome]], None],
     ) -> dict[str, Outcome]:
         addresses = [r.address for r in rcpts]
         async with self._limits[dest]:
@@ -161,25 +237,18 @@ class Delivery:
                 hops = await self.router.hops(split_address(addresses[0])[1])
             except RouteError as exc:
                 return dict.fromkeys(addresses, Outcome(exc.reply, dest))
-            return await send(
-                hops,
-                env.sender,
-                addresses,
-                content,
-                helo=self.config.fqdn,
-                mail_options=env.mail_options,
-                starttls=self.config.tls is not None,
-            )
+            transfer = Transfer(env.sender, content, env.mail_options, wire_params(env, rcpts))
+            return await send(hops, addresses, transfer, self.me, self.sessions, delivered)
 
-    async def _bounce(
-        self, env: Envelope, failed: list[tuple[Recipient, str]], content: bytes
+    async def _notify(
+        self, env: Envelope, reports: list[tuple[Recipient, str, str]], content: bytes
     ) -> None:
-        """Queue an RFC 3464 DSN to the sender; never one to the null sender, so
-        bounces cannot ping-pong (RFC 5321 §4.5.5)."""
-        notify = [(r, code) for r, code in failed if wants_failure_notice(r)]
-        if not env.sender or not notify:
+        """Queue an RFC 3464 DSN to the sender with the notices it asked for; never
+        one to the null sender, so bounces cannot ping-pong (RFC 5321 §4.5.5)."""
+        wanted = [(r, action, code) for r, action, code in reports if wants_notice(r, action)]
+        if not env.sender or not wanted:
             return
-        dsn = build_dsn(env, notify, content, reporting_mta=self.config.fqdn)
+        dsn = build_dsn(env, wanted, content, reporting_mta=self.config.fqdn)
         bounce = Envelope(
             id=new_queue_id(),
             sender="",
@@ -187,6 +256,11 @@ class Delivery:
             arrival=time.time(),
             message_id=message_id(dsn),
         )
-        await asyncio.to_thread(self.queue.put, bounce, dsn)
-        self._emit("bounce_queued", id=bounce.id, original=env.id, to=env.sender)
-        self.add(bounce)
+        actions = sorted({action for _, action, _ in wanted})
+        await self.accept(
+            bounce,
+            dsn,
+            lambda: self._emit(
+                "dsn_queued", id=bounce.id, original=env.id, to=env.sender, actions=actions
+            ),
+        )

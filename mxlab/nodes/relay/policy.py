@@ -22,6 +22,18 @@ def is_source_route(path: str) -> bool:
     return path.lstrip().startswith("<@")
 
 
+def address_error(address: str, *, smtputf8: bool) -> str | None:
+    """An address must be UTF-8, and may leave ASCII only in an SMTPUTF8
+    transaction (RFC 6531 §3.2); None when it is fine."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:  # aiosmtpd keeps undecodable bytes as surrogates
+        return "553 5.6.7 address is not valid UTF-8"
+    if not smtputf8 and not address.isascii():
+        return "553 5.6.7 non-ASCII address without SMTPUTF8 (RFC 6531 §3.2)"
+    return None
+
+
 def may_relay(config: RelayNodeConfig, *, authenticated: bool, client_ip: str) -> bool:
     """Mail for foreign domains is taken from logged-in users and trusted relays only."""
     return authenticated or client_ip in config.trusted_clients

@@ -4,7 +4,8 @@ renamed, and the directory fsynced (the maildir discipline). A killed relay resu
 every envelope it finds; a message file without an envelope was never acknowledged.
 
 Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the bytes as received, trace
-header first) and ``<id>.env`` (JSON envelope with per-recipient state).
+header first), ``<id>.env`` (JSON envelope with per-recipient state) and
+``delivered.journal`` (deliveries not yet written into their envelopes).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Envelope(BaseModel):
     envid: str = ""  # RFC 3461 §4.4 ENVID
     state: QueueState = "incoming"
     attempts: int = 0
+    warned: bool = False  # a delay notice went out (QueuePolicy.delay_warning)
     next_attempt: float = 0.0
 
     def pending(self) -> list[Recipient]:
@@ -76,6 +78,11 @@ class Queue:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._journal_path = root / "delivered.journal"
+        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        os.close(self._journal)
 
     def _msg(self, qid: str) -> Path:
         return self.root / f"{qid}.msg"
@@ -94,15 +101,41 @@ class Queue:
         _write_synced(self._env(envelope.id), envelope.model_dump_json().encode())
         _fsync_dir(self.root)
 
+    def commit(self, qid: str, rcpts: list[str]) -> None:
+        """Journal deliveries the moment the next hop confirms them: one unbuffered
+        append, cheap enough for the event loop, so no await separates the 250 from
+        its record. The kernel has it at once: a SIGKILL cannot make the relay send
+        again; only a power loss could, which costs a duplicate, never a loss.
+        ``save``/``remove`` at the end of the attempt make it permanent."""
+        os.write(self._journal, "".join(f"{qid} {r}\n" for r in rcpts).encode())
+
+    def forget_journal(self) -> None:
+        """Empty the journal; only when every attempt has saved what it recorded."""
+        os.ftruncate(self._journal, 0)
+
+    def _replay_journal(self, envelopes: list[Envelope]) -> None:
+        """Apply deliveries journaled before a crash, then persist and forget them."""
+        with open(self._journal_path, "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+        done = {tuple(line.split(" ", 1)) for line in lines if " " in line}
+        for env in envelopes:
+            hits = [r for r in env.recipients if (env.id, r.address) in done]
+            for rcpt in hits:
+                rcpt.state, rcpt.reply = "delivered", rcpt.reply or "delivered before a restart"
+            if hits:
+                self.save(env)
+        self.forget_journal()
+        os.fsync(self._journal)
+
     def read(self, qid: str) -> bytes:
         return self._msg(qid).read_bytes()
 
     def remove(self, qid: str) -> None:
         """Envelope first: a crash in between leaves an orphan message, never a
-        queued envelope without its message."""
+        queued envelope without its message. No directory fsync, as in Postfix: a
+        power loss that undid the unlink would cost a duplicate, never a loss."""
         self._env(qid).unlink(missing_ok=True)
         self._msg(qid).unlink(missing_ok=True)
-        _fsync_dir(self.root)
 
     def load(self) -> tuple[list[Envelope], list[str]]:
         """Every queued envelope, and the names of files dropped as leftovers of a
@@ -123,4 +156,5 @@ class Queue:
             elif path.suffix == ".msg" and not self._env(path.stem).exists():
                 path.unlink()
                 dropped.append(path.name)
+        self._replay_journal(envelopes)
         return envelopes, dropped

@@ -10,12 +10,14 @@ import warnings
 
 from mxlab.nodes.config import RelayNodeConfig, TlsFiles
 from mxlab.nodes.events import emit
+from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.queue import Queue
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
 
 
 def server_tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """STARTTLS (RFC 3207) with the node's certificate from the lab CA."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls.cert, tls.key)
     return context
@@ -30,12 +32,14 @@ async def serve(config: RelayNodeConfig) -> None:
     loop = asyncio.get_running_loop()
     queue = Queue(config.state_path / "queue")
     delivery = Delivery(config, queue)
+    duplicates = DuplicateFilter(ttl=config.queue.lifetime)
     tls_context = server_tls_context(config.tls) if config.tls else None
     servers: list[asyncio.Server] = []
+    await delivery.resume()
     worker = asyncio.create_task(delivery.run())
     try:
         for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
-            handler = RelayHandler(config, queue, delivery, submission=submission)
+            handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
             try:
                 server = await loop.create_server(
                     lambda h=handler: make_smtp(config, h, tls_context), config.address, port
@@ -58,3 +62,4 @@ async def serve(config: RelayNodeConfig) -> None:
         for server in servers:
             server.close()
         await asyncio.gather(worker, return_exceptions=True)
+        queue.close()

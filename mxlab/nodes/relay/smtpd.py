@@ -12,8 +12,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.passwords import verify_password
+from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
-from mxlab.nodes.relay.policy import SOURCE_ROUTE_DENIED, is_source_route, rcpt_verdict
+from mxlab.nodes.relay.esmtp import RelayEnvelope, RelaySMTP
+from mxlab.nodes.relay.policy import address_error, rcpt_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
 from mxlab.nodes.relay.queue import Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.trace import (
@@ -24,30 +26,40 @@ from mxlab.nodes.relay.trace import (
     received_header,
 )
 
+# added to aiosmtpd's SIZE, 8BITMIME, SMTPUTF8, STARTTLS and AUTH; see esmtp.py
+_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING")
 # MAIL parameters worth carrying to the next hop (RFC 6152, RFC 6531)
 _FORWARDED_MAIL_OPTIONS = ("BODY=8BITMIME", "SMTPUTF8")
 
 
-class RelaySMTP(SMTP):
-    """aiosmtpd's SMTP with the checks that need the raw command argument."""
+def null_to_empty(path: str) -> str:
+    """aiosmtpd reports the null reverse-path as "<>"; the queue stores it as ""."""
+    return "" if path == "<>" else path
 
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        path = (arg or "").partition(":")[2]
-        if is_source_route(path):  # aiosmtpd would silently drop the route
-            await self.push(SOURCE_ROUTE_DENIED)
-            return
-        await super().smtp_RCPT(arg)
+
+def _recipient(address: str, dsn: dict[str, str]) -> Recipient:
+    notify = dsn.get("NOTIFY", "").upper()
+    return Recipient(
+        address=address, notify=notify.split(",") if notify else [], orcpt=dsn.get("ORCPT", "")
+    )
 
 
 class RelayHandler:
     """aiosmtpd handler for one listener: MX (port 25) or submission (port 587)."""
 
     def __init__(
-        self, config: RelayNodeConfig, queue: Queue, delivery: Delivery, *, submission: bool
+        self,
+        config: RelayNodeConfig,
+        queue: Queue,
+        delivery: Delivery,
+        duplicates: DuplicateFilter,
+        *,
+        submission: bool,
     ) -> None:
         self.config = config
         self.queue = queue
         self.delivery = delivery
+        self.duplicates = duplicates
         self.submission = submission
 
     def authenticate(
@@ -79,29 +91,33 @@ class RelayHandler:
     ) -> list[str]:
         session.host_name = hostname
         lines = [r for r in responses[1:-1] if self.submission or not r.startswith("250-AUTH")]
-        return [responses[0], *lines, "250-PIPELINING", "250 ENHANCEDSTATUSCODES"]
+        return [responses[0], *lines, *(f"250-{e}" for e in _EXTENSIONS), "250 HELP"]
 
     async def handle_MAIL(
         self,
-        server: SMTP,
+        server: RelaySMTP,
         session: Session,
-        envelope: Envelope,
+        envelope: RelayEnvelope,
         address: str,
         mail_options: list[str],
     ) -> str:
+        refusal = address_error(address, smtputf8=envelope.smtp_utf8)
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.dsn_mail = server.pending_dsn
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
         self,
-        server: SMTP,
+        server: RelaySMTP,
         session: Session,
-        envelope: Envelope,
+        envelope: RelayEnvelope,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        refusal = rcpt_verdict(
+        refusal = address_error(address, smtputf8=envelope.smtp_utf8) or rcpt_verdict(
             self.config,
             address,
             authenticated=bool(session.authenticated),
@@ -110,16 +126,26 @@ class RelayHandler:
         if refusal is not None:
             emit(self.config.node, "rcpt_refused", to=address, client=session.peer[0])
             return refusal
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+        if address.lower() not in {a.lower() for a in envelope.rcpt_tos}:  # one copy each
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            envelope.dsn_rcpt[address] = server.pending_dsn
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(
+        self, server: RelaySMTP, session: Session, envelope: RelayEnvelope
+    ) -> str:
         content = envelope.original_content or b""
         if has_bare_line_ending(content):
             return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
         if count_received(content) > self.config.max_received_headers:
             return "554 5.4.6 too many Received headers: mail loop detected"
+        sender = null_to_empty(envelope.mail_from or "")
+        key = self.duplicates.key(sender, content)
+        known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
+        if not rcpts:
+            emit(self.config.node, "duplicate", id=known_id, client=session.peer[0])
+            return f"250 2.0.0 Ok: queued as {known_id}"
         qid = new_queue_id()
         trace = received_header(
             helo=session.host_name or "unknown",
@@ -131,31 +157,37 @@ class RelayHandler:
                 authenticated=bool(session.authenticated),
             ),
             queue_id=qid,
-            rcpts=envelope.rcpt_tos,
+            rcpts=rcpts,
         )
         queued = QueuedEnvelope(
             id=qid,
-            sender=envelope.mail_from or "",
-            recipients=[Recipient(address=a) for a in envelope.rcpt_tos],
+            sender=sender,
+            recipients=[_recipient(a, envelope.dsn_rcpt[a]) for a in rcpts],
+            ret=envelope.dsn_mail.get("RET", "").upper(),
+            envid=envelope.dsn_mail.get("ENVID", ""),
             arrival=time.time(),
             message_id=message_id(content),
             mail_options=[o for o in envelope.mail_options if o in _FORWARDED_MAIL_OPTIONS],
         )
+
+        def queued_now() -> None:
+            self.duplicates.remember(key, qid, rcpts)
+            emit(
+                self.config.node,
+                "received",
+                id=qid,
+                message_id=queued.message_id,
+                **{"from": sender, "to": rcpts},
+                client=session.peer[0],
+                size=len(content),
+            )
+
         try:
-            await asyncio.to_thread(self.queue.put, queued, trace + content)
+            # shielded: a client hanging up now cancels this session, not the write
+            await asyncio.shield(self.delivery.accept(queued, trace + content, queued_now))
         except OSError as exc:
             emit(self.config.node, "error", error=f"queue write failed: {exc}")
             return "451 4.3.0 cannot queue the message now, try again later"
-        emit(
-            self.config.node,
-            "received",
-            id=qid,
-            message_id=queued.message_id,
-            **{"from": queued.sender, "to": envelope.rcpt_tos},
-            client=session.peer[0],
-            size=len(content),
-        )
-        self.delivery.add(queued)
         return f"250 2.0.0 Ok: queued as {qid}"
 
 

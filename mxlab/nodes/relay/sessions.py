@@ -1,0 +1,62 @@
+"""Idle SMTP and LMTP sessions kept for the next message to the same host, as
+Postfix's connection cache does (smtp_connection_cache_time_limit, 2 s): connect,
+greeting, EHLO and STARTTLS are paid once per burst instead of once per message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import aiosmtplib
+
+IDLE = 2.0  # seconds an unused session stays open
+
+Key = tuple[str, int]  # address, port
+
+
+class SessionCache:
+    def __init__(self, idle: float = IDLE) -> None:
+        self.idle = idle
+        self._idle: dict[Key, list[tuple[aiosmtplib.SMTP, asyncio.TimerHandle]]] = defaultdict(list)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def take(self, key: Key) -> aiosmtplib.SMTP | None:
+        """An idle session to ``key`` that still answers, or None. RSET probes it
+        (RFC 5321 §4.1.1.5): a session the server dropped meanwhile fails here,
+        before any message is at stake."""
+        while self._idle[key]:
+            smtp, timer = self._idle[key].pop()
+            timer.cancel()
+            try:
+                await smtp.rset()
+                return smtp
+            except (OSError, TimeoutError, aiosmtplib.SMTPException):
+                smtp.close()
+        return None
+
+    def give(self, key: Key, smtp: aiosmtplib.SMTP) -> None:
+        """Keep a session whose last transaction is complete."""
+        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, smtp)
+        self._idle[key].append((smtp, timer))
+
+    def _expire(self, key: Key, smtp: aiosmtplib.SMTP) -> None:
+        self._idle[key] = [(s, t) for s, t in self._idle[key] if s is not smtp]
+        task = asyncio.create_task(quit_session(smtp))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def close(self) -> None:
+        """Drop every idle session (at shutdown: no time for QUIT)."""
+        for entries in self._idle.values():
+            for smtp, timer in entries:
+                timer.cancel()
+                smtp.close()
+        self._idle.clear()
+
+
+async def quit_session(smtp: aiosmtplib.SMTP) -> None:
+    """QUIT politely, or just close when the server does not answer."""
+    try:
+        await asyncio.wait_for(smtp.quit(), 5)
+    except (OSError, TimeoutError, aiosmtplib.SMTPException):
+        smtp.close()

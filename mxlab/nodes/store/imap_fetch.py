@@ -1,0 +1,164 @@
+"""FETCH data items (RFC 3501 §6.4.5): parse what the client asks for, and write one
+message's FETCH response (§7.4.2)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from mxlab.nodes.store.imap_mime import bodystructure, envelope, parse, section
+from mxlab.nodes.store.imap_parser import ParseError, Token
+from mxlab.nodes.store.imap_wire import flag_list, internal_date, literal
+from mxlab.nodes.store.index import MessageInfo
+
+_SECTION = re.compile(
+    r"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I | re.S
+)
+_SPECS = {"", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+_SIMPLE = {
+    "FLAGS",
+    "UID",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    "ENVELOPE",
+    "BODY",
+    "BODYSTRUCTURE",
+    "RFC822",
+    "RFC822.HEADER",
+    "RFC822.TEXT",
+}
+_MACROS = {
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+_NO_CONTENT = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"}
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    name: str  # one of _SIMPLE, or "SECTION" for BODY[...]
+    peek: bool = False
+    path: tuple[int, ...] = ()
+    spec: str = ""
+    fields: tuple[str, ...] = ()
+    origin: int | None = None
+    count: int | None = None
+    label: str = ""  # the name the response carries, e.g. "BODY[HEADER]<0>"
+
+    @functools.cached_property
+    def head(self) -> bytes:
+        """The label as sent, ready to prefix each value (FETCH 1:* repeats it)."""
+        return self.label.encode("utf-8", "surrogateescape") + b" "
+
+    @property
+    def needs_content(self) -> bool:
+        return self.name not in _NO_CONTENT
+
+    @property
+    def sets_seen(self) -> bool:
+        """§6.4.5: reading the text sets \\Seen, except with .PEEK."""
+        return self.name in ("RFC822", "RFC822.TEXT") or (self.name == "SECTION" and not self.peek)
+
+
+def _section_item(m: re.Match[str]) -> FetchItem:
+    inside = m.group(2).strip()
+    fields: tuple[str, ...] = ()
+    if "(" in inside:
+        inside, _, rest = inside.partition("(")
+        if not rest.endswith(")"):
+            raise ParseError("bad header field list")
+        fields = tuple(f.strip('"') for f in rest[:-1].split())
+        inside = inside.strip()
+    pieces = inside.split(".") if inside else []
+    path: list[int] = []
+    while pieces and pieces[0].isdigit():
+        path.append(int(pieces.pop(0)))
+    spec = ".".join(pieces).upper()
+    if (
+        spec not in _SPECS
+        or 0 in path
+        or (spec == "MIME" and not path)
+        or (spec.startswith("HEADER.FIELDS") and not fields)
+        or (fields and not spec.startswith("HEADER.FIELDS"))
+    ):
+        raise ParseError(f"bad section [{m.group(2)[:60]}]")
+    origin = int(m.group(3)) if m.group(3) is not None else None
+    count = int(m.group(4)) if m.group(4) is not None else None
+    if origin is not None and count is None:
+        raise ParseError("partial needs <origin.count>")
+    label = f"BODY[{m.group(2)}]" + (f"<{origin}>" if origin is not None else "")
+    return FetchItem(
+        "SECTION",
+        peek=m.group(1).upper().endswith(".PEEK"),
+        path=tuple(path),
+        spec=spec,
+        fields=fields,
+        origin=origin,
+        count=count,
+        label=label,
+    )
+
+
+def parse_items(token: Token) -> list[FetchItem]:
+    """A macro, one item, or a parenthesized list of items."""
+    if isinstance(token, str) and token.upper() in _MACROS:
+        return [FetchItem(n, label=n) for n in _MACROS[token.upper()]]
+    tokens = token if isinstance(token, list) else [token]
+    items: list[FetchItem] = []
+    for t in tokens:
+        if not isinstance(t, str):
+            raise ParseError("fetch item expected")
+        name = t.upper()
+        if name in _SIMPLE:
+            items.append(FetchItem(name, label=name))
+            continue
+        m = _SECTION.match(t)
+        if m is None or m.group(1).upper().startswith("BINARY"):
+            raise ParseError(f"unknown fetch item {t[:40]}")
+        items.append(_section_item(m))
+    if not items:
+        raise ParseError("no fetch items")
+    return items
+
+
+def _partial(data: bytes, item: FetchItem) -> bytes:
+    """<origin.count> (§6.4.5): a slice, empty when the origin is past the end."""
+    if item.origin is None:
+        return data
+    return data[item.origin : item.origin + (item.count or 0)]
+
+
+def render(seq: int, info: MessageInfo, items: list[FetchItem], raw: bytes) -> bytes:
+    """``* seq FETCH (...)``; ``raw`` is the message, or b"" when no item needs it
+    (the caller reads the file only then); it is parsed only for structure items."""
+    parts: list[bytes] = []
+    tree = None
+    for item in items:
+        name = item.name
+        if name == "FLAGS":
+            value = flag_list(info.flags)
+        elif name == "UID":
+            value = b"%d" % info.uid
+        elif name == "INTERNALDATE":
+            value = internal_date(info.internaldate)
+        elif name == "RFC822.SIZE":
+            value = b"%d" % info.size
+        elif name == "RFC822" or (name == "SECTION" and not item.path and not item.spec):
+            value = literal(_partial(raw, item))  # the common BODY.PEEK[]: no MIME parse
+        else:
+            tree = tree or parse(raw)
+            if name == "ENVELOPE":
+                value = envelope(tree)
+            elif name in ("BODY", "BODYSTRUCTURE"):
+                value = bodystructure(tree, extended=name == "BODYSTRUCTURE")
+            elif name == "RFC822.HEADER":
+                value = literal(tree.header)
+            elif name == "RFC822.TEXT":
+                value = literal(tree.body)
+            else:
+                data = section(tree, list(item.path), item.spec, list(item.fields))
+                value = literal(_partial(data, item))
+        parts.append(item.head + value)
+    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

@@ -1,0 +1,225 @@
+"""SEARCH criteria (RFC 3501 §6.4.4) compiled to predicates over messages; a message's
+file is read only when a criterion needs its header or text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+
+from mxlab.nodes.store.imap_mime import Part, parse, raw_fields
+from mxlab.nodes.store.imap_parser import ParseError, Ranges, Token, as_text, parse_sequence_set
+from mxlab.nodes.store.imap_wire import parse_date
+from mxlab.nodes.store.index import MessageInfo
+
+_CHARSETS = {"US-ASCII", "UTF-8"}
+
+
+class BadCharset(ParseError):
+    """§6.4.4: NO [BADCHARSET] for a charset we cannot search in."""
+
+
+@dataclass
+class Candidate:
+    seq: int
+    info: MessageInfo
+    recent: bool
+    load: Callable[[MessageInfo], bytes]  # read only when a criterion needs the text
+    _part: Part | None = field(default=None, repr=False)
+
+    @property
+    def part(self) -> Part:
+        if self._part is None:
+            self._part = parse(self.load(self.info))
+        return self._part
+
+
+Predicate = Callable[[Candidate], bool]
+
+
+def _in(ranges: Ranges, n: int) -> bool:
+    return any(lo <= n <= hi for lo, hi in ranges)
+
+
+def _contains(haystack: bytes, needle: bytes) -> bool:
+    return needle.lower() in haystack.lower()
+
+
+def _header_has(c: Candidate, name: str, needle: bytes) -> bool:
+    """Substring match on the field, raw or decoded (RFC 2047), case-insensitive."""
+    for fname, raw in raw_fields(c.part.header):
+        if fname != name:
+            continue
+        value = raw.split(b":", 1)[1] if b":" in raw else b""
+        if not needle or _contains(value, needle):
+            return True
+        try:
+            text = str(make_header(decode_header(value.decode("utf-8", "replace"))))
+        except (ValueError, LookupError):
+            continue
+        if needle.decode("utf-8", "replace").lower() in text.lower():
+            return True
+    return False
+
+
+def _sent_date(c: Candidate) -> datetime | None:
+    value = c.part.headers.get("Date")
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _day(ts: float) -> datetime:
+    d = datetime.fromtimestamp(ts, UTC)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def _flag(name: str, want: bool) -> Predicate:
+    return lambda c: (name in c.info.flags) == want
+
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_ADDRESS_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
+
+
+class SearchParser:
+    """Turns the criteria tokens into one predicate (all criteria AND-ed)."""
+
+    def __init__(self, tokens: list[Token], largest_seq: int, largest_uid: int) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.largest_seq = largest_seq
+        self.largest_uid = largest_uid
+
+    def parse(self) -> Predicate:
+        if self._peek_atom() == "CHARSET":
+            self.pos += 1
+            charset = as_text(self._next()).upper()
+            if charset not in _CHARSETS:
+                raise BadCharset(charset)
+        preds = []
+        while self.pos < len(self.tokens):
+            preds.append(self._key())
+        if not preds:
+            raise ParseError("SEARCH needs a criterion")
+        return lambda c: all(p(c) for p in preds)
+
+    def _peek_atom(self) -> str | None:
+        if self.pos < len(self.tokens) and isinstance(self.tokens[self.pos], str):
+            return str(self.tokens[self.pos]).upper()
+        return None
+
+    def _next(self) -> Token:
+        if self.pos >= len(self.tokens):
+            raise ParseError("SEARCH criterion incomplete")
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def _arg(self) -> bytes:
+        return as_text(self._next()).encode("utf-8", "surrogateescape")
+
+    def _number(self) -> int:
+        try:
+            return int(as_text(self._next()))
+        except ValueError:
+            raise ParseError("number expected") from None
+
+    def _key(self) -> Predicate:
+        token = self._next()
+        if isinstance(token, list):
+            sub = SearchParser(token, self.largest_seq, self.largest_uid)
+            preds = []
+            while sub.pos < len(token):
+                preds.append(sub._key())
+            if not preds:
+                raise ParseError("empty search list")
+            return lambda c: all(p(c) for p in preds)
+        if isinstance(token, bytes):
+            raise ParseError("search key expected")
+        key = token.upper()
+        if key == "ALL":
+            return lambda c: True
+        if key in _FLAG_KEYS:
+            return _flag(*_FLAG_KEYS[key])
+        if key == "RECENT":
+            return lambda c: c.recent
+        if key == "OLD":
+            return lambda c: not c.recent
+        if key == "NEW":
+            return lambda c: c.recent and "\\Seen" not in c.info.flags
+        if key in ("KEYWORD", "UNKEYWORD"):
+            word = as_text(self._next())
+            return _flag(word, key == "KEYWORD")
+        if key in _ADDRESS_KEYS:
+            needle = self._arg()
+            name = key.lower()
+            return lambda c: _header_has(c, name, needle)
+        if key == "HEADER":
+            name = as_text(self._next()).lower()
+            needle = self._arg()
+            return lambda c: _header_has(c, name, needle)
+        if key == "BODY":
+            needle = self._arg()
+            return lambda c: _contains(c.part.body, needle)
+        if key == "TEXT":
+            needle = self._arg()
+            return lambda c: _contains(c.part.raw, needle)
+        if key in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+            return self._date_key(key)
+        if key == "LARGER":
+            n = self._number()
+            return lambda c: c.info.size > n
+        if key == "SMALLER":
+            n = self._number()
+            return lambda c: c.info.size < n
+        if key == "UID":
+            ranges = parse_sequence_set(as_text(self._next()), self.largest_uid)
+            return lambda c: _in(ranges, c.info.uid)
+        if key == "NOT":
+            inner = self._key()
+            return lambda c: not inner(c)
+        if key == "OR":
+            left, right = self._key(), self._key()
+            return lambda c: left(c) or right(c)
+        ranges = parse_sequence_set(token, self.largest_seq)
+        return lambda c: _in(ranges, c.seq)
+
+    def _date_key(self, key: str) -> Predicate:
+        try:
+            day = parse_date(as_text(self._next()))
+        except ValueError:
+            raise ParseError("bad date") from None
+        sent = key.startswith("SENT")
+        op = key.removeprefix("SENT")
+
+        def when(c: Candidate) -> datetime | None:
+            if not sent:
+                return _day(c.info.internaldate)
+            d = _sent_date(c)
+            if d is None:
+                return None
+            # §6.4.4: compare dates only, disregarding time and timezone
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+        def check(c: Candidate) -> bool:
+            d = when(c)
+            if d is None:
+                return False
+            return d < day if op == "BEFORE" else d == day if op == "ON" else d >= day
+
+        return check

@@ -1,0 +1,758 @@
+"""IMAP4rev1 (RFC 3501) server state machine, sans-IO: bytes in, bytes out.
+
+Extensions: IDLE 2177, UIDPLUS 4315, MOVE 6851, LITERAL+ 7888, NAMESPACE 2342,
+ENABLE 5161, UNSELECT 3691, ID 2971, SPECIAL-USE 6154, SASL-IR 4959, CHILDREN 3348.
+Changes other sessions make reach this one through ``mailbox_changed`` and are
+reported as untagged EXISTS/EXPUNGE/FETCH at the next command or at once in IDLE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+
+from mxlab.nodes.events import emit
+from mxlab.nodes.store.auth import Authenticator
+from mxlab.nodes.store.imap_fetch import FetchItem, parse_items, render
+from mxlab.nodes.store.imap_parser import (
+    Command,
+    CommandReader,
+    Continue,
+    ParseError,
+    Refused,
+    Token,
+    as_text,
+    format_uid_set,
+    parse_sequence_set,
+    tag_of,
+    tokenize,
+)
+from mxlab.nodes.store.imap_search import BadCharset, Candidate, SearchParser
+from mxlab.nodes.store.imap_wire import flag_list, parse_date_time, string
+from mxlab.nodes.store.index import MessageInfo
+from mxlab.nodes.store.maildir import INBOX, SEPARATOR, BadFolderName
+from mxlab.nodes.store.mailstore import Change, MailStore, UserMail, canonical_mailbox
+from mxlab.nodes.store.security import Security
+
+PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
+POST_AUTH_CAPS = (
+    "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE SPECIAL-USE"
+)
+SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
+PRE_AUTH_LITERAL = 8 * 1024  # before login nothing needs a big literal
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+
+NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
+
+
+class ImapSession:
+    """One IMAP connection. ``receive`` returns what to send; ``updates`` returns
+    what an IDLE client should be told now; ``notify`` is called when it changes."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        auth: Authenticator,
+        hostname: str,
+        *,
+        security: Security | None = None,
+        max_literal: int = 64 * 1024 * 1024,
+        node: str = "store",
+    ) -> None:
+        self.store = store
+        self.auth = auth
+        self.hostname = hostname
+        self.security = security or Security()
+        self.max_literal = max_literal
+        self.node = node
+        self.reader = CommandReader(max_literal=PRE_AUTH_LITERAL)
+        self.state = NOT_AUTH
+        self.out: list[bytes] = []
+        self.notify: Callable[[], None] | None = None
+        self.pending_auth: str | None = None  # tag of an AUTHENTICATE awaiting its response
+        self.idle_tag: str | None = None
+        self.address: str | None = None
+        self.mail: UserMail | None = None
+        self.selected: str | None = None
+        self.readonly = False
+        self.view: list[MessageInfo] = []
+        self.uids: list[int] = []  # the view's UIDs, ascending: seq = index + 1
+        self.recent: set[int] = set()
+        self.changes: list[Change] = []
+
+    @property
+    def closed(self) -> bool:
+        return self.state == LOGOUT
+
+    def greeting(self) -> bytes:
+        return (
+            f"* OK [CAPABILITY {self._caps()}] {self.hostname} mxlab IMAP4rev1 ready\r\n".encode()
+        )
+
+    # -- I/O boundary ------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> bytes:
+        for event in self.reader.feed(data):
+            if self.closed or self.security.starttls_pending:
+                break
+            if isinstance(event, Continue):
+                self.out.append(b"+ Ready for literal data\r\n")
+            elif isinstance(event, Refused):
+                self._send(f"{event.tag} BAD {event.reason}")
+                if event.fatal:
+                    self.out.append(b"* BYE cannot resynchronise after refusing a literal\r\n")
+                    self.close()
+            else:
+                self._command(event)
+        return self._take()
+
+    def updates(self) -> bytes:
+        """During IDLE, the untagged responses for what changed meanwhile (RFC 2177)."""
+        if self.idle_tag is not None:
+            self._flush(allow_expunge=True)
+        return self._take()
+
+    def mailbox_changed(self, change: Change) -> None:
+        self.changes.append(change)
+        if self.notify is not None:
+            self.notify()
+
+    def close(self) -> None:
+        self._deselect()
+        self.state = LOGOUT
+
+    def timeout_bye(self) -> bytes:
+        self.close()
+        return b"* BYE autologout: idle too long\r\n"
+
+    def _take(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
+    def _send(self, line: str) -> None:
+        """One response line; names echoed from the client may hold any bytes."""
+        self.out.append(line.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    def _untagged(self, text: str | bytes) -> None:
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+        self.out.append(b"* " + data + b"\r\n")
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _command(self, event: Command) -> None:
+        line = event.data
+        if self.pending_auth is not None:
+            tag, self.pending_auth = self.pending_auth, None
+            if line.strip() == b"*":  # RFC 3501 §6.2.2: the client cancels
+                self._send(f"{tag} BAD AUTHENTICATE cancelled")
+                return
+            self.out.append(self._finish_plain(tag, line.strip()))
+            return
+        if self.idle_tag is not None:
+            tag, self.idle_tag = self.idle_tag, None
+            if line.strip().upper() == b"DONE":
+                self._flush(allow_expunge=True)
+                self._send(f"{tag} OK IDLE terminated")
+            else:
+                self._send(f"{tag} BAD expected DONE")
+            return
+        tag = tag_of(line)
+        try:
+            tokens = tokenize(line)
+        except ParseError as exc:
+            self._send(f"{tag} BAD {exc}")
+            return
+        if len(tokens) < 2 or not isinstance(tokens[0], str) or not isinstance(tokens[1], str):
+            self._send(f"{tag} BAD missing command")
+            return
+        name, args = tokens[1].upper(), tokens[2:]
+        uid = name == "UID"
+        if uid:
+            if not args or not isinstance(args[0], str):
+                self._send(f"{tag} BAD UID needs a command")
+                return
+            name, args = args[0].upper(), args[1:]
+            if name not in _UID_COMMANDS:
+                self._send(f"{tag} BAD UID {name[:20]} is not a UID command")
+                return
+        spec = _COMMANDS.get(name)
+        if spec is None:
+            self._send(f"{tag} BAD unknown command {name[:20]}")
+            return
+        handler, states = spec
+        if self.state not in states:
+            self._send(f"{tag} BAD {name} not allowed now")
+            return
+        try:
+            reply = handler(self, tag, args, uid)
+        except BadCharset:
+            reply = f"{tag} NO [BADCHARSET (US-ASCII UTF-8)] charset not supported"
+        except ParseError as exc:
+            reply = f"{tag} BAD {exc}"
+        except (IndexError, ValueError):
+            reply = f"{tag} BAD invalid arguments to {name}"
+        except Exception as exc:  # a bug or a disk error: this session goes on
+            emit(self.node, "error", error=f"IMAP {name}: {exc!r}")
+            reply = f"{tag} NO [SERVERBUG] internal error"
+        if reply is None:
+            return  # the command continues (IDLE, AUTHENTICATE)
+        # RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH
+        self._flush(allow_expunge=uid or name not in ("FETCH", "STORE", "SEARCH"))
+        self._send(reply)
+
+    # -- mailbox view --------------------------------------------------------------------
+
+    def _flush(self, allow_expunge: bool) -> None:
+        """Report what other sessions changed (§5.2, §7.3.1, §7.4.1)."""
+        if self.selected is None or self.mail is None:
+            self.changes.clear()
+            return
+        kept: list[Change] = []
+        exists = False
+        for change in self.changes:
+            if change.kind == "exists":
+                exists = True
+            elif change.origin is self:
+                continue
+            elif change.kind == "expunge":
+                if not allow_expunge:
+                    kept.append(change)
+                    continue
+                for uid in sorted(change.uids, reverse=True):
+                    i = self._index_of(uid)
+                    if i is not None:
+                        del self.view[i], self.uids[i]
+                        self._untagged(f"{i + 1} EXPUNGE")
+            elif change.kind == "flags":
+                for uid, flags in change.flags.items():
+                    i = self._index_of(uid)
+                    if i is not None:
+                        self.view[i].flags = flags
+                        self._untagged(
+                            b"%d FETCH (UID %d FLAGS %s)" % (i + 1, uid, self._flags(uid, flags))
+                        )
+        self.changes = kept
+        if exists:
+            new = self.mail.messages(self.selected, self.uids[-1] if self.uids else 0)
+            if new:
+                self.view += new
+                self.uids += [m.uid for m in new]
+                if not self.readonly:
+                    self.recent.update(m.uid for m in new)
+                    self.mail.mark_recent_seen(self.selected, new[-1].uid)
+                self._untagged(f"{len(self.view)} EXISTS")
+                self._untagged(f"{len(self.recent)} RECENT")
+
+    def _flags(self, uid: int, flags: frozenset[str]) -> bytes:
+        return flag_list(flags | {"\\Recent"} if uid in self.recent else flags)
+
+    def _index_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i if i < len(self.uids) and self.uids[i] == uid else None
+
+    def _resolve(self, text: Token, uid: bool) -> list[int]:
+        """A sequence or UID set as view indexes, ascending (§6.4.8)."""
+        if uid:
+            ranges = parse_sequence_set(as_text(text), self.uids[-1] if self.uids else 0)
+            found: set[int] = set()
+            for lo, hi in ranges:
+                found.update(range(bisect_left(self.uids, lo), bisect_right(self.uids, hi)))
+            return sorted(found)
+        n = len(self.view)
+        ranges = parse_sequence_set(as_text(text), n)
+        found = set()
+        for lo, hi in ranges:
+            found.update(range(max(lo, 1) - 1, min(hi, n)))
+        return sorted(found)
+
+    def _deselect(self) -> None:
+        if self.selected is not None and self.mail is not None:
+            self.mail.unwatch(self.selected, self)
+        self.selected = None
+        self.view, self.uids, self.changes = [], [], []
+        self.recent = set()
+        if self.state == SELECTED:
+            self.state = AUTH
+
+    def _read(self, m: MessageInfo) -> bytes:
+        assert self.mail is not None and self.selected is not None
+        return self.mail.read(self.selected, m.path)
+
+    def _user(self) -> UserMail:
+        assert self.mail is not None
+        return self.mail
+
+    # -- any state (§6.1) ----------------------------------------------------------------
+
+    def _capability(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._untagged(f"CAPABILITY {self._caps()}")
+        return f"{tag} OK CAPABILITY completed"
+
+    def _caps(self) -> str:
+        if self.state != NOT_AUTH:
+            return POST_AUTH_CAPS
+        caps = PRE_AUTH_CAPS
+        if self.security.can_starttls:
+            caps += " STARTTLS"
+        if not self.security.plaintext_ok:
+            caps += " LOGINDISABLED"  # RFC 3501 §6.2.3
+        return caps
+
+    def _starttls(self, tag: str, args: list[Token], uid: bool) -> str:
+        """RFC 3501 §6.2.1; anything the client pipelined after it is discarded."""
+        if not self.security.can_starttls:
+            return f"{tag} BAD STARTTLS not available"
+        self.security.request_tls()
+        self.reader = CommandReader(max_literal=PRE_AUTH_LITERAL)
+        return f"{tag} OK Begin TLS negotiation now"
+
+    def _noop(self, tag: str, args: list[Token], uid: bool) -> str:
+        return f"{tag} OK NOOP completed"
+
+    def _logout(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._untagged(f"BYE {self.hostname} mxlab IMAP4rev1 logging out")
+        self._send(f"{tag} OK LOGOUT completed")
+        self.close()
+        return None  # type: ignore[return-value]
+
+    def _id(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._untagged('ID ("name" "mxlab" "vendor" "mxlab")')  # RFC 2971 §3.1
+        return f"{tag} OK ID completed"
+
+    # -- not authenticated (§6.2) --------------------------------------------------------
+
+    def _login(self, tag: str, args: list[Token], uid: bool) -> str:
+        if not self.security.plaintext_ok:
+            return f"{tag} NO [PRIVACYREQUIRED] plaintext login is disabled"
+        user, password = as_text(args[0]), as_text(args[1])
+        return self._logged_in(tag, self.auth.login(user, password), "LOGIN")
+
+    def _authenticate(self, tag: str, args: list[Token], uid: bool) -> str | None:
+        mech = as_text(args[0]).upper()
+        if mech != "PLAIN":
+            return f"{tag} NO unsupported authentication mechanism"
+        if not self.security.plaintext_ok:
+            return f"{tag} NO [PRIVACYREQUIRED] plaintext authentication is disabled"
+        if len(args) > 1:  # RFC 4959: initial response, "=" for an empty one
+            initial = as_text(args[1]).encode()
+            return self._finish_plain(tag, b"" if initial == b"=" else initial).decode().rstrip()
+        self.pending_auth = tag
+        self.out.append(b"+ \r\n")
+        return None
+
+    def _finish_plain(self, tag: str, response: bytes) -> bytes:
+        try:
+            base64.b64decode(response, validate=True)
+        except binascii.Error:
+            return f"{tag} BAD invalid base64\r\n".encode()
+        return self._logged_in(tag, self.auth.plain(response), "AUTHENTICATE").encode() + b"\r\n"
+
+    def _logged_in(self, tag: str, address: str | None, how: str) -> str:
+        emit(self.node, "imap_login", user=address, ok=address is not None)
+        if address is None:
+            return f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+        self.address = address
+        self.mail = self.store.user(address)
+        self.state = AUTH
+        self.reader.max_literal = self.max_literal
+        return f"{tag} OK [CAPABILITY {POST_AUTH_CAPS}] {how} completed"
+
+    # -- authenticated (§6.3) ------------------------------------------------------------
+
+    def _select(self, tag: str, args: list[Token], uid: bool, readonly: bool = False) -> str:
+        name = canonical_mailbox(as_text(args[0]))
+        mail = self._user()
+        self._deselect()
+        info = mail.mailbox(name)
+        if info is None:
+            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        self.selected, self.readonly, self.state = name, readonly, SELECTED
+        self.view = mail.messages(name)
+        self.uids = [m.uid for m in self.view]
+        self.recent = {m.uid for m in self.view if m.uid > info.recent_uid}
+        if not readonly and self.view:
+            mail.mark_recent_seen(name, self.view[-1].uid)
+        mail.watch(name, self)
+        self._untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)")
+        self._untagged(f"{len(self.view)} EXISTS")
+        self._untagged(f"{len(self.recent)} RECENT")
+        unseen = next((i for i, m in enumerate(self.view, 1) if "\\Seen" not in m.flags), None)
+        if unseen is not None:
+            self._untagged(f"OK [UNSEEN {unseen}] first unseen")
+        self._untagged(f"OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
+        self._untagged(f"OK [UIDNEXT {info.uidnext}] predicted next UID")
+        permanent = "" if readonly else "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
+        self._untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
+        mode = "READ-ONLY" if readonly else "READ-WRITE"
+        return f"{tag} OK [{mode}] {'EXAMINE' if readonly else 'SELECT'} completed"
+
+    def _examine(self, tag: str, args: list[Token], uid: bool) -> str:
+        return self._select(tag, args, uid, readonly=True)
+
+    def _create(self, tag: str, args: list[Token], uid: bool) -> str:
+        name = canonical_mailbox(as_text(args[0]).rstrip(SEPARATOR))
+        mail = self._user()
+        if mail.mailbox(name) is not None:
+            return f"{tag} NO [ALREADYEXISTS] mailbox exists"
+        try:
+            mail.create(name)
+        except BadFolderName:
+            return f"{tag} NO [CANNOT] invalid mailbox name"
+        return f"{tag} OK CREATE completed"
+
+    def _delete(self, tag: str, args: list[Token], uid: bool) -> str:
+        name = canonical_mailbox(as_text(args[0]))
+        mail = self._user()
+        if name == INBOX:
+            return f"{tag} NO [CANNOT] INBOX cannot be deleted"
+        if mail.mailbox(name) is None:
+            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        if self.selected == name:
+            self._deselect()
+        mail.delete(name)
+        return f"{tag} OK DELETE completed"
+
+    def _rename(self, tag: str, args: list[Token], uid: bool) -> str:
+        """§6.3.5: inferior names are renamed too."""
+        old = canonical_mailbox(as_text(args[0]))
+        new = canonical_mailbox(as_text(args[1]).rstrip(SEPARATOR))
+        mail = self._user()
+        if old == INBOX:
+            return f"{tag} NO [CANNOT] renaming INBOX is not supported"
+        if mail.mailbox(old) is None:
+            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        if new == INBOX or mail.mailbox(new) is not None:
+            return f"{tag} NO [ALREADYEXISTS] target exists"
+        moves = [
+            (m.name, new + m.name[len(old) :])
+            for m in mail.mailboxes()
+            if m.name == old or m.name.startswith(old + SEPARATOR)
+        ]
+        try:
+            for src, dst in moves:
+                mail.rename(src, dst)
+        except BadFolderName:
+            return f"{tag} NO [CANNOT] invalid mailbox name"
+        if self.selected in dict(moves):
+            self._deselect()
+        return f"{tag} OK RENAME completed"
+
+    def _subscribe(self, tag: str, args: list[Token], uid: bool, on: bool = True) -> str:
+        self._user().index.subscribe(canonical_mailbox(as_text(args[0])), on)
+        return f"{tag} OK {'SUBSCRIBE' if on else 'UNSUBSCRIBE'} completed"
+
+    def _unsubscribe(self, tag: str, args: list[Token], uid: bool) -> str:
+        return self._subscribe(tag, args, uid, on=False)
+
+    def _list(self, tag: str, args: list[Token], uid: bool, lsub: bool = False) -> str:
+        """§6.3.8: "*" matches across the hierarchy, "%" within one level."""
+        verb = "LSUB" if lsub else "LIST"
+        if len(args) != 2:
+            raise ParseError(f"{verb} needs a reference and a pattern")
+        reference, pattern = as_text(args[0]), as_text(args[1])
+        if not pattern and not lsub:
+            self._untagged(f'LIST (\\Noselect) "{SEPARATOR}" ""')
+            return f"{tag} OK LIST completed"
+        source = "".join(
+            ".*" if c == "*" else f"[^{re.escape(SEPARATOR)}]*" if c == "%" else re.escape(c)
+            for c in reference + pattern
+        )
+        exact, folded = re.compile(source + "$"), re.compile(source + "$", re.I)
+        mail = self._user()
+        boxes = {m.name: m for m in mail.mailboxes()}
+        # Maildir++ lets "a.b" exist without "a": list such parents as \Noselect
+        parents = {
+            name.rsplit(SEPARATOR, depth)[0]
+            for name in boxes
+            for depth in range(1, name.count(SEPARATOR) + 1)
+        } - set(boxes)
+        names = sorted(mail.index.subscriptions()) if lsub else [*boxes, *sorted(parents)]
+        for name in names:
+            shown = canonical_mailbox(name)
+            # §5.1: INBOX matches whatever its case in the pattern
+            if not (exact.match(shown) or (shown == INBOX and folded.match(shown))):
+                continue
+            attrs = []
+            if not lsub and name in parents:
+                attrs += ["\\Noselect", "\\HasChildren"]
+            elif not lsub:
+                children = any(n.startswith(name + SEPARATOR) for n in boxes)
+                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+                info = boxes.get(name)
+                if info is not None and info.special_use:
+                    attrs.append(info.special_use)
+            elif name not in boxes:
+                attrs.append("\\Noselect")
+            self._untagged(f'{verb} ({" ".join(attrs)}) "{SEPARATOR}" '.encode() + string(shown))
+        return f"{tag} OK {verb} completed"
+
+    def _lsub(self, tag: str, args: list[Token], uid: bool) -> str:
+        return self._list(tag, args, uid, lsub=True)
+
+    def _status(self, tag: str, args: list[Token], uid: bool) -> str:
+        name = canonical_mailbox(as_text(args[0]))
+        wanted = args[1]
+        if not isinstance(wanted, list) or not wanted:
+            raise ParseError("STATUS needs a list of items")
+        mail = self._user()
+        info = mail.mailbox(name)
+        if info is None:
+            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        total, unseen, recent = mail.index.counts(name, info.recent_uid)
+        values = {
+            "MESSAGES": total,
+            "RECENT": recent,
+            "UIDNEXT": info.uidnext,
+            "UIDVALIDITY": info.uidvalidity,
+            "UNSEEN": unseen,
+        }
+        items = []
+        for item in wanted:
+            key = as_text(item).upper()
+            if key not in values:
+                raise ParseError(f"unknown STATUS item {key[:20]}")
+            items.append(f"{key} {values[key]}")
+        self._untagged(b"STATUS " + string(name) + f" ({' '.join(items)})".encode())
+        return f"{tag} OK STATUS completed"
+
+    def _append(self, tag: str, args: list[Token], uid: bool) -> str:
+        name = canonical_mailbox(as_text(args[0]))
+        message = args[-1]
+        if not isinstance(message, bytes) or len(args) > 4:
+            raise ParseError("APPEND needs a message literal")
+        flags: frozenset[str] = frozenset()
+        date = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = self._parse_flags(extra)
+            else:
+                try:
+                    date = parse_date_time(as_text(extra))
+                except ValueError:
+                    raise ParseError("bad date-time") from None
+        mail = self._user()
+        info = mail.mailbox(name)
+        if info is None:
+            return f"{tag} NO [TRYCREATE] no such mailbox"
+        new_uid = mail.append(name, message, flags, date)
+        return f"{tag} OK [APPENDUID {info.uidvalidity} {new_uid}] APPEND completed"
+
+    def _namespace(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._untagged(f'NAMESPACE (("" "{SEPARATOR}")) NIL NIL')  # RFC 2342 §5
+        return f"{tag} OK NAMESPACE completed"
+
+    def _enable(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._untagged("ENABLED")  # RFC 5161 §3.1: nothing we offer needs enabling
+        return f"{tag} OK ENABLE completed"
+
+    def _idle(self, tag: str, args: list[Token], uid: bool) -> None:
+        """RFC 2177: untagged updates as they happen until the client says DONE."""
+        self.idle_tag = tag
+        self.out.append(b"+ idling\r\n")
+        self._flush(allow_expunge=True)
+        return None
+
+    # -- selected (§6.4) -----------------------------------------------------------------
+
+    def _check(self, tag: str, args: list[Token], uid: bool) -> str:
+        return f"{tag} OK CHECK completed"
+
+    def _close(self, tag: str, args: list[Token], uid: bool) -> str:
+        if not self.readonly:
+            self._expunge_where(lambda m: True, report=False)
+        self._deselect()
+        return f"{tag} OK CLOSE completed"
+
+    def _unselect(self, tag: str, args: list[Token], uid: bool) -> str:
+        self._deselect()
+        return f"{tag} OK UNSELECT completed"
+
+    def _expunge(self, tag: str, args: list[Token], uid: bool) -> str:
+        if self.readonly:
+            return f"{tag} NO [READ-ONLY] mailbox is read-only"
+        if uid:  # RFC 4315 §2.1: only the given UIDs
+            chosen = {self.uids[i] for i in self._resolve(args[0], True)}
+            self._expunge_where(lambda m: m.uid in chosen, report=True)
+        else:
+            self._expunge_where(lambda m: True, report=True)
+        return f"{tag} OK EXPUNGE completed"
+
+    def _expunge_where(self, pick: Callable[[MessageInfo], bool], report: bool) -> None:
+        doomed = [i for i, m in enumerate(self.view) if "\\Deleted" in m.flags and pick(m)]
+        self._remove(doomed, report)
+
+    def _remove(self, indexes: list[int], report: bool) -> None:
+        removed = [self.view[i] for i in indexes]
+        for i in reversed(indexes):
+            del self.view[i], self.uids[i]
+            if report:
+                self._untagged(f"{i + 1} EXPUNGE")
+        assert self.selected is not None
+        self._user().expunge(self.selected, removed, origin=self)
+
+    def _search(self, tag: str, args: list[Token], uid: bool) -> str:
+        parser = SearchParser(args, len(self.view), self.uids[-1] if self.uids else 0)
+        matches = parser.parse()
+        found = []
+        for i, m in enumerate(self.view):
+            candidate = Candidate(i + 1, m, m.uid in self.recent, self._read)
+            try:
+                hit = matches(candidate)
+            except FileNotFoundError:
+                continue  # expunged by another session, not yet reported here
+            if hit:
+                found.append(m.uid if uid else i + 1)
+        self._untagged(" ".join(["SEARCH", *map(str, found)]))
+        return f"{tag} OK SEARCH completed"
+
+    def _fetch(self, tag: str, args: list[Token], uid: bool) -> str:
+        if len(args) != 2:
+            raise ParseError("FETCH needs a set and items")
+        items = parse_items(args[1])
+        if uid and not any(i.name == "UID" for i in items):
+            items.insert(0, FetchItem("UID", label="UID"))  # §6.4.8
+        marks_seen = not self.readonly and any(i.sets_seen for i in items)
+        has_flags = any(i.name == "FLAGS" for i in items)
+        needs_content = any(i.needs_content for i in items)
+        seen: dict[int, frozenset[str]] = {}
+        for i in self._resolve(args[0], uid):
+            m = self.view[i]
+            these = items
+            if marks_seen and "\\Seen" not in m.flags:
+                m.flags = m.flags | {"\\Seen"}
+                seen[m.uid] = m.flags
+                if not has_flags:  # §6.4.5: report the flag change it caused
+                    these = [*items, FetchItem("FLAGS", label="FLAGS")]
+            shown = m if m.uid not in self.recent else _with_recent(m)
+            try:
+                raw = self._read(m) if needs_content else b""
+                self.out.append(render(i + 1, shown, these, raw))
+            except FileNotFoundError:
+                continue
+        if seen:
+            assert self.selected is not None
+            self._user().set_flags(self.selected, seen, origin=self)
+        return f"{tag} OK {'UID ' if uid else ''}FETCH completed"
+
+    def _parse_flags(self, tokens: list[Token]) -> frozenset[str]:
+        flags = set()
+        for t in tokens:
+            text = as_text(t)
+            if text.startswith("\\"):
+                if text.lower() == "\\recent":
+                    continue  # §2.3.2: only the server sets \Recent
+                if text.lower() not in SYSTEM_FLAGS:
+                    raise ParseError(f"unknown system flag {text[:20]}")
+                text = SYSTEM_FLAGS[text.lower()]
+            elif not text or any(c in text for c in '(){%*"]\\ '):
+                raise ParseError("bad keyword")
+            flags.add(text)
+        return frozenset(flags)
+
+    def _store(self, tag: str, args: list[Token], uid: bool) -> str:
+        if self.readonly:
+            return f"{tag} NO [READ-ONLY] mailbox is read-only"
+        item = as_text(args[1]).upper()
+        mode, _, silent = item.partition(".")
+        if mode not in ("FLAGS", "+FLAGS", "-FLAGS") or silent not in ("", "SILENT"):
+            raise ParseError(f"bad STORE item {item[:20]}")
+        flag_tokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
+        flags = self._parse_flags(flag_tokens)
+        changes: dict[int, frozenset[str]] = {}
+        for i in self._resolve(args[0], uid):
+            m = self.view[i]
+            new = (
+                flags
+                if mode == "FLAGS"
+                else m.flags | flags
+                if mode == "+FLAGS"
+                else m.flags - flags
+            )
+            if new != m.flags:
+                m.flags = new
+                changes[m.uid] = new
+            if not silent:
+                prefix = f"UID {m.uid} " if uid else ""
+                self._untagged(
+                    f"{i + 1} FETCH ({prefix}FLAGS ".encode() + self._flags(m.uid, m.flags) + b")"
+                )
+        assert self.selected is not None
+        self._user().set_flags(self.selected, changes, origin=self)
+        return f"{tag} OK {'UID ' if uid else ''}STORE completed"
+
+    def _copy(self, tag: str, args: list[Token], uid: bool, move: bool = False) -> str:
+        verb = "MOVE" if move else "COPY"
+        if move and self.readonly:
+            return f"{tag} NO [READ-ONLY] mailbox is read-only"
+        target = canonical_mailbox(as_text(args[1]))
+        mail = self._user()
+        info = mail.mailbox(target)
+        if info is None:
+            return f"{tag} NO [TRYCREATE] no such mailbox"
+        indexes = self._resolve(args[0], uid)
+        src, dst = [], []
+        assert self.selected is not None
+        for i in indexes:
+            m = self.view[i]
+            data = mail.read(self.selected, m.path)
+            dst.append(mail.append(target, data, m.flags, m.internaldate))
+            src.append(m.uid)
+        code = (
+            f"[COPYUID {info.uidvalidity} {format_uid_set(src)} {format_uid_set(dst)}] "
+            if src
+            else ""
+        )
+        if move:  # RFC 6851 §4.3: COPYUID untagged, then the EXPUNGEs
+            if code:
+                self._untagged(f"OK {code}moved")
+            self._remove(indexes, report=True)
+            return f"{tag} OK {verb} completed"
+        return f"{tag} OK {code}{verb} completed"
+
+    def _move(self, tag: str, args: list[Token], uid: bool) -> str:
+        return self._copy(tag, args, uid, move=True)
+
+
+def _with_recent(m: MessageInfo) -> MessageInfo:
+    return MessageInfo(m.uid, m.path, m.size, m.internaldate, m.flags | {"\\Recent"})
+
+
+_ANY = (NOT_AUTH, AUTH, SELECTED)
+_AUTHED = (AUTH, SELECTED)
+_COMMANDS: dict[str, tuple[Callable[..., str | None], tuple[str, ...]]] = {
+    "CAPABILITY": (ImapSession._capability, _ANY),
+    "NOOP": (ImapSession._noop, _ANY),
+    "LOGOUT": (ImapSession._logout, _ANY),
+    "ID": (ImapSession._id, _ANY),
+    "LOGIN": (ImapSession._login, (NOT_AUTH,)),
+    "STARTTLS": (ImapSession._starttls, (NOT_AUTH,)),
+    "AUTHENTICATE": (ImapSession._authenticate, (NOT_AUTH,)),
+    "SELECT": (ImapSession._select, _AUTHED),
+    "EXAMINE": (ImapSession._examine, _AUTHED),
+    "CREATE": (ImapSession._create, _AUTHED),
+    "DELETE": (ImapSession._delete, _AUTHED),
+    "RENAME": (ImapSession._rename, _AUTHED),
+    "SUBSCRIBE": (ImapSession._subscribe, _AUTHED),
+    "UNSUBSCRIBE": (ImapSession._unsubscribe, _AUTHED),
+    "LIST": (ImapSession._list, _AUTHED),
+    "LSUB": (ImapSession._lsub, _AUTHED),
+    "STATUS": (ImapSession._status, _AUTHED),
+    "APPEND": (ImapSession._append, _AUTHED),
+    "NAMESPACE": (ImapSession._namespace, _AUTHED),
+    "ENABLE": (ImapSession._enable, _AUTHED),
+    "IDLE": (ImapSession._idle, _AUTHED),
+    "CHECK": (ImapSession._check, (SELECTED,)),
+    "CLOSE": (ImapSession._close, (SELECTED,)),
+    "UNSELECT": (ImapSession._unselect, (SELECTED,)),
+    "EXPUNGE": (ImapSession._expunge, (SELECTED,)),
+    "SEARCH": (ImapSession._search, (SELECTED,)),
+    "FETCH": (ImapSession._fetch, (SELECTED,)),
+    "STORE": (ImapSession._store, (SELECTED,)),
+    "COPY": (ImapSession._copy, (SELECTED,)),
+    "MOVE": (ImapSession._move, (SELECTED,)),
+}
+_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}

@@ -1,0 +1,185 @@
+"""A user's mail as the protocols see it: Maildir++ files plus the index, and the
+change feed that tells every other session of the same mailbox what happened (new
+mail, expunges, flag changes) — the source of IMAP's untagged EXISTS/EXPUNGE/FETCH
+and of IDLE wake-ups, pushed, never polled."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mxlab.nodes.store.index import Index, MailboxInfo, MessageInfo
+from mxlab.nodes.store.maildir import INBOX, Maildir
+
+# RFC 6154 §2: the folders every user gets, with their SPECIAL-USE attribute
+SPECIAL_FOLDERS = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+INDEX_FILE = "mxlab-index.sqlite"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to a mailbox, as other sessions must learn of it."""
+
+    kind: str  # "exists" | "expunge" | "flags"
+    uids: tuple[int, ...]
+    flags: dict[int, frozenset[str]] = field(default_factory=dict)
+    origin: object = None  # the session that made it, which reports it itself
+
+
+class Watcher(Protocol):
+    def mailbox_changed(self, change: Change) -> None: ...
+
+
+def canonical_mailbox(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 §5.1); every other name is as given."""
+    return INBOX if name.upper() == INBOX else name
+
+
+class UserMail:
+    """One user's mailboxes; every method is synchronous and quick except where noted."""
+
+    def __init__(self, root: Path) -> None:
+        self.maildir = Maildir(root)
+        self.maildir.create_folder(INBOX)
+        self.index = Index(root / INDEX_FILE)
+        self.watchers: dict[str, set[Watcher]] = {}
+        self._recover()
+
+    def _recover(self) -> None:
+        """Make the index agree with the files: a file delivered just before a crash
+        gets a UID, a row whose file vanished goes (the files are the truth)."""
+        known = {m.name for m in self.index.mailboxes()}
+        for name in self.maildir.folders_on_disk():
+            if name not in known:
+                self.index.create_mailbox(name, SPECIAL_FOLDERS.get(name))
+                if name == INBOX:
+                    self.index.subscribe(INBOX, True)  # for clients that only read LSUB
+                known.add(name)
+        for name, use in SPECIAL_FOLDERS.items():
+            if name not in known:
+                self.create(name, use)
+                self.index.subscribe(name, True)
+        for info in self.index.mailboxes():
+            self.maildir.create_folder(info.name)
+            rows = self.index.messages(info.name)
+            on_disk = set(self.maildir.files(info.name))
+            gone = [m.uid for m in rows if m.path not in on_disk]
+            if gone:
+                self.index.remove_messages(info.name, gone)
+            indexed = {m.path for m in rows}
+            new = sorted(on_disk - indexed, key=lambda p: p.split("/", 1)[1])
+            if new:
+                items = []
+                for path in new:
+                    data = self.maildir.read(info.name, path)
+                    items.append(
+                        (path, len(data), self.maildir.mtime(info.name, path), frozenset())
+                    )
+                self.index.add_messages(info.name, items)
+
+    # -- change feed -----------------------------------------------------------------
+
+    def watch(self, mailbox: str, watcher: Watcher) -> None:
+        self.watchers.setdefault(mailbox, set()).add(watcher)
+
+    def unwatch(self, mailbox: str, watcher: Watcher) -> None:
+        self.watchers.get(mailbox, set()).discard(watcher)
+
+    def _announce(self, mailbox: str, change: Change) -> None:
+        for watcher in list(self.watchers.get(mailbox, ())):
+            watcher.mailbox_changed(change)
+
+    # -- mailboxes -------------------------------------------------------------------
+
+    def mailbox(self, name: str) -> MailboxInfo | None:
+        return self.index.mailbox(canonical_mailbox(name))
+
+    def mailboxes(self) -> list[MailboxInfo]:
+        return self.index.mailboxes()
+
+    def create(self, name: str, special_use: str | None = None) -> None:
+        self.maildir.create_folder(name)
+        self.index.create_mailbox(name, special_use)
+
+    def delete(self, name: str) -> None:
+        self._announce(name, Change("expunge", tuple(m.uid for m in self.messages(name))))
+        self.index.delete_mailbox(name)
+        self.maildir.delete_folder(name)
+
+    def rename(self, old: str, new: str) -> None:
+        self.maildir.rename_folder(old, new)
+        self.index.rename_mailbox(old, new)
+
+    # -- messages --------------------------------------------------------------------
+
+    def messages(self, mailbox: str, after_uid: int = 0) -> list[MessageInfo]:
+        return self.index.messages(canonical_mailbox(mailbox), after_uid)
+
+    def read(self, mailbox: str, path: str) -> bytes:
+        return self.maildir.read(canonical_mailbox(mailbox), path)
+
+    def add_written(
+        self,
+        mailbox: str,
+        path: str,
+        size: int,
+        flags: frozenset[str] = frozenset(),
+        date: float | None = None,
+    ) -> int:
+        """Index a file already written by ``maildir.deliver`` and tell the watchers."""
+        mailbox = canonical_mailbox(mailbox)
+        (uid,) = self.index.add_messages(mailbox, [(path, size, date or time.time(), flags)])
+        self._announce(mailbox, Change("exists", (uid,)))
+        return uid
+
+    def append(self, mailbox: str, data: bytes, flags: frozenset[str], date: float | None) -> int:
+        """APPEND / COPY: write durably (blocking fsync, small for a lab) and index."""
+        mailbox = canonical_mailbox(mailbox)
+        path = self.maildir.deliver(mailbox, data, mtime=date)
+        return self.add_written(mailbox, path, len(data), flags, date)
+
+    def set_flags(
+        self, mailbox: str, changes: dict[int, frozenset[str]], origin: object = None
+    ) -> None:
+        if changes:
+            self.index.set_flags(mailbox, list(changes.items()))
+            self._announce(mailbox, Change("flags", tuple(changes), changes, origin))
+
+    def expunge(self, mailbox: str, messages: list[MessageInfo], origin: object = None) -> None:
+        """Remove messages: index rows first, so a crash between leaves an orphan file
+        that ``_recover`` re-adds rather than a row pointing at nothing."""
+        if not messages:
+            return
+        self.index.remove_messages(mailbox, [m.uid for m in messages])
+        for m in messages:
+            self.maildir.remove(mailbox, m.path)
+        self._announce(mailbox, Change("expunge", tuple(m.uid for m in messages), {}, origin))
+
+    def mark_recent_seen(self, mailbox: str, uid: int) -> None:
+        self.index.mark_recent_seen(mailbox, uid)
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class MailStore:
+    """Every user's mail under ``<state_dir>/mail/<address>/``, opened on first use,
+    plus the POP3 maildrop locks (RFC 1939 §8) shared by all sessions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.users: dict[str, UserMail] = {}
+        self.pop3_locked: set[str] = set()
+
+    def user(self, address: str) -> UserMail:
+        address = address.lower()
+        if address not in self.users:
+            self.users[address] = UserMail(self.root / address)
+        return self.users[address]
+
+    def close(self) -> None:
+        for user in self.users.values():
+            user.close()
+        self.users.clear()

@@ -1,0 +1,221 @@
+"""The store node: LMTP in (aiosmtpd), IMAP and POP3 out (our sans-IO sessions behind
+a thin asyncio layer), all over one MailStore in one event loop — so a delivery is
+seen by every open session the moment it is indexed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from mxlab.nodes.config import StoreNodeConfig
+from mxlab.nodes.events import emit
+from mxlab.nodes.relay.server import server_tls_context
+from mxlab.nodes.store.auth import Authenticator
+from mxlab.nodes.store.imap_session import ImapSession
+from mxlab.nodes.store.lmtp import DeliveryHandler, make_lmtp
+from mxlab.nodes.store.mailstore import MailStore
+from mxlab.nodes.store.pop3 import Pop3Session
+from mxlab.nodes.store.security import Security
+
+IMAP_TIMEOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
+POP3_TIMEOUT = 10 * 60.0  # RFC 1939 §3: at least 10 minutes
+READ_SIZE = 256 * 1024
+
+
+class Session(Protocol):
+    closed: bool
+    security: Security
+
+    def greeting(self) -> bytes: ...
+    def receive(self, data: bytes) -> bytes: ...
+    def close(self) -> None: ...
+
+
+async def run_session(
+    session: Session,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    timeout: float,
+    bye: Callable[[], bytes] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Pump bytes between a socket and a sans-IO session until either side ends."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out whole
+    quickack = sock is not None and hasattr(socket, "TCP_QUICKACK")
+    try:
+        writer.write(session.greeting())
+        while not session.closed:
+            try:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
+            except TimeoutError:
+                if bye is not None:
+                    writer.write(bye())
+                break
+            if not data:
+                break
+            if quickack:
+                # imaplib writes a literal and its CRLF separately; its Nagle holds the
+                # CRLF until we ACK, and Linux delays that ACK ~40 ms unless told not
+                # to (quick-ACK mode lapses, so it is renewed after every read)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            writer.write(session.receive(data))
+            await writer.drain()
+            if session.security.starttls_pending and tls is not None:
+                await writer.start_tls(tls)  # RFC 3501 §6.2.1, RFC 2595 §4
+                session.security.tls_started()
+        await writer.drain()
+    except (ConnectionError, OSError, ssl.SSLError):
+        pass
+    finally:
+        session.close()
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def run_imap(
+    session: ImapSession,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """IMAP adds the push side: changes from other sessions wake an IDLE client."""
+    wake = asyncio.Event()
+    session.notify = wake.set
+
+    async def push() -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            data = session.updates()
+            if data:
+                writer.write(data)
+
+    pusher = asyncio.create_task(push())
+    try:
+        await run_session(session, reader, writer, IMAP_TIMEOUT, session.timeout_bye, tls)
+    finally:
+        pusher.cancel()
+        session.notify = None
+
+
+async def _listen(
+    config: StoreNodeConfig,
+    servers: list[asyncio.Server],
+    port: int,
+    start: Awaitable[asyncio.Server],
+) -> None:
+    """Await one listener; a busy port ends the node with one clear line."""
+    try:
+        servers.append(await start)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio wraps it
+        raise SystemExit(
+            f"{config.node}: cannot listen on {config.address}:{port}: {reason}"
+        ) from None
+
+
+def tls_context(config: StoreNodeConfig) -> ssl.SSLContext | None:
+    """The node's lab-CA certificate for STARTTLS/STLS and the implicit-TLS ports; a
+    store whose files are missing still serves plaintext, and says so."""
+    if config.tls is None:
+        return None
+    try:
+        return server_tls_context(config.tls)
+    except (OSError, ssl.SSLError) as exc:
+        emit(config.node, "warning", warning=f"TLS disabled: cannot load certificate: {exc}")
+        return None
+
+
+async def serve(config: StoreNodeConfig) -> None:
+    """Listen for LMTP, IMAP and POP3 (and IMAPS/POP3S when configured) until cancelled."""
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    loop = asyncio.get_running_loop()
+    store = MailStore(config.state_path / "mail")
+    for address in config.users:
+        store.user(address)  # maildir, index and special folders exist before any login
+    auth = Authenticator(config)
+    handler = DeliveryHandler(config, store)
+    tls = tls_context(config)
+
+    def security(secure: bool) -> Security:
+        return Security(config.allow_plaintext_auth, tls is not None, secure)
+
+    def imap_client(secure: bool) -> Callable[..., Awaitable[None]]:
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            session = ImapSession(
+                store, auth, config.fqdn, security=security(secure), node=config.node
+            )
+            await run_imap(session, reader, writer, tls)
+
+        return client
+
+    def pop3_client(secure: bool) -> Callable[..., Awaitable[None]]:
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            session = Pop3Session(store, auth, config.fqdn, security(secure), config.node)
+            await run_session(session, reader, writer, POP3_TIMEOUT, tls=tls)
+
+        return client
+
+    servers: list[asyncio.Server] = []
+    try:
+        address = config.address
+        await _listen(
+            config,
+            servers,
+            config.lmtp_port,
+            loop.create_server(lambda: make_lmtp(config, handler), address, config.lmtp_port),
+        )
+        await _listen(
+            config,
+            servers,
+            config.imap_port,
+            asyncio.start_server(imap_client(False), address, config.imap_port, limit=READ_SIZE),
+        )
+        await _listen(
+            config,
+            servers,
+            config.pop3_port,
+            asyncio.start_server(pop3_client(False), address, config.pop3_port),
+        )
+        if tls is not None and config.imaps_port:  # RFC 8314: implicit TLS
+            await _listen(
+                config,
+                servers,
+                config.imaps_port,
+                asyncio.start_server(
+                    imap_client(True), address, config.imaps_port, limit=READ_SIZE, ssl=tls
+                ),
+            )
+        if tls is not None and config.pop3s_port:
+            await _listen(
+                config,
+                servers,
+                config.pop3s_port,
+                asyncio.start_server(pop3_client(True), address, config.pop3s_port, ssl=tls),
+            )
+        emit(
+            config.node,
+            "listening",
+            address=config.address,
+            lmtp=config.lmtp_port,
+            imap=config.imap_port,
+            pop3=config.pop3_port,
+            imaps=config.imaps_port if tls else None,
+            pop3s=config.pop3s_port if tls else None,
+            tls=tls is not None,
+            users=len(config.users),
+        )
+        await asyncio.Event().wait()
+    finally:
+        for server in servers:
+            server.close()
+        store.close()

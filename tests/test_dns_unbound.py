@@ -1,0 +1,106 @@
+"""A real resolver accepts our answers: a private unbound, with stub zones for the lab
+zones pointing at the DNS node, resolves MX, A, CNAME and PTR through it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.test_dns_support import DnsNode, free_port, lab_zones, need, new_address, wait_for
+
+LAB_ZONES = [z.origin for z in lab_zones()]
+
+
+@dataclass
+class Unbound:
+    address: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+def unbound_conf(tmp: Path, node: DnsNode, address: str, port: int) -> str:
+    """Foreground, unprivileged, no chroot, no remote control, iterator only (the lab
+    zones are unsigned), and the local-zone defaults for .test and 127 lifted."""
+    lines = [
+        "server:",
+        f"  interface: {address}@{port}",
+        f"  port: {port}",
+        "  do-daemonize: no",
+        '  chroot: ""',
+        '  username: ""',
+        f'  directory: "{tmp}"',
+        f'  pidfile: "{tmp}/unbound.pid"',
+        '  logfile: ""',
+        "  use-syslog: no",
+        "  verbosity: 1",
+        "  do-ip6: no",
+        "  do-not-query-localhost: no",
+        '  module-config: "iterator"',
+        "  access-control: 127.0.0.0/8 allow",
+        "  num-threads: 1",
+        "  qname-minimisation: no",
+        '  local-zone: "test." nodefault',
+        '  local-zone: "127.in-addr.arpa." nodefault',
+        "  unblock-lan-zones: yes",
+        "  insecure-lan-zones: yes",
+    ]
+    lines += [f'  domain-insecure: "{zone}"' for zone in LAB_ZONES]
+    lines += ["remote-control:", "  control-enable: no"]
+    for zone in LAB_ZONES:
+        lines += ["stub-zone:", f'  name: "{zone}"', f"  stub-addr: {node.address}@{node.port}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def resolver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
+    binary = need("unbound")
+    tmp = Path(tmp_path_factory.mktemp("unbound"))
+    node = DnsNode(tmp / "node")
+    address, port = new_address(), free_port()
+    conf = tmp / "unbound.conf"
+    conf.write_text(unbound_conf(tmp, node, address, port))
+    log = (tmp / "unbound.log").open("w")
+    proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=log, stderr=log)
+    unbound = Unbound(address, port, proc)
+    try:
+        wait_for(lambda: ask(unbound, "alpha.test", "SOA") or proc.poll() is not None)
+        assert proc.poll() is None, (tmp / "unbound.log").read_text()
+        yield unbound
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        node.stop()
+
+
+def ask(unbound: Unbound, name: str, rdtype: str) -> list[str]:
+    cmd = [need("dig"), f"@{unbound.address}", "-p", str(unbound.port), "+short", "+time=2"]
+    out = subprocess.run([*cmd, "+tries=1", name, rdtype], capture_output=True, text=True)
+    return out.stdout.split("\n")[:-1] if out.returncode == 0 else []
+
+
+def test_unbound_resolves_mx_and_a(resolver: Unbound) -> None:
+    assert sorted(ask(resolver, "alpha.test", "MX")) == ["10 mx1.alpha.test.", "20 mx2.alpha.test."]
+    assert ask(resolver, "mx1.alpha.test", "A") == ["127.10.0.25"]
+    assert ask(resolver, "mx.beta.test", "A") == ["127.10.0.27"]
+
+
+def test_unbound_follows_cnames_and_reverse(resolver: Unbound) -> None:
+    assert ask(resolver, "chain.alpha.test", "A") == [
+        "www.alpha.test.",
+        "mx1.alpha.test.",
+        "127.10.0.25",
+    ]
+    assert ask(resolver, "outside.alpha.test", "A") == ["mx.beta.test.", "127.10.0.27"]
+    assert ask(resolver, "25.0.10.127.in-addr.arpa", "PTR") == ["mx1.alpha.test."]
+
+
+def test_unbound_accepts_negative_answers(resolver: Unbound) -> None:
+    cmd = [need("dig"), f"@{resolver.address}", "-p", str(resolver.port), "+time=2"]
+    out = subprocess.run([*cmd, "nope.alpha.test", "A"], capture_output=True, text=True).stdout
+    assert "status: NXDOMAIN" in out
+    out = subprocess.run([*cmd, "_tcp.alpha.test", "A"], capture_output=True, text=True).stdout
+    assert "status: NOERROR" in out and "ANSWER: 0" in out

@@ -1,0 +1,167 @@
+"""The on-disk queue and the bounce (DSN) builder, without sockets."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from pathlib import Path
+
+from mxlab.nodes.relay.bounce import build_dsn, status_code, wants_notice, wire_params
+from mxlab.nodes.relay.queue import Envelope, Queue, Recipient, new_queue_id
+
+CONTENT = b"Received: from x by y; now\r\nSubject: hi\r\nMessage-ID: <m@t>\r\n\r\nbody\r\n"
+
+
+def envelope(*rcpts: str, sender: str = "alice@alpha.test") -> Envelope:
+    return Envelope(
+        id=new_queue_id(),
+        sender=sender,
+        recipients=[Recipient(address=r) for r in rcpts],
+        arrival=1_700_000_000.0,
+        message_id="<m@t>",
+    )
+
+
+def test_put_then_load_returns_envelope_and_exact_bytes(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "queue")
+    env = envelope("bob@beta.test", "carol@beta.test")
+    queue.put(env, CONTENT)
+    loaded, dropped = Queue(tmp_path / "queue").load()
+    assert loaded == [env] and dropped == []
+    assert queue.read(env.id) == CONTENT
+    assert not [p for p in (tmp_path / "queue").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_per_recipient_state_survives_a_reload(tmp_path: Path) -> None:
+    queue = Queue(tmp_path)
+    env = envelope("bob@beta.test", "carol@beta.test")
+    queue.put(env, CONTENT)
+    env.recipients[0].state = "delivered"
+    env.state, env.attempts, env.next_attempt = "deferred", 2, 123.0
+    queue.save(env)
+    (loaded,), _ = queue.load()
+    assert [r.address for r in loaded.pending()] == ["carol@beta.test"]
+    assert (loaded.state, loaded.attempts, loaded.next_attempt) == ("deferred", 2, 123.0)
+
+
+def test_remove_deletes_both_files(tmp_path: Path) -> None:
+    queue = Queue(tmp_path)
+    env = envelope("bob@beta.test")
+    queue.put(env, CONTENT)
+    queue.remove(env.id)
+    assert [p.name for p in tmp_path.iterdir()] == ["delivered.journal"]
+
+
+def test_journaled_deliveries_survive_a_crash(tmp_path: Path) -> None:
+    """commit() is the only record until the envelope is saved; a restart applies it."""
+    queue = Queue(tmp_path)
+    env = envelope("bob@beta.test", "carol@beta.test")
+    done = envelope("dave@beta.test")
+    queue.put(env, CONTENT)
+    queue.put(done, CONTENT)
+    queue.commit(env.id, ["bob@beta.test"])
+    queue.commit(done.id, ["dave@beta.test"])
+    queue.close()  # the crash: nothing saved after the commits
+    restarted = Queue(tmp_path)
+    loaded = {e.id: e for e in restarted.load()[0]}
+    assert [r.address for r in loaded[env.id].pending()] == ["carol@beta.test"]
+    assert loaded[done.id].pending() == []
+    assert (tmp_path / "delivered.journal").stat().st_size == 0
+    (again,) = [e for e in Queue(tmp_path).load()[0] if e.id == env.id]
+    assert [r.address for r in again.pending()] == ["carol@beta.test"]  # saved for good
+
+
+def test_crash_leftovers_are_dropped_and_corrupt_envelopes_set_aside(tmp_path: Path) -> None:
+    queue = Queue(tmp_path)
+    kept = envelope("bob@beta.test")
+    queue.put(kept, CONTENT)
+    (tmp_path / "ORPHAN.msg").write_bytes(CONTENT)  # crashed before its envelope
+    (tmp_path / ".X.msg.tmp").write_bytes(b"half")  # crashed mid-write
+    (tmp_path / "BAD.env").write_bytes(b"{not json")
+    loaded, dropped = queue.load()
+    assert [e.id for e in loaded] == [kept.id]
+    assert sorted(dropped) == sorted(["ORPHAN.msg", ".X.msg.tmp", "BAD.env"])
+    assert (tmp_path / "corrupt" / "BAD.env").exists()
+    assert not (tmp_path / "ORPHAN.msg").exists()
+
+
+def test_queue_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_queue_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert ids[0][:13] <= ids[-1][:13]
+
+
+def test_status_code_prefers_the_enhanced_code() -> None:
+    assert status_code("550 5.1.1 no such user") == "5.1.1"
+    assert status_code("554 no enhanced code") == "5.0.0"
+    assert status_code("451 4.4.1 timeout") == "4.4.1"
+
+
+def test_notify_decides_which_notices_go_out() -> None:
+    default = Recipient(address="a@b")
+    assert wants_notice(default, "failed") and wants_notice(default, "delayed")
+    assert not wants_notice(default, "delivered")
+    never = Recipient(address="a@b", notify=["NEVER"])
+    assert not any(wants_notice(never, a) for a in ("failed", "delayed", "delivered"))
+    success = Recipient(address="a@b", notify=["SUCCESS"])
+    assert wants_notice(success, "relayed") and not wants_notice(success, "failed")
+
+
+def test_dsn_parameters_go_on_the_wire_as_received() -> None:
+    env = envelope("bob@beta.test", "carol@beta.test")
+    env.ret, env.envid = "HDRS", "QQ314159"
+    env.recipients[0].notify = ["SUCCESS", "FAILURE"]
+    env.recipients[0].orcpt = "rfc822;Bob@Beta.test"
+    params = wire_params(env, env.recipients)
+    assert params.mail == ["RET=HDRS", "ENVID=QQ314159"]
+    assert params.rcpt == {
+        "bob@beta.test": ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Bob@Beta.test"],
+        "carol@beta.test": [],
+    }
+
+
+def test_dsn_is_an_rfc_3464_multipart_report() -> None:
+    env = envelope("bob@beta.test", "carol@beta.test")
+    bob = env.recipients[0]
+    bob.reply, bob.hop = "550 5.1.1 <bob@beta.test>: user unknown", "mx.beta.test"
+    raw = build_dsn(env, [(bob, "failed", "5.1.1")], CONTENT, reporting_mta="mx.alpha.test")
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only, ready for SMTP
+    msg = message_from_bytes(raw)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    assert msg["To"] == "alice@alpha.test"
+    assert msg["Subject"] == "Undelivered Mail Returned to Sender"
+    human, status, original = msg.get_payload()
+    assert "user unknown" in human.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mx.alpha.test"
+    assert per_rcpt["Final-Recipient"] == "rfc822; bob@beta.test"
+    assert per_rcpt["Action"] == "failed" and per_rcpt["Status"] == "5.1.1"
+    assert per_rcpt["Remote-MTA"] == "dns; mx.beta.test"
+    assert original.get_content_type() == "text/rfc822-headers"
+    assert "Message-ID: <m@t>" in original.get_payload()
+    assert "body" not in original.get_payload()  # RET=HDRS is the default
+
+
+def test_dsn_returns_the_full_message_when_asked() -> None:
+    env = envelope("bob@beta.test")
+    env.ret = "FULL"
+    rcpt = env.recipients[0]
+    raw = build_dsn(env, [(rcpt, "failed", "4.4.7")], CONTENT, reporting_mta="mx.alpha.test")
+    original = message_from_bytes(raw).get_payload()[2]
+    assert original.get_content_type() == "message/rfc822"
+    assert original.get_payload()[0].get_payload() == "body\r\n"
+
+
+def test_dsn_reports_success_and_keeps_the_original_recipient() -> None:
+    env = envelope("bob@beta.test")
+    env.envid = "ENV1"
+    bob = env.recipients[0]
+    bob.reply, bob.orcpt = "250 2.0.0 Ok", "rfc822;Bob@beta.test"
+    raw = build_dsn(env, [(bob, "relayed", "2.0.0")], CONTENT, reporting_mta="mx.alpha.test")
+    msg = message_from_bytes(raw)
+    assert msg["Subject"] == "Successful Mail Delivery Report"
+    per_message, per_rcpt = msg.get_payload()[1].get_payload()
+    assert per_message["Original-Envelope-Id"] == "ENV1"
+    assert per_rcpt["Original-Recipient"] == "rfc822;Bob@beta.test"
+    assert (per_rcpt["Action"], per_rcpt["Status"]) == ("relayed", "2.0.0")
