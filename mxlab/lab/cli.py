@@ -326,6 +326,35 @@ def dns_zone(lab: LabArg = None) -> None:
         sys.stdout.write(render_zone(zone) + "\n")
 
 
+@dns_app.command("fail")
+def dns_fail(
+    name: Annotated[str, typer.Argument(help="a lab name, e.g. beta.test")],
+    mode: Annotated[str, typer.Option(help="servfail, timeout, or drop_mx")] = "servfail",
+    lab: LabOpt = None,
+) -> None:
+    """Make a name fail in the lab's DNS (SERVFAIL, no answer, or no MX) until restored."""
+    from mxlab.lab import dns_faults
+
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    dns_faults.fail(plan, _runtime_of(plan), name, mode)
+    out.print(f"{name}: {mode} until mxlab dns restore")
+
+
+@dns_app.command("restore")
+def dns_restore(
+    name: Annotated[str | None, typer.Argument(help="lift only this name's faults")] = None,
+    lab: LabOpt = None,
+) -> None:
+    """Lift DNS faults (all, or one name's)."""
+    from mxlab.lab import dns_faults
+
+    plan = labdir.read_plan(labdir.only_lab(lab))
+    dns_faults.restore(plan, _runtime_of(plan), name)
+    left = dns_faults.current(plan)
+    faulty = sorted(left.servfail | left.timeout | left.drop_mx)
+    out.print("DNS faults left: " + (", ".join(faulty) if faulty else "none"))
+
+
 def main() -> None:
     """Entry point: every known failure is one line on stderr, never a traceback."""
     try:

@@ -21,7 +21,7 @@ def table(results: list[Result], console: Console) -> None:
     for r in results:
         fetched = "+".join(p for p, ok in (("IMAP", r.imap), ("POP3", r.pop3)) if ok) or "-"
         latency = f"{r.latency * 1000:.0f} ms" if r.latency is not None else "-"
-        hops = " > ".join(r.hops) or "-"
+        hops = " > ".join(h.split(".")[0] for h in r.hops) or "-"  # node names; JSON has FQDNs
         verdict = "[green]ok[/]" if r.ok else f"[red]FAIL[/] {_why(r)}"
         t.add_row(r.sender, r.rcpt, fetched, latency, hops, verdict)
     console.print(t)

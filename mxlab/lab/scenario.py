@@ -55,6 +55,7 @@ class DnsFault(_Step):
 
 class DnsRestore(_Step):
     action: Literal["dns_restore"] = "dns_restore"
+    name: str | None = None  # lift only this name's faults; default: all
 
 
 class Send(_Step):
@@ -152,8 +153,8 @@ def _normalise(step: Any) -> Any:
     ((action, args),) = step.items()
     if action in _NODE_ACTIONS:
         return {"action": action, "node": args}
-    if action == "dns_restore":
-        return {"action": action}
+    if action == "dns_restore":  # ``- dns_restore: beta.test`` lifts one name's faults
+        return {"action": action, "name": args}
     if isinstance(args, dict):
         return {"action": action, **args}
     return step

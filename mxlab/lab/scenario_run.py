@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import imaplib
 import shutil
-import signal
 import smtplib
 import time
 from collections.abc import Callable
@@ -13,12 +12,9 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
+from pydantic import BaseModel
 
-from mxlab.lab import labdir
+from mxlab.lab import dns_faults, labdir
 from mxlab.lab.checks import build_message, message_id_of, pop3_fetch, split_trace, submit
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up
@@ -81,10 +77,13 @@ class Outcome:
         return all(s.ok for s in self.steps) and not self.unaccounted
 
 
-def _title(step: object) -> str:
-    fields = {k: v for k, v in step.__dict__.items() if k != "action" and v not in (None, [])}
-    args = ", ".join(f"{k}={v}" for k, v in fields.items())
-    return f"{step.action} {args}"  # type: ignore[attr-defined]
+def _title(step: BaseModel) -> str:
+    """The step as written: only the fields the scenario set, message text left out."""
+    fields = step.model_dump(
+        by_alias=True, exclude_defaults=True, exclude={"action", "subject", "body"}
+    )
+    args = ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in fields.items())
+    return f"{step.action} {args}".strip()  # type: ignore[attr-defined]
 
 
 class Runner:
@@ -93,7 +92,6 @@ class Runner:
         self.sent: dict[str, list[Sent]] = {}
         self.loads: dict[str, Future[None]] = {}
         self.pool = ThreadPoolExecutor(max_workers=4)
-        self.dns_faults: dict[str, list[str]] = {"servfail": [], "timeout": [], "drop_mx": []}
 
     def _finished(self, sid: str) -> list[Sent]:
         """The messages of a send step, once its background load (if any) is done."""
@@ -115,6 +113,13 @@ class Runner:
                 out = [p[1] for p in parts if isinstance(p, tuple)]
             imap.logout()
         return out
+
+    def _is_user(self, address: str) -> bool:
+        try:
+            self.plan.user(address)
+        except KeyError:
+            return False
+        return True
 
     def _copies(self, address: str) -> dict[str, list[bytes]]:
         """The user's INBOX by lowercased Message-ID."""
@@ -169,12 +174,10 @@ class Runner:
                 self.runtime.link(self.plan, step.node, "impair", spec)
                 return ""
             case DnsFault():
-                self.dns_faults[step.mode].append(step.name)
-                self._apply_dns_faults()
+                dns_faults.fail(self.plan, self.runtime, step.name, step.mode)
                 return ""
             case DnsRestore():
-                self.dns_faults = {k: [] for k in self.dns_faults}
-                self._apply_dns_faults()
+                dns_faults.restore(self.plan, self.runtime, step.name)
                 return ""
             case Send():
                 return self._send(step)
@@ -215,13 +218,6 @@ class Runner:
             if time.monotonic() > deadline:
                 raise StepFailed(f"{failure} after {within:g}s")
             time.sleep(POLL)
-
-    def _apply_dns_faults(self) -> None:
-        from mxlab.dns.faults import write_faults
-
-        dns_node = next(n for n in self.plan.nodes.values() if n.role == "dns")
-        write_faults(labdir.node_dir(self.plan, dns_node.name) / "state", **self.dns_faults)
-        self.runtime.signal(self.plan, dns_node.name, signal.SIGHUP)
 
     def _send(self, step: Send) -> str:
         results: list[Sent] = []
@@ -313,22 +309,10 @@ class Runner:
         return "bounce received"
 
     def _expect_dns(self, step: ExpectDns) -> str:
-        dns_node = next(n for n in self.plan.nodes.values() if n.role == "dns")
-        query = dns.message.make_query(step.name, step.type)
-        try:
-            reply = dns.query.udp(query, dns_node.address, port=dns_node.ports["dns"], timeout=3)
-        except dns.exception.Timeout:
-            if step.rcode == "TIMEOUT":
-                return "timed out as expected"
-            raise StepFailed(f"{step.name} {step.type}: no answer") from None
-        rcode = dns.rcode.to_text(reply.rcode())
-        got = sorted(
-            rd.to_text()
-            for rrset in reply.answer
-            for rd in rrset
-            if rrset.rdtype == dns.rdatatype.from_text(step.type)
-        )
-        if rcode != step.rcode or got != sorted(step.answer):
+        rcode, got = dns_faults.ask(self.plan, step.name, step.type)
+        if rcode == "TIMEOUT" and step.rcode != "TIMEOUT":
+            raise StepFailed(f"{step.name} {step.type}: no answer")
+        if rcode != step.rcode or (rcode != "TIMEOUT" and got != sorted(step.answer)):
             want = f"{step.rcode} {sorted(step.answer)}"
             raise StepFailed(f"{step.name} {step.type}: got {rcode} {got}, expected {want}")
         return f"{rcode} {got}"
@@ -373,8 +357,8 @@ class Runner:
                 if not sent.acknowledged:
                     tally["not acknowledged"] += 1
                 for rcpt in sent.rcpts:
-                    if rcpt not in boxes:
-                        boxes[rcpt] = self._copies(rcpt)
+                    if rcpt not in boxes:  # no mailbox for a non-user: it can only bounce
+                        boxes[rcpt] = self._copies(rcpt) if self._is_user(rcpt) else {}
                     copies = len(boxes[rcpt].get(sent.message_id.lower(), []))
                     if copies == 1:
                         tally["delivered"] += 1

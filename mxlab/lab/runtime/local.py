@@ -30,17 +30,32 @@ def _log_file(plan: LabPlan, node: str) -> Path:
     return labdir.node_dir(plan, node) / "node.log"
 
 
+def _alive(pid: int) -> bool:
+    """Some thread of the process still runs. Only when none does has the kernel closed its
+    sockets: the main thread turns zombie before worker threads finish exiting, and an
+    exiting process loses its command line before its files."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # that thread just went
+        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def _running_pid(pid_file: Path) -> int | None:
     """The pid in the file if that process is alive and is a node (not a reused pid)."""
     try:
         pid = int(pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
-    if b"mxlab.nodes" not in cmdline or stat.rsplit(")", 1)[1].split()[0] == "Z":
-        return None
-    return pid
+    return pid if b"mxlab.nodes" in cmdline and _alive(pid) else None
 
 
 def _check_free(node: NodePlan) -> None:
@@ -61,6 +76,11 @@ def _check_free(node: NodePlan) -> None:
 
 class LocalRuntime(Runtime):
     name = "local"
+
+    def __init__(self) -> None:
+        # Children this process spawned: poll() tells "alive" even before the child's
+        # execve, when /proc still shows the parent's command line.
+        self._children: dict[str, subprocess.Popen] = {}
 
     def up(self, plan: LabPlan, progress: Progress) -> None:
         for node in plan.nodes.values():
@@ -88,10 +108,13 @@ class LocalRuntime(Runtime):
                 start_new_session=True,  # outlives `mxlab up`, killed as a group
             )
         _pid_file(plan, node.name).write_text(str(proc.pid))
+        self._children[node.name] = proc
 
     def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
         def check(node: NodePlan) -> str | None:
-            if _running_pid(_pid_file(plan, node.name)) is not None:
+            child = self._children.get(node.name)
+            alive = child.poll() is None if child else _running_pid(_pid_file(plan, node.name))
+            if alive:
                 return None
             lines = _log_file(plan, node.name).read_text(errors="replace").strip().splitlines()
             return lines[-1] if lines else "no output"
@@ -122,6 +145,7 @@ class LocalRuntime(Runtime):
 
     def _signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
         pid_file = _pid_file(plan, node)
+        self._children.pop(node, None)
         pid = _running_pid(pid_file)
         if pid is None:
             pid_file.unlink(missing_ok=True)
@@ -129,7 +153,7 @@ class LocalRuntime(Runtime):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _running_pid(pid_file) is not None:
+        while _alive(pid):
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,208 @@
+"""The node image ``mxlab-node:<version>``: built once, rebuilt only when the package changes.
+
+Where a Python base image is on the engine or can be pulled, the image is built FROM it.
+Where no registry answers (an engine with no images at all), a Debian base is made with
+debootstrap from the host's own apt mirror and ``docker import``-ed as ``mxlab-base``.
+Either way the build context carries a wheelhouse made on the host and the build runs with
+no network: nothing inside the build reaches the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+
+import mxlab
+from mxlab.lab.errors import LabError
+
+IMAGE = f"mxlab-node:{mxlab.__version__}"
+CONTENT_LABEL = "mxlab.content"
+PYTHON_BASES = ("python:3.11-slim", "python:3.12-slim", "python:3.11", "python:3-slim")
+# What a node process imports; the lab side (docker SDK, typer, rich...) stays on the host.
+NODE_DEPENDENCIES = ("aiosmtpd", "aiosmtplib", "dnslib", "dnspython", "pydantic")
+NODE_PACKAGES = ("nodes", "dns")  # subpackages of mxlab a node runs
+DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv", "iproute2", "ca-certificates", "procps")
+
+Progress = Callable[[str], None]
+
+
+class ImageBuildError(LabError):
+    """The node image could not be built; the message says which step and why."""
+
+
+def _package_root() -> Path:
+    return Path(mxlab.__file__).parent
+
+
+def _node_sources() -> list[Path]:
+    root = _package_root()
+    files = [root / "__init__.py"]
+    for sub in NODE_PACKAGES:
+        files += sorted((root / sub).rglob("*.py"))
+    return files
+
+
+def _pins() -> list[str]:
+    """The host's installed versions: the image runs what the tests ran against."""
+    try:
+        return [f"{d}=={importlib.metadata.version(d)}" for d in NODE_DEPENDENCIES]
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ImageBuildError(f"node dependency {exc} is not installed (pip install .)") from None
+
+
+def content_hash(base_id: str) -> str:
+    """Changes when the node code, its pinned dependencies or the base image change."""
+    h = hashlib.sha256(base_id.encode())
+    root = _package_root()
+    for path in _node_sources():
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    h.update("\n".join(_pins()).encode())
+    return h.hexdigest()[:16]
+
+
+# -- base image ---------------------------------------------------------------------
+def _local_image(client: docker.DockerClient, ref: str):
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _python_base(client: docker.DockerClient, progress: Progress) -> str | None:
+    for ref in PYTHON_BASES:
+        if _local_image(client, ref) is not None:
+            return ref
+    try:
+        client.images.pull(PYTHON_BASES[0])
+    except docker.errors.APIError:
+        return None
+    progress(f"pulled {PYTHON_BASES[0]}")
+    return PYTHON_BASES[0]
+
+
+def host_mirror(root: Path = Path("/")) -> tuple[str, str]:
+    """(suite, mirror URI) from the host's apt sources: debootstrap fetches where apt does."""
+    codename = ""
+    for line in (root / "etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            codename = line.split("=", 1)[1].strip('"')
+    if not codename:
+        raise ImageBuildError("cannot tell the host's Debian release (/etc/os-release)")
+    sources = root / "etc/apt/sources.list.d"
+    for path in sorted(sources.glob("*.sources")):  # deb822 stanzas
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith((" ", "#")):
+                    fields[key.strip()] = value.split()
+            if "deb" in fields.get("Types", []) and codename in fields.get("Suites", []):
+                return codename, fields["URIs"][0]
+    for path in [root / "etc/apt/sources.list", *sorted(sources.glob("*.list"))]:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            words = [w for w in line.split() if not w.startswith("[")]
+            if len(words) >= 3 and words[0] == "deb" and words[2] == codename:
+                return codename, words[1]
+    raise ImageBuildError(f"no apt source for {codename} on this host to debootstrap from")
+
+
+def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
+    """``mxlab-base:<suite>`` made with debootstrap and imported; reused when present."""
+    suite, mirror = host_mirror()
+    ref = f"mxlab-base:{suite}"
+    if _local_image(client, ref) is not None:
+        return ref
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError(
+            "no Python base image and no registry; install debootstrap "
+            "(apt-get install debootstrap) or use --runtime local"
+        )
+    progress(f"no registry answers: building {ref} with debootstrap (a few minutes, once)")
+    with tempfile.TemporaryDirectory(prefix="mxlab-rootfs-") as rootfs:
+        cmd = [
+            "debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+            suite, rootfs, mirror,
+        ]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["?"]
+            raise ImageBuildError(f"debootstrap {suite} from {mirror} failed: {tail[0]}")
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            shutil.rmtree(Path(rootfs, cache), ignore_errors=True)
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        try:
+            client.api.import_image_from_stream(_chunks(tar), repository="mxlab-base", tag=suite)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    if _local_image(client, ref) is None:
+        raise ImageBuildError(f"docker import of the debootstrap tree did not create {ref}")
+    return ref
+
+
+def _chunks(proc: subprocess.Popen) -> Iterator[bytes]:
+    while chunk := proc.stdout.read(1 << 20):
+        yield chunk
+
+
+# -- node image ---------------------------------------------------------------------
+DOCKERFILE = """\
+FROM {base}
+COPY wheels /tmp/wheels
+RUN python3 -m venv /opt/mxlab \\
+ && /opt/mxlab/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels {pins} \\
+ && rm -rf /tmp/wheels
+COPY mxlab /opt/mxlab/lib/mxlab
+ENV PATH=/opt/mxlab/bin:$PATH PYTHONPATH=/opt/mxlab/lib PYTHONDONTWRITEBYTECODE=1
+WORKDIR /mxlab
+"""
+
+
+def _wheelhouse(dest: Path, pins: list[str]) -> None:
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(dest), *pins]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["?"]
+        raise ImageBuildError(f"building the wheelhouse failed: {tail[0]}")
+
+
+def ensure_image(
+    client: docker.DockerClient, force: bool = False, progress: Progress = lambda _: None
+) -> str:
+    """The node image's tag, building it only when missing or out of date."""
+    base = _python_base(client, progress) or _debootstrap_base(client, progress)
+    want = content_hash(client.images.get(base).id)
+    have = _local_image(client, IMAGE)
+    if have is not None and not force and have.labels.get(CONTENT_LABEL) == want:
+        return IMAGE
+    progress(f"building {IMAGE} from {base}")
+    pins = _pins()
+    with tempfile.TemporaryDirectory(prefix="mxlab-image-") as ctx:
+        _wheelhouse(Path(ctx, "wheels"), pins)
+        pkg = Path(ctx, "mxlab")
+        for src in _node_sources():
+            dst = pkg / src.relative_to(_package_root())
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        Path(ctx, "Dockerfile").write_text(DOCKERFILE.format(base=base, pins=" ".join(pins)))
+        try:
+            client.images.build(
+                path=ctx, tag=IMAGE, rm=True, forcerm=True, network_mode="none",
+                labels={CONTENT_LABEL: want, "mxlab.version": mxlab.__version__},
+            )  # fmt: skip
+        except docker.errors.BuildError as exc:
+            raise ImageBuildError(f"building {IMAGE} failed: {exc.msg}") from None
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"building {IMAGE} failed: {exc.explanation}") from None
+    return IMAGE

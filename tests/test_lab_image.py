@@ -1,0 +1,69 @@
+"""The node image: mirror discovery for debootstrap, and rebuilds only when content changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab import image
+
+
+def _host(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+OS = {"etc/os-release": 'PRETTY_NAME="Debian"\nVERSION_CODENAME=bookworm\n'}
+
+
+def test_mirror_comes_from_the_deb822_stanza_of_the_hosts_release(tmp_path: Path) -> None:
+    root = _host(tmp_path, OS | {
+        "etc/apt/sources.list.d/other.sources":
+            "Types: deb\nURIs: http://mirror.invalid/other\nSuites: nodistro\n",
+        "etc/apt/sources.list.d/debian.sources":
+            "Types: deb-src\nURIs: http://mirror.invalid/src\nSuites: bookworm\n\n"
+            "Types: deb\n# a comment\nURIs: http://mirror.invalid/debian\n"
+            "Suites: bookworm bookworm-updates\nComponents: main\n",
+    })  # fmt: skip
+    assert image.host_mirror(root) == ("bookworm", "http://mirror.invalid/debian")
+
+
+def test_mirror_from_a_one_line_sources_list(tmp_path: Path) -> None:
+    root = _host(tmp_path, OS | {
+        "etc/apt/sources.list":
+            "# deb http://old.invalid bookworm main\n"
+            "deb [arch=amd64] http://mirror.invalid/debian bookworm main\n",
+    })  # fmt: skip
+    assert image.host_mirror(root) == ("bookworm", "http://mirror.invalid/debian")
+
+
+def test_no_source_for_the_release_is_one_clear_error(tmp_path: Path) -> None:
+    root = _host(tmp_path, OS | {"etc/apt/sources.list": "deb http://m.invalid bullseye main\n"})
+    with pytest.raises(image.ImageBuildError, match="no apt source for bookworm"):
+        image.host_mirror(root)
+
+
+def test_content_hash_follows_base_and_code() -> None:
+    assert image.content_hash("sha256:a") == image.content_hash("sha256:a")
+    assert image.content_hash("sha256:a") != image.content_hash("sha256:b")
+
+
+@pytest.mark.docker
+def test_ensure_image_builds_once_then_reuses() -> None:
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=900)
+        client.ping()
+    except Exception:
+        pytest.skip("no Docker engine")
+    tag = image.ensure_image(client)
+    built = client.images.get(tag)
+    base = built.labels[image.CONTENT_LABEL]
+    assert image.ensure_image(client) == tag
+    assert client.images.get(tag).id == built.id  # not rebuilt: the content label matched
+    out = client.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
+    assert b"relay" in out and base
