@@ -5,30 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from docker.types import IPAMConfig, IPAMPool
 
 from mxlab.lab import labdir
 
-from .conftest import TOPOLOGIES
+from .conftest import DOCKER, TOPOLOGIES, needs_docker
 from .test_lab_local import mxlab
 
-docker = pytest.importorskip("docker")
-
-
-def _engine() -> docker.DockerClient | None:
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-        return client
-    except Exception:
-        return None
-
-
-CLIENT = _engine()
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(CLIENT is None, reason="no Docker engine"),
-]
+CLIENT = DOCKER
+pytestmark = needs_docker
 TWO = TOPOLOGIES / "two-domains.yaml"
 
 
@@ -85,7 +70,7 @@ def test_pinned_overlapping_subnet_names_the_other_network(
     assert CLIENT is not None
     other = CLIENT.networks.create(
         "mxlab-test-other",
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.0.0/16")]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.231.0.0/16")]),
         labels={"mxlab.test": "1"},
     )
     try:

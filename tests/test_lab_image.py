@@ -8,6 +8,8 @@ import pytest
 
 from mxlab.lab import image
 
+from .conftest import DOCKER
+
 
 def _host(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
@@ -53,17 +55,14 @@ def test_content_hash_follows_base_and_code() -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.skipif(DOCKER is None, reason="no Docker engine")
+@pytest.mark.timeout(1200)
 def test_ensure_image_builds_once_then_reuses() -> None:
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except Exception:
-        pytest.skip("no Docker engine")
-    tag = image.ensure_image(client)
-    built = client.images.get(tag)
-    base = built.labels[image.CONTENT_LABEL]
-    assert image.ensure_image(client) == tag
-    assert client.images.get(tag).id == built.id  # not rebuilt: the content label matched
-    out = client.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
-    assert b"relay" in out and base
+    assert DOCKER is not None
+    tag = image.ensure_image(DOCKER)
+    built = DOCKER.images.get(tag)
+    assert built.labels[image.CONTENT_LABEL]
+    assert image.ensure_image(DOCKER) == tag
+    assert DOCKER.images.get(tag).id == built.id  # not rebuilt: the content label matched
+    out = DOCKER.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
+    assert b"relay" in out

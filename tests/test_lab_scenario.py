@@ -11,7 +11,7 @@ import pytest
 from mxlab.lab.scenario import load_scenario
 from mxlab.lab.topology import TopologyError
 
-from .conftest import TOPOLOGIES
+from .conftest import TOPOLOGIES, needs_docker
 from .test_lab_local import mxlab
 
 SHIPPED = sorted(TOPOLOGIES.glob("*.scenario.yaml"))
@@ -65,6 +65,17 @@ def test_shipped_scenario_passes_locally(path: Path, mxlab_home: Path, tmp_path:
     assert proc.returncode == 0 and result["ok"], proc.stdout + proc.stderr
     assert result["unaccounted"] == []
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=needs_docker) for p in SHIPPED], ids=lambda p: p.stem
+)
+def test_shipped_scenario_passes_under_docker(path: Path, mxlab_home: Path, tmp_path: Path) -> None:
+    proc = mxlab("scenario", "run", str(path), "--runtime", "docker", "--json",
+                 "--artifacts", str(tmp_path / "artifacts"), check=False, timeout=900)  # fmt: skip
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["ok"], proc.stdout + proc.stderr
+    assert result["unaccounted"] == []
 
 
 def test_wrong_expectation_names_step_and_difference(mxlab_home: Path, tmp_path: Path) -> None:

@@ -88,6 +88,27 @@ BROKEN = {
         ".test",
         "RFC 6761",
     ),
+    "record that does not parse": (
+        GOOD.replace("type: TXT\n    value: '\"v=spf1 mx -all\"'", "type: MX\n    value: ten mx"),
+        "records[0].value",
+        "cannot parse",
+        "zone file",
+    ),
+    "CNAME beside other data": (
+        GOOD.replace("records:", "records:\n  - {name: alpha.test, type: CNAME, value: x.test.}"),
+        "records",
+        "CNAME and other records",
+        "change or remove",
+    ),
+    "hostname outside the lab": (
+        GOOD.replace(
+            "kind: relay\n  store-alpha",
+            "kind: relay\n    hostname: mail.example.org\n  store-alpha",
+        ),
+        "nodes.mx-alpha.hostname",
+        "outside the lab's domains",
+        "under alpha.test",
+    ),
     "next hop loop": (
         GOOD.replace(
             "kind: relay\n  store-alpha", "kind: relay\n    next_hop: mx-beta\n  store-alpha"

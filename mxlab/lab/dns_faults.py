@@ -4,7 +4,6 @@ of what is broken, so the CLI and scenarios can add and lift faults independentl
 from __future__ import annotations
 
 import signal
-import time
 from dataclasses import asdict
 
 import dns.exception
@@ -13,7 +12,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from mxlab.dns.faults import Faults, normalize_name, read_faults, write_faults
+from mxlab.dns.faults import Faults, normalize_name, read_faults, wait_applied, write_faults
 from mxlab.lab import labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan
@@ -51,35 +50,12 @@ def current(plan: LabPlan) -> Faults:
 
 def _apply(plan: LabPlan, runtime: Runtime, faults: Faults) -> None:
     node, state = _state_dir(plan)
-    before = current(plan)
     write_faults(state, **{k: sorted(v) for k, v in asdict(faults).items()})
     runtime.signal(plan, node, signal.SIGHUP)  # the DNS node reloads its faults on HUP
-    _wait_applied(plan, before, faults)
-
-
-def _in_force(plan: LabPlan, name: str, mode: str | None) -> bool:
-    """Whether NAME answers the way MODE (None: no fault) makes it answer."""
-    rcode, got = ask(plan, name, "MX", timeout=0.3)
-    if mode == "servfail":
-        return rcode == "SERVFAIL"
-    if mode == "timeout":
-        return rcode == "TIMEOUT"
-    if mode == "drop_mx":
-        return rcode not in ("SERVFAIL", "TIMEOUT") and not got
-    return rcode not in ("SERVFAIL", "TIMEOUT")
-
-
-def _wait_applied(plan: LabPlan, before: Faults, after: Faults) -> None:
-    """Return once the DNS node answers by the new faults: SIGHUP is asynchronous, and a
-    scenario's next step must already see the outage (or its end)."""
-    modes = {n: m for m in MODES for n in getattr(after, m)}
-    changed = {n for m in MODES for n in getattr(before, m) ^ getattr(after, m)}
-    deadline = time.monotonic() + APPLY_TIMEOUT
-    for name in sorted(changed):
-        while not _in_force(plan, name, modes.get(name)):
-            if time.monotonic() > deadline:
-                raise LabError(f"the lab DNS did not take up the fault change for {name}")
-            time.sleep(0.05)
+    if not wait_applied(state, APPLY_TIMEOUT):  # SIGHUP is asynchronous: the next step of
+        raise LabError(  # a scenario must already see the outage (or its end)
+            f"the lab DNS did not apply the fault change (is it running? mxlab logs {node})"
+        )
 
 
 def fail(plan: LabPlan, runtime: Runtime, name: str, mode: str) -> None:

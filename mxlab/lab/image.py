@@ -30,7 +30,15 @@ PYTHON_BASES = ("python:3.11-slim", "python:3.12-slim", "python:3.11", "python:3
 # What a node process imports; the lab side (docker SDK, typer, rich...) stays on the host.
 NODE_DEPENDENCIES = ("aiosmtpd", "aiosmtplib", "dnslib", "dnspython", "pydantic")
 NODE_PACKAGES = ("nodes", "dns")  # subpackages of mxlab a node runs
-DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv", "iproute2", "ca-certificates", "procps")
+# iproute2 and nftables: link faults (tc, and packet loss where the kernel has no netem)
+DEBOOTSTRAP_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "iproute2",
+    "nftables",
+    "ca-certificates",
+    "procps",
+)
 
 Progress = Callable[[str], None]
 
@@ -118,9 +126,10 @@ def host_mirror(root: Path = Path("/")) -> tuple[str, str]:
 
 
 def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
-    """``mxlab-base:<suite>`` made with debootstrap and imported; reused when present."""
+    """``mxlab-base:<suite>-<packages>`` made with debootstrap and imported; reused."""
     suite, mirror = host_mirror()
-    ref = f"mxlab-base:{suite}"
+    tag = f"{suite}-{hashlib.sha256(' '.join(DEBOOTSTRAP_PACKAGES).encode()).hexdigest()[:8]}"
+    ref = f"mxlab-base:{tag}"
     if _local_image(client, ref) is not None:
         return ref
     if shutil.which("debootstrap") is None:
@@ -142,7 +151,7 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
             shutil.rmtree(Path(rootfs, cache), ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         try:
-            client.api.import_image_from_stream(_chunks(tar), repository="mxlab-base", tag=suite)
+            client.api.import_image_from_stream(_chunks(tar), repository="mxlab-base", tag=tag)
         finally:
             tar.stdout.close()
             tar.wait()

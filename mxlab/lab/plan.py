@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mxlab.lab.topology import Topology
+from mxlab.lab.topology import Topology, TopologyError
 from mxlab.nodes.config import (
     DnsNodeConfig,
     DnsRecord,
@@ -127,10 +127,7 @@ def make_plan(
     net = ipaddress.ip_network(subnet)
     ports = ports_for(runtime, privileged) | topo.settings.ports
     fqdns = _hostnames(topo)
-    hosts = iter(net.hosts())
-    next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
-    order = sorted(topo.nodes, key=lambda n: START_ORDER.index(topo.nodes[n].kind))
-    addresses = {name: str(next(hosts)) for name in order}
+    order, addresses = _addresses(topo, net)
 
     domains = {
         dom: DomainPlan(
@@ -154,7 +151,7 @@ def make_plan(
     hashes = {u.address: hash_password(u.password) for u in users}
     dns_node = next(n for n, s in topo.nodes.items() if s.kind == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
-    zones = _zones(topo, fqdns, addresses, net, fqdns[dns_node])
+    zones = _zones(topo, fqdns, addresses, net)
 
     nodes: dict[str, NodePlan] = {}
     for name in order:
@@ -305,14 +302,36 @@ def _soa(origin: str, ns: str) -> DnsRecord:
     )
 
 
+def _addresses(topo: Topology, net: ipaddress.IPv4Network) -> tuple[list[str], dict[str, str]]:
+    """Nodes in start order, and their addresses in that order from .2 up."""
+    hosts = iter(net.hosts())
+    next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
+    order = sorted(topo.nodes, key=lambda n: START_ORDER.index(topo.nodes[n].kind))
+    return order, {name: str(next(hosts)) for name in order}
+
+
+def check_zones(topo: Topology, source: str) -> None:
+    """Load every zone the lab would serve the way its DNS node will, so that a clash among
+    extra records (a CNAME beside other data, an MX at a CNAME) is a topology error."""
+    from mxlab.dns.zones import load_zone
+
+    net = ipaddress.ip_network(topo.settings.local_subnet or default_local_subnet(topo.name))
+    for zone in _zones(topo, _hostnames(topo), _addresses(topo, net)[1], net):
+        try:
+            load_zone(zone)
+        except ValueError as exc:
+            fix = "change or remove that record"
+            raise TopologyError(source, "records", str(exc), fix) from None
+
+
 def _zones(
     topo: Topology,
     fqdns: dict[str, str],
     addresses: dict[str, str],
     net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-    ns: str,
 ) -> list[Zone]:
     """SOA, NS, A for every node, MX per domain, extra records; PTR in the reverse zone."""
+    ns = fqdns[next(n for n, s in topo.nodes.items() if s.kind == "dns")]
     origins = list(topo.domains)
     records: dict[str, list[DnsRecord]] = {
         o: [_soa(o, ns), DnsRecord(name=f"{o}.", type="NS", rdata=f"{ns}.")] for o in origins

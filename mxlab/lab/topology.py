@@ -10,6 +10,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mxlab.dns.zones import parse_record
+from mxlab.nodes.config import DnsRecord
+
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN_RE = re.compile(rf"^({_LABEL}\.)+{_LABEL}$")
 _NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -164,14 +167,32 @@ def _check_refs(topo: Topology, src: str) -> None:
             if not password:
                 raise TopologyError(src, f"{where}.users.{user}", "empty password")
     for i, rec in enumerate(topo.records):
-        name = rec.name.rstrip(".").lower()
-        if not any(name == d or name.endswith("." + d) for d in topo.domains):
+        if not _in_lab(topo, rec.name):
             raise TopologyError(
                 src,
                 f"records[{i}].name",
                 f"{rec.name!r} is outside the lab's domains",
                 f"use a name under {', '.join(topo.domains)}",
             )
+        try:
+            parse_record(DnsRecord(name=rec.name, type=rec.type, ttl=rec.ttl, rdata=rec.value), ".")
+        except ValueError as exc:
+            raise TopologyError(
+                src, f"records[{i}].value", str(exc).split(": ", 1)[1], "write it as in a zone file"
+            ) from None
+    for name, node in topo.nodes.items():
+        if node.hostname and not _in_lab(topo, node.hostname):
+            raise TopologyError(
+                src,
+                f"nodes.{name}.hostname",
+                f"{node.hostname!r} is outside the lab's domains (its A and PTR could not agree)",
+                f"use a name under {', '.join(topo.domains)}",
+            )
+
+
+def _in_lab(topo: Topology, name: str) -> bool:
+    name = name.rstrip(".").lower()
+    return any(name == d or name.endswith("." + d) for d in topo.domains)
 
 
 def _check_hop_loops(topo: Topology, src: str) -> None:
@@ -232,6 +253,9 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     except ValidationError as exc:
         raise validation_error(exc, source) from None
     _check_refs(topo, source)
+    from mxlab.lab.plan import check_zones  # the planner builds on this module
+
+    check_zones(topo, source)
     return topo
 
 

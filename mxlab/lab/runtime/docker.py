@@ -23,6 +23,7 @@ from mxlab.lab.errors import LabError
 from mxlab.lab.image import ensure_image
 from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
+from mxlab.lab.runtime import netem
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
 from mxlab.lab.topology import Topology
 
@@ -30,6 +31,10 @@ READY_TIMEOUT = 60.0
 SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per lab
 LAB = "mxlab.lab"
 API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
+
+
+class _NoNetem(Exception):
+    """The kernel has no sch_netem; impairments fall back to tbf and nftables."""
 
 
 def engine_error() -> str | None:
@@ -207,25 +212,46 @@ class DockerRuntime(Runtime):
         self, plan: LabPlan, node: str, action: str, spec: dict[str, str] | None = None
     ) -> None:
         """cut/restore: leave and rejoin the lab network (same address); impair/clear:
-        tc netem on the container's interface."""
+        tc netem (or tbf and nftables) on the container's lab interface."""
         c = self._container(plan, node)
         net = self.client.networks.get(network_name(plan.lab))
         if action == "cut":
             net.disconnect(c)
         elif action == "restore":
             net.connect(c, ipv4_address=plan.nodes[node].address)
-        else:
-            argv = ["tc", "qdisc", "del", "dev", "eth0", "root"]
-            if action == "impair":
-                argv = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem"]
-                for key in ("delay", "jitter", "loss", "rate"):
-                    if key == "jitter" and (spec or {}).get(key):
-                        argv.append(spec[key])  # netem: delay TIME [JITTER]
-                    elif (spec or {}).get(key):
-                        argv += [key, spec[key]]  # type: ignore[index]
+        elif action == "impair":
+            dev = self._interface(c, plan.nodes[node].address)
+            self._exec_all(c, node, netem.clear(dev), tolerate=netem.NOTHING_TO_CLEAR)
+            try:
+                self._exec_all(c, node, netem.netem(dev, spec or {}))
+            except _NoNetem:
+                self._exec_all(c, node, netem.without_netem(dev, spec or {}))
+        else:  # clear: clearing a clear link is fine
+            dev = self._interface(c, plan.nodes[node].address)
+            self._exec_all(c, node, netem.clear(dev), tolerate=netem.NOTHING_TO_CLEAR)
+
+    @staticmethod
+    def _exec_all(
+        c: Container, node: str, cmds: list[list[str]], tolerate: tuple[str, ...] = ()
+    ) -> None:
+        for argv in cmds:
             code, output = c.exec_run(argv)
-            if code != 0:
-                raise LabError(f"{action} {node}: {output.decode(errors='replace').strip()}")
+            text = output.decode(errors="replace").strip()
+            if code == 0 or any(t in text for t in tolerate):
+                continue
+            if netem.NO_NETEM in text and "netem" in argv:
+                raise _NoNetem(text)
+            raise LabError(f"{argv[0]} in {node}: {text}")
+
+    @staticmethod
+    def _interface(c: Container, address: str) -> str:
+        """The lab interface: eth0 at first, another name after a cut and restore."""
+        code, output = c.exec_run(["ip", "-o", "-4", "addr", "show"])
+        for line in output.decode(errors="replace").splitlines():
+            words = line.split()  # "7: eth1    inet 172.30.0.5/24 brd ..."
+            if len(words) > 3 and words[3].split("/")[0] == address:
+                return words[1].split("@")[0]
+        raise LabError(f"no interface holds {address} in {c.name} (is its link cut?)")
 
     def log_bytes(self, plan: LabPlan, node: str) -> bytes:
         return self._container(plan, node).logs()
