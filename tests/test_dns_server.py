@@ -3,6 +3,7 @@ over UDP and TCP: every authoritative behaviour, on 127.10.x.y."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -14,10 +15,8 @@ import dns.rcode
 import pytest
 
 from mxlab.dns.faults import write_faults
-from mxlab.lab.plan import make_plan
-from mxlab.lab.topology import load_topology
-from tests.conftest import TOPOLOGIES
-from tests.test_dns_support import DnsNode, dig, forward_zone, need, wait_for
+from mxlab.nodes.config import DnsRecord
+from tests.test_dns_support import DnsNode, dig, forward_zone, need, rich_plan, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,9 @@ def test_cname_followed_and_case_echoed(node: DnsNode) -> None:
     assert ";CHAIN.Alpha.Test." in out
     answer = section(out, "ANSWER")
     assert [r[3] for r in answer] == ["CNAME", "CNAME", "A"]
-    assert answer[0][0].lower() == "chain.alpha.test." and answer[-1][-1] == "127.10.0.25"
+    assert answer[0][0] == "CHAIN.Alpha.Test." and answer[-1][-1] == "127.10.0.25"
+    out = dig(node, "MX1.ALPHA.TEST", "A")  # RFC 4343 §3: any case finds the name
+    assert header(out)[0] == "NOERROR" and section(out, "ANSWER")[0][0] == "MX1.ALPHA.TEST."
 
 
 def test_refused_outside_lab_zones(node: DnsNode) -> None:
@@ -110,6 +111,42 @@ def test_edns_echo_badvers_and_truncation(node: DnsNode) -> None:
     assert "tc" not in header(out)[1] and len(section(out, "ANSWER")) == 12
     out = dig(node, "+noedns", "many.big.test", "TXT")  # TC, then dig retries over TCP
     assert "(TCP)" in out and len(section(out, "ANSWER")) == 12
+
+
+def test_ns_with_glue_at_the_apex_and_in_a_referral(node: DnsNode) -> None:
+    out = dig(node, "alpha.test", "NS")
+    assert header(out) == ("NOERROR", {"qr", "aa", "rd"})
+    assert [r[3:] for r in section(out, "ANSWER")] == [["NS", "ns.alpha.test."]]
+    assert [r[0] for r in section(out, "ADDITIONAL")] == ["ns.alpha.test."]
+    # RFC 1034 §4.3.2 3b: below a delegation, no AA, the child's NS and their glue
+    out = dig(node, "Host.Sub.alpha.test", "A")
+    status, flags = header(out)
+    assert status == "NOERROR" and "aa" not in flags and not section(out, "ANSWER")
+    # names compress onto the question, so they come back in its spelling
+    authority = [[f.lower() for f in r] for r in section(out, "AUTHORITY")]
+    assert authority == [["sub.alpha.test.", "300", "in", "ns", "ns.sub.alpha.test."]]
+    additional = [[f.lower() for f in r] for r in section(out, "ADDITIONAL")]
+    assert additional == [["ns.sub.alpha.test.", "300", "in", "a", "127.10.0.54"]]
+
+
+def test_formerr_for_a_query_without_a_question(node: DnsNode) -> None:
+    out = dig(node, "+header-only", "alpha.test")
+    assert header(out)[0] == "FORMERR" and "QUERY: 0, ANSWER: 0" in out
+
+
+def test_udp_payload_size_is_honoured(node: DnsNode) -> None:
+    """RFC 6891 §6.2.5: the requestor's size, never under 512, never over our 1232."""
+    for size, truncated in ((600, True), (1000, True), (1232, False), (4096, False)):
+        out = dig(node, f"+bufsize={size}", "+ignore", "many.big.test", "TXT")
+        assert ("tc" in header(out)[1]) is truncated, (size, out)
+        assert len(section(out, "ANSWER")) == (0 if truncated else 12)
+        assert re.search(r"EDNS: version: 0, flags:; udp: 1232", out)
+
+
+def test_dig_keeps_one_tcp_connection_open_for_several_queries(node: DnsNode) -> None:
+    args = ["+tcp", "+keepopen", "alpha.test", "MX", "beta.test", "MX", "nope.alpha.test", "A"]
+    out = dig(node, *args)
+    assert re.findall(r"status: (\w+)", out) == ["NOERROR", "NOERROR", "NXDOMAIN"], out
 
 
 def test_tcp_pipelined_queries_on_one_connection(node: DnsNode) -> None:
@@ -186,20 +223,49 @@ def test_faults_file_is_read_on_start(tmp_path: Path) -> None:
         node.stop()
 
 
-def test_planned_lab_zones_are_served(tmp_path: Path) -> None:
-    """The planner's zones for a shipped topology: MX, the MX hosts' A, PTR, apex SOA."""
-    topology = load_topology(TOPOLOGIES / "two-domains.yaml")
-    plan = make_plan(topology, runtime="local", lab_dir=tmp_path / "lab")
+def test_topology_records_are_served(tmp_path: Path) -> None:
+    """Every record a topology makes: SOA and NS per zone, an A for every node and a PTR
+    that maps back to it (forward-confirmed reverse DNS), MX by preference, TXT, and the
+    extra records it declares."""
+    plan = rich_plan(tmp_path / "lab")
     node = DnsNode(tmp_path, zones=plan.zones)
     try:
-        for domain in plan.domains:
-            assert len(dig(node, "+short", domain, "SOA").split()) == 7  # mxlab.lab.ready
-            mx = dig(node, "+short", domain, "MX").split()
-            assert mx, domain
-            host = plan.node_by_fqdn(mx[1])
-            assert host is not None
-            assert dig(node, "+short", host.fqdn, "A").strip() == host.address
-            ptr = dig(node, "+short", "-x", host.address).strip()
-            assert ptr == host.fqdn + "."
+        for zone in plan.zones:
+            soa = dig(node, "+short", zone.origin, "SOA").split()
+            assert soa[:2] == ["ns.alpha.test.", f"hostmaster.{zone.origin}"], zone.origin
+            assert dig(node, "+short", zone.origin, "NS").split() == ["ns.alpha.test."]
+        for host in plan.nodes.values():
+            assert dig(node, "+short", host.fqdn, "A").split() == [host.address]
+            assert dig(node, "+short", "-x", host.address).split() == [host.fqdn + "."]
+        beta_mx = dig(node, "+short", "beta.test", "MX").splitlines()
+        assert sorted(beta_mx) == ["10 mx1.beta.test.", "20 mx2.beta.test."]
+        assert dig(node, "+short", "alpha.test", "MX").split() == ["10", "mx-alpha.alpha.test."]
+        assert dig(node, "+short", "alpha.test", "TXT").strip() == '"v=spf1 mx -all"'
+        extra = {
+            ("_dmarc.alpha.test", "TXT"): ['"v=DMARC1; p=reject"'],
+            ("www.alpha.test", "A"): ["127.0.0.80"],
+            ("www.alpha.test", "AAAA"): ["fd00::80"],
+            ("webmail.alpha.test", "A"): ["imap.alpha.test.", plan.nodes["store-alpha"].address],
+            ("_submission._tcp.alpha.test", "SRV"): ["0 1 587 mx-alpha.alpha.test."],
+            ("alpha.test", "CAA"): ['0 issue "ca.alpha.test"'],
+            ("lists.beta.test", "MX"): ["5 mx2.beta.test."],
+            ("host.beta.test", "PTR"): ["mx1.beta.test."],
+        }
+        for (name, rdtype), want in extra.items():
+            assert dig(node, "+short", name, rdtype).splitlines() == want, (name, rdtype)
+        assert section(dig(node, "www.alpha.test", "A"), "ANSWER")[0][1] == "60"  # its TTL
+        referral = dig(node, "x.sub.beta.test", "A")
+        assert [r[-1] for r in section(referral, "AUTHORITY")] == ["ns.sub.beta.test."]
+        assert [r[-1] for r in section(referral, "ADDITIONAL")] == ["127.0.0.54"]
     finally:
         node.stop()
+
+
+def test_a_zone_that_does_not_load_is_one_line(tmp_path: Path) -> None:
+    """Bad RDATA or a CNAME beside other data: the node says which record, and exits."""
+    zone = forward_zone()
+    zone.records.append(DnsRecord(name="mx1.alpha.test.", type="CNAME", rdata="www"))
+    with pytest.raises(AssertionError, match="DNS node exited"):
+        DnsNode(tmp_path, zones=[zone])
+    (event,) = [json.loads(line) for line in (tmp_path / "dns.log").read_text().splitlines()]
+    assert event["event"] == "zone_error" and "mx1.alpha.test. has a CNAME" in event["error"]

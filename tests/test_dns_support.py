@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from mxlab.lab.plan import LabPlan, make_plan
+from mxlab.lab.topology import parse_topology
 from mxlab.nodes.config import DnsNodeConfig, DnsRecord, Zone
 from tests.test_relay_support import wait_for
 
@@ -89,6 +91,44 @@ def big_zone() -> Zone:
 
 def lab_zones() -> list[Zone]:
     return [forward_zone(), second_zone(), reverse_zone(), big_zone()]
+
+
+RICH_TOPOLOGY = """
+name: dnsrich
+nodes:
+  ns: {kind: dns, hostname: ns.alpha.test}
+  mx-alpha: {kind: relay}
+  store-alpha: {kind: store, hostname: imap.alpha.test}
+  mx1-beta: {kind: relay, hostname: mx1.beta.test}
+  mx2-beta: {kind: relay, hostname: mx2.beta.test}
+  store-beta: {kind: store}
+domains:
+  alpha.test:
+    store: store-alpha
+    mx: [{node: mx-alpha}]
+    users: {alice: a}
+  beta.test:
+    store: store-beta
+    mx: [{node: mx2-beta, preference: 20}, {node: mx1-beta, preference: 10}]
+    users: {bob: b}
+records:
+  - {name: alpha.test, type: TXT, value: '"v=spf1 mx -all"'}
+  - {name: _dmarc.alpha.test, type: TXT, value: '"v=DMARC1; p=reject"'}
+  - {name: www.alpha.test, type: A, value: 127.0.0.80, ttl: 60}
+  - {name: www.alpha.test, type: AAAA, value: "fd00::80"}
+  - {name: webmail.alpha.test, type: CNAME, value: imap.alpha.test.}
+  - {name: _submission._tcp.alpha.test, type: SRV, value: 0 1 587 mx-alpha.alpha.test.}
+  - {name: alpha.test, type: CAA, value: '0 issue "ca.alpha.test"'}
+  - {name: lists.beta.test, type: MX, value: 5 mx2.beta.test.}
+  - {name: sub.beta.test, type: NS, value: ns.sub.beta.test.}
+  - {name: ns.sub.beta.test, type: A, value: 127.0.0.54}
+  - {name: host.beta.test, type: PTR, value: mx1.beta.test.}
+"""  # every kind of record a topology can declare, node hostnames set and defaulted
+
+
+def rich_plan(lab_dir: Path) -> LabPlan:
+    """The planned lab for ``RICH_TOPOLOGY``."""
+    return make_plan(parse_topology(RICH_TOPOLOGY, "rich.yaml"), runtime="local", lab_dir=lab_dir)
 
 
 def need(binary: str) -> str:

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dns_support import DnsNode, free_port, lab_zones, need, new_address, wait_for
+from mxlab.nodes.config import Zone
+from tests.test_dns_support import (
+    DnsNode,
+    free_port,
+    lab_zones,
+    need,
+    new_address,
+    rich_plan,
+    wait_for,
+)
 
 LAB_ZONES = [z.origin for z in lab_zones()]
 
@@ -22,7 +31,9 @@ class Unbound:
     proc: subprocess.Popen[bytes]
 
 
-def unbound_conf(tmp: Path, node: DnsNode, address: str, port: int) -> str:
+def unbound_conf(
+    tmp: Path, node: DnsNode, address: str, port: int, zones: list[str] = LAB_ZONES
+) -> str:
     """Foreground, unprivileged, no chroot, no remote control, iterator only (the lab
     zones are unsigned), and the local-zone defaults for .test and 127 lifted."""
     lines = [
@@ -48,32 +59,37 @@ def unbound_conf(tmp: Path, node: DnsNode, address: str, port: int) -> str:
         "  unblock-lan-zones: yes",
         "  insecure-lan-zones: yes",
     ]
-    lines += [f'  domain-insecure: "{zone}"' for zone in LAB_ZONES]
+    lines += [f'  domain-insecure: "{zone}"' for zone in zones]
     lines += ["remote-control:", "  control-enable: no"]
-    for zone in LAB_ZONES:
+    for zone in zones:
         lines += ["stub-zone:", f'  name: "{zone}"', f"  stub-addr: {node.address}@{node.port}"]
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def resolver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
+def start_unbound(tmp: Path, zones: list[Zone] | None = None) -> Iterator[Unbound]:
+    """A DNS node serving ``zones`` and an unbound with them as stub zones."""
     binary = need("unbound")
-    tmp = Path(tmp_path_factory.mktemp("unbound"))
-    node = DnsNode(tmp / "node")
+    node = DnsNode(tmp / "node", zones=zones)
+    origins = [z.origin for z in zones] if zones else LAB_ZONES
     address, port = new_address(), free_port()
     conf = tmp / "unbound.conf"
-    conf.write_text(unbound_conf(tmp, node, address, port))
+    conf.write_text(unbound_conf(tmp, node, address, port, origins))
     log = (tmp / "unbound.log").open("w")
     proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=log, stderr=log)
     unbound = Unbound(address, port, proc)
     try:
-        wait_for(lambda: ask(unbound, "alpha.test", "SOA") or proc.poll() is not None)
+        wait_for(lambda: ask(unbound, origins[0], "SOA") or proc.poll() is not None)
         assert proc.poll() is None, (tmp / "unbound.log").read_text()
         yield unbound
     finally:
         proc.terminate()
         proc.wait(10)
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def resolver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
+    yield from start_unbound(Path(tmp_path_factory.mktemp("unbound")))
 
 
 def ask(unbound: Unbound, name: str, rdtype: str) -> list[str]:
@@ -104,3 +120,15 @@ def test_unbound_accepts_negative_answers(resolver: Unbound) -> None:
     assert "status: NXDOMAIN" in out
     out = subprocess.run([*cmd, "_tcp.alpha.test", "A"], capture_output=True, text=True).stdout
     assert "status: NOERROR" in out and "ANSWER: 0" in out
+
+
+def test_unbound_resolves_a_planned_lab(tmp_path: Path) -> None:
+    """The planner's zones through a real resolver: each domain's MX by preference, the
+    MX hosts' A, and forward-confirmed reverse DNS for every node."""
+    plan = rich_plan(tmp_path / "lab")
+    for unbound in start_unbound(tmp_path, plan.zones):
+        assert sorted(ask(unbound, "beta.test", "MX")) == ["10 mx1.beta.test.", "20 mx2.beta.test."]
+        for host in plan.nodes.values():
+            assert ask(unbound, "-x", host.address) == [host.fqdn + "."]
+            assert ask(unbound, host.fqdn, "A") == [host.address]
+        assert ask(unbound, "webmail.alpha.test", "A")[-1] == plan.nodes["store-alpha"].address

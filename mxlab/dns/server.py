@@ -12,7 +12,7 @@ import signal
 import socket
 
 from mxlab.dns.answer import Responder
-from mxlab.dns.faults import Faults, read_faults
+from mxlab.dns.faults import Faults, mark_applied, read_request
 from mxlab.nodes.config import DnsNodeConfig
 from mxlab.nodes.events import emit
 
@@ -26,28 +26,46 @@ class _Node:
 
     def __init__(self, config: DnsNodeConfig) -> None:
         self.config = config
-        self.responder = Responder(config.zones, self._faults())
-
-    def _faults(self) -> Faults:
+        self._lock = asyncio.Lock()
+        self._asked = self._done = 0  # SIGHUPs received, and covered by a finished reload
         try:
-            faults = read_faults(self.config.state_dir)
+            faults, generation = read_request(config.state_dir)
         except ValueError as exc:
-            emit(self.config.node, "faults_error", error=str(exc))
-            return Faults()
+            emit(config.node, "faults_error", error=str(exc))
+            faults, generation = Faults(), None
+        self.responder = Responder(config.zones, faults)
         if faults != Faults():
-            emit(self.config.node, "faults_loaded", **_summary(faults))
-        return faults
+            emit(config.node, "faults_loaded", **_summary(faults))
+        if generation is not None:
+            mark_applied(config.state_dir, generation)
 
     async def reload(self) -> None:
-        """SIGHUP: rebuild the answers off the loop; keep the old ones if the file is bad."""
-        try:
-            faults = await asyncio.to_thread(read_faults, self.config.state_dir)
-            responder = await asyncio.to_thread(Responder, self.config.zones, faults)
-        except ValueError as exc:
-            emit(self.config.node, "faults_error", error=str(exc))
-            return
-        self.responder = responder
-        emit(self.config.node, "faults_loaded", **_summary(faults))
+        """SIGHUP: rebuild the answers off the loop; keep the old ones if the file is bad.
+
+        Reloads run one at a time, each reading the file when its turn comes: two
+        overlapping rebuilds could otherwise finish out of order and leave the older
+        file's faults in force (a restored name stuck at SERVFAIL). A SIGHUP that
+        arrives while an earlier reload waits is covered by that reload."""
+        self._asked += 1
+        mine = self._asked
+        async with self._lock:
+            if self._done >= mine:
+                return  # a reload that started after this signal has read the file
+            covers = self._asked
+            try:
+                faults, generation = await asyncio.to_thread(read_request, self.config.state_dir)
+                responder = await asyncio.to_thread(Responder, self.config.zones, faults)
+            except ValueError as exc:
+                emit(self.config.node, "faults_error", error=str(exc))
+                return
+            finally:
+                self._done = covers
+            self.responder = responder
+            emit(self.config.node, "faults_loaded", **_summary(faults))
+            try:
+                await asyncio.to_thread(mark_applied, self.config.state_dir, generation)
+            except OSError as exc:  # answers changed; only the acknowledgement is lost
+                emit(self.config.node, "faults_error", error=str(exc))
 
 
 def _summary(faults: Faults) -> dict[str, list[str]]:
@@ -112,7 +130,11 @@ async def _tcp_client(
 async def serve(config: DnsNodeConfig) -> None:
     """Bind UDP and TCP on (address, port), say ready, answer until cancelled."""
     loop = asyncio.get_running_loop()
-    node = _Node(config)
+    try:
+        node = _Node(config)
+    except ValueError as exc:  # a zone that does not load: one line, not a traceback
+        emit(config.node, "zone_error", error=str(exc))
+        raise SystemExit(2) from None
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hup() -> None:

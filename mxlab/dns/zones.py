@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RR, DNSError, DNSLabel
 
-from mxlab.nodes.config import Zone
+from mxlab.nodes.config import DnsRecord, Zone
 
 
 def name_key(name: DNSLabel | str) -> str:
@@ -39,17 +39,26 @@ class ZoneData:
         return key == self.key or key.endswith("." + self.key) or self.key == "."
 
 
+def parse_record(rec: DnsRecord, origin: str) -> list[RR]:
+    """One record's presentation form (RFC 1035 §5.1) parsed by dnslib; ValueError with
+    the line when it does not parse (a typo in a topology's extra records)."""
+    line = f"{rec.name} {rec.ttl} IN {rec.type} {rec.rdata}"
+    try:
+        rrs = RR.fromZone(line, origin=origin)
+    except (DNSError, ValueError, IndexError, KeyError, AttributeError) as exc:
+        raise ValueError(f"zone {origin}: cannot parse {line!r}: {exc}") from exc
+    if len(rrs) != 1 or rrs[0].rtype != getattr(QTYPE, rec.type.upper(), None):
+        raise ValueError(f"zone {origin}: cannot parse {line!r}")
+    return rrs
+
+
 def load_zone(zone: Zone) -> ZoneData:
-    """Parse each record's presentation-form RDATA with dnslib; ValueError says which."""
+    """Parse the records and check the zone the way named-checkzone would; ValueError
+    names the first record at fault."""
     origin = DNSLabel(zone.origin)
     data = ZoneData(origin=origin, records=[])
     for rec in zone.records:
-        line = f"{rec.name} {rec.ttl} IN {rec.type} {rec.rdata}"
-        try:
-            rrs = RR.fromZone(line, origin=zone.origin)
-        except (DNSError, ValueError, IndexError, KeyError, AttributeError) as exc:
-            raise ValueError(f"zone {zone.origin}: cannot parse {line!r}: {exc}") from exc
-        for rr in rrs:
+        for rr in parse_record(rec, zone.origin):
             key = name_key(rr.rname)
             if not data.contains(key):
                 raise ValueError(f"zone {zone.origin}: {rr.rname} is outside the zone")
@@ -60,7 +69,32 @@ def load_zone(zone: Zone) -> ZoneData:
     if len(soas) != 1:
         raise ValueError(f"zone {zone.origin}: needs exactly one SOA at the apex")
     data.records.sort(key=lambda rr: rr.rtype != QTYPE.SOA)  # stable: SOA first
+    problem = _conflict(data)
+    if problem:
+        raise ValueError(f"zone {zone.origin}: {problem}")
     return data
+
+
+TARGETS = {QTYPE.MX: "label", QTYPE.NS: "label", QTYPE.SRV: "target"}
+
+
+def _conflict(data: ZoneData) -> str | None:
+    """What named-checkzone refuses and resolvers would stumble on."""
+    for key, node in data.rrsets.items():
+        # RFC 1034 §3.6.2, RFC 2181 §10.1: a CNAME owner has no other data
+        if QTYPE.CNAME in node and (len(node) > 1 or len(node[QTYPE.CNAME]) > 1):
+            return f"{key} has a CNAME and other records (RFC 2181 §10.1): keep one"
+    for key, node in data.rrsets.items():
+        for rtype, attr in TARGETS.items():
+            for rr in node.get(rtype, []):
+                target = name_key(getattr(rr.rdata, attr))
+                if QTYPE.CNAME in data.rrsets.get(target, {}):
+                    kind = QTYPE.get(rtype)
+                    return (
+                        f"{key} {kind} points at {target}, a CNAME (RFC 2181 §10.3): "
+                        "point it at the host's own name"
+                    )
+    return None
 
 
 def _add_with_ancestors(data: ZoneData, name: DNSLabel) -> None:
