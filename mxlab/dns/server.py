@@ -75,7 +75,7 @@ def _summary(faults: Faults) -> dict[str, list[str]]:
 class _UdpEndpoint:
     """UDP served from the loop's selector. asyncio's datagram transport reads one
     datagram per loop iteration; draining a batch per readiness event measured ~40%
-    more queries/s (bench/dns.py). Non-blocking both ways: a full send buffer drops
+    more queries/s (bench/dns_server.py). Non-blocking both ways: a full send buffer drops
     the reply, as UDP may, and the loop never waits."""
 
     def __init__(self, node: _Node, address: str, port: int) -> None:

@@ -74,6 +74,7 @@ def content_hash(base_id: str) -> str:
     for path in _node_sources():
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     h.update("\n".join(_pins()).encode())
+    h.update(DOCKERFILE.encode())
     return h.hexdigest()[:16]
 
 
@@ -173,7 +174,9 @@ RUN python3 -m venv /opt/mxlab \\
  && /opt/mxlab/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels {pins} \\
  && rm -rf /tmp/wheels
 COPY mxlab /opt/mxlab/lib/mxlab
-ENV PATH=/opt/mxlab/bin:$PATH PYTHONPATH=/opt/mxlab/lib PYTHONDONTWRITEBYTECODE=1
+RUN /opt/mxlab/bin/python -m compileall -q /opt/mxlab/lib
+ENV PATH=/opt/mxlab/bin:$PATH PYTHONPATH=/opt/mxlab/lib PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2
 WORKDIR /mxlab
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import dns.exception
 import dns.message
@@ -47,26 +48,28 @@ def is_ready(node: NodePlan, timeout: float = 1.0) -> bool:
     return True
 
 
+PROBE_TIMEOUT = 0.25  # short: a probe sent before the node's address exists is just lost
+
+
 def wait_ready(
     nodes: list[NodePlan], deadline: float, alive: Callable[[NodePlan], str | None]
 ) -> None:
-    """Poll every node until all are ready or the deadline passes.
+    """Poll every node, all at once, until all are ready or the deadline passes.
 
     ``alive(node)`` returns None while the node's process lives, else why it died,
     so a crashed node fails at once instead of at the deadline.
     """
     from mxlab.lab.errors import LabError
 
-    pending = list(nodes)
-    while pending:
-        for node in list(pending):
+    def one(node: NodePlan) -> None:
+        while not is_ready(node, PROBE_TIMEOUT):
             died = alive(node)
             if died is not None:
                 raise LabError(f"node {node.name} exited while starting: {died}")
-            if is_ready(node):
-                pending.remove(node)
-        if pending and time.monotonic() > deadline:
-            names = ", ".join(n.name for n in pending)
-            raise LabError(f"nodes not ready in time: {names} (see mxlab logs NODE)")
-        if pending:
-            time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise LabError(f"node {node.name} not ready in time (see mxlab logs {node.name})")
+            time.sleep(0.02)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        for future in [pool.submit(one, n) for n in nodes]:
+            future.result()

@@ -108,20 +108,30 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
         dns = next(n for n in plan.nodes.values() if n.role == "dns")
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            # Creating costs little and needs no order: create all now, so each tier
+            # below waits only for its containers to start and its protocols to answer.
+            made = dict(
+                zip(
+                    plan.nodes,
+                    pool.map(lambda n: self._create(plan, n, image, dns.address),
+                             plan.nodes.values()),
+                    strict=True,
+                )
+            )  # fmt: skip
             for role in ("dns", "store", "relay"):
                 group = [n for n in plan.start_order() if n.role == role]
                 if not group:
                     continue
                 progress(f"starting {role}: {', '.join(n.name for n in group)}")
-                list(pool.map(lambda n: self._run(plan, n, image, dns.address), group))
+                list(pool.map(lambda n: made[n.name].start(), group))
                 wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
-    def _run(self, plan: LabPlan, node: NodePlan, image: str, dns: str) -> None:
+    def _create(self, plan: LabPlan, node: NodePlan, image: str, dns: str) -> Container:
         host, _, domain = node.fqdn.partition(".")
         config = f"{CONTAINER_NODE_DIR}/config.json"
         mount = {"bind": CONTAINER_NODE_DIR, "mode": "rw"}
-        container = self.client.containers.create(
+        return self.client.containers.create(
             image,
             ["python3", "-m", "mxlab.nodes", node.role, "--config", config],
             name=container_name(plan.lab, node.name),
@@ -138,7 +148,6 @@ class DockerRuntime(Runtime):
             },
             detach=True,
         )  # fmt: skip
-        container.start()
 
     def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
         def check(node: NodePlan) -> str | None:

@@ -1,7 +1,7 @@
 """Authoritative DNS throughput and latency: the mxlab DNS node against NSD serving the
 same zone, in the same run, with dnsperf; prints both, their ratio (target >= 0.3x).
 
-    python bench/dns.py [--seconds 10] [--hosts 200]
+    python bench/dns_server.py [--seconds 10] [--hosts 200]
 
 Both servers run one process on their own 127.10.200.x address: the node as
 ``python -m mxlab.nodes dns``, NSD in the foreground (-d) from a private config with
