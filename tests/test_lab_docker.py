@@ -8,6 +8,7 @@ from pathlib import Path
 from docker.types import IPAMConfig, IPAMPool
 
 from mxlab.lab import labdir
+from mxlab.lab.image import IMAGE
 
 from .conftest import DOCKER, TOPOLOGIES, needs_docker
 from .test_lab_local import mxlab
@@ -81,3 +82,25 @@ def test_pinned_overlapping_subnet_names_the_other_network(
         assert "mxlab-test-other" in proc.stderr and "10.231.7.0/24" in proc.stderr
     finally:
         other.remove()
+
+
+def test_gc_removes_labs_whose_nodes_are_gone_and_spares_live_ones(mxlab_home: Path) -> None:
+    assert CLIENT is not None
+    mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
+    live = CLIENT.networks.create("mxlab-live", labels={"mxlab.lab": "live"})
+    keeper = CLIENT.containers.run(
+        IMAGE,
+        ["python3", "-c", "import time; time.sleep(300)"],
+        name="mxlab-live-n1", labels={"mxlab.lab": "live", "mxlab.node": "n1"}, detach=True,
+    )  # fmt: skip
+    try:
+        for c in _labelled("two-domains")[0]:
+            c.kill()  # every node dies; the network and containers stay behind
+        proc = mxlab("gc")
+        removed = proc.stdout.split(":", 1)[-1].replace(",", " ").split()
+        assert "two-domains" in removed and "live" not in removed
+        assert _labelled("two-domains") == ([], [])
+        assert len(_labelled("live")[0]) == 1  # a lab with a running node is left alone
+    finally:
+        keeper.remove(force=True)
+        live.remove()
