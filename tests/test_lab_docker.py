@@ -61,6 +61,8 @@ def test_up_status_refuse_second_up_down(mxlab_home: Path) -> None:
         import shutil
 
         shutil.rmtree(labdir.lab_dir("two-domains"))
+        status = mxlab("status", "two-domains")
+        assert "from labels" in status.stdout and status.stdout.count("running") == 5
         mxlab("down", "two-domains")
     assert _labelled("two-domains") == ([], [])
 

@@ -114,8 +114,38 @@ def image_build(
 
 @app.command()
 def status(lab: LabArg = None) -> None:
-    """Show each node of a lab, its address and whether it runs."""
+    """Show each node of a lab, its address and whether it runs (docker labs: from their
+    labels, even without the lab's files)."""
+    if lab not in labdir.list_labs() and (lab or not labdir.list_labs()):
+        labelled = _docker_labs(lab)
+        if labelled:
+            _print_labelled(labelled)
+            return
     _print_status(labdir.only_lab(lab))
+
+
+def _docker_labs(lab: str | None) -> dict[str, list]:
+    """Labs the engine knows by label: name -> node statuses ({} without an engine)."""
+    from mxlab.lab.runtime.docker import DockerRuntime, engine_error
+
+    if engine_error() is not None:
+        return {}
+    runtime = DockerRuntime()
+    names = [lab] if lab else runtime.labs()
+    return {name: runtime.status(name) for name in names if runtime.status(name)}
+
+
+def _print_labelled(labs: dict[str, list]) -> None:
+    from rich.table import Table
+
+    for lab, nodes in labs.items():
+        t = Table(title=f"lab {lab} (docker, from labels)")
+        for col in ("node", "role", "address", "state", "container"):
+            t.add_column(col)
+        for s in nodes:
+            state = f"[green]{s.state}[/]" if s.state == "running" else f"[red]{s.state}[/]"
+            t.add_row(s.node, s.role, s.address, state, s.detail)
+        out.print(t)
 
 
 def _print_status(lab: str) -> None:

@@ -182,16 +182,18 @@ class DockerRuntime(Runtime):
             )  # fmt: skip
         return sorted(out, key=lambda s: s.node)
 
+    def labs(self) -> list[str]:
+        """Every lab with a labelled container or network on this engine."""
+        flt = {"label": LAB}
+        found = {c.labels[LAB] for c in self.client.containers.list(all=True, filters=flt)}
+        found |= {n.attrs["Labels"][LAB] for n in self.client.networks.list(filters=flt)}
+        return sorted(found)
+
     def gc(self) -> list[str]:
         """Remove every lab whose containers are all gone or dead; return their names."""
-        labs: dict[str, list[Container]] = {}
-        for c in self.client.containers.list(all=True, filters={"label": LAB}):
-            labs.setdefault(c.labels[LAB], []).append(c)
-        for net in self.client.networks.list(filters={"label": LAB}):
-            labs.setdefault(net.attrs["Labels"][LAB], [])
         removed = []
-        for lab, containers in labs.items():
-            if all(c.status in ("exited", "dead", "created") for c in containers):
+        for lab in self.labs():
+            if all(c.status in ("exited", "dead", "created") for c in self._containers(lab)):
                 self.down(lab)
                 removed.append(lab)
         return removed
