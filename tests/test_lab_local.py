@@ -210,3 +210,24 @@ def test_killed_relay_delivers_what_it_acknowledged(lab: LabPlan) -> None:
         time.sleep(0.2)
     assert len(found) == 1, f"delivered {len(found)} times"
     assert split_trace(found[0])[1] == sent
+
+
+def test_declared_checks_run_after_the_pairs_and_fail_the_run(
+    mxlab_home: Path, tmp_path: Path
+) -> None:
+    good = TWO.read_text()
+    text = good.replace('["10 mx-beta.beta.test."]', '["10 mx9.beta.test."]')
+    assert text != good
+    path = tmp_path / "two-domains.yaml"
+    path.write_text(text)
+    junit = tmp_path / "junit.xml"
+    proc = mxlab("run", str(path), "--runtime", "local", "--json", "--junit", str(junit),
+                 check=False)  # fmt: skip
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["failed"] == 0 and report["passed"] == 12  # every pair still delivered
+    step = report["checks"]["steps"][0]
+    assert not step["ok"] and "expected NOERROR ['10 mx9.beta.test.']" in step["detail"]
+    assert len(report["checks"]["steps"]) == 1  # a failed check stops the list
+    xml = junit.read_text()
+    assert "<testsuites>" in xml and xml.count("<testsuite ") == 2

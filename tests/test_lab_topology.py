@@ -109,6 +109,18 @@ BROKEN = {
         "outside the lab's domains",
         "under alpha.test",
     ),
+    "fault step among the checks": (
+        GOOD.replace("checks:\n", "checks:\n  - stop: mx-beta\n"),
+        "checks[0]",
+        "stop is a fault step",
+        "scenario file",
+    ),
+    "check naming an unknown node": (
+        GOOD.replace("expect_no_open_relay: {node: mx-alpha}", "expect_no_open_relay: {node: mx9}"),
+        "checks[1].node",
+        "no node named 'mx9'",
+        "use one of",
+    ),
     "next hop loop": (
         GOOD.replace(
             "kind: relay\n  store-alpha", "kind: relay\n    next_hop: mx-beta\n  store-alpha"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -172,17 +173,42 @@ def check(
 ) -> None:
     """Send mail between every pair of users and prove each arrived, by its route."""
     plan = labdir.read_plan(labdir.only_lab(lab))
-    _report(check_pairs(plan, deadline=timeout), plan.lab, json_out, junit)
+    results = check_pairs(plan, deadline=timeout)
+    _report(results, plan.lab, json_out, junit, _declared_checks(plan, _runtime_of(plan)))
 
 
-def _report(results: list, suite: str, json_out: bool, junit: Path | None) -> None:
+def _declared_checks(plan: LabPlan, runtime: Runtime):  # noqa: ANN202 - Outcome | None
+    """The topology's own ``checks:``, run on the lab after the pairwise ones."""
+    if not plan.checks:
+        return None
+    from mxlab.lab.scenario import checks_scenario
+    from mxlab.lab.scenario_run import run_steps
+
+    return run_steps(checks_scenario(plan.lab, plan.checks), plan, runtime, _say)
+
+
+def _report(
+    results: list,
+    suite: str,
+    json_out: bool,
+    junit: Path | None,
+    declared=None,  # noqa: ANN001
+) -> None:
     if junit is not None:
-        report.write_junit(results, junit, suite)
+        suites = [report.junit_suite(results, suite)]
+        if declared is not None:
+            suites.append(report.scenario_junit_suite(declared))
+        report.write_junit(junit, *suites)
     if json_out:
-        print(report.as_json(results))
+        doc = json.loads(report.as_json(results))
+        if declared is not None:
+            doc["checks"] = json.loads(report.scenario_json(declared))
+        print(json.dumps(doc, indent=2))
     else:
         report.table(results, out)
-    if not results or not all(r.ok for r in results):
+        if declared is not None:
+            report.scenario_table(declared, out)
+    if not results or not all(r.ok for r in results) or (declared and not declared.ok):
         raise typer.Exit(1)
 
 
@@ -200,11 +226,12 @@ def run(
     plan, rt = bring_up(topo, runtime, _say)
     try:
         results = check_pairs(plan, deadline=timeout)
+        declared = _declared_checks(plan, rt)
     finally:
         if not keep:
             rt.down(plan.lab)
             _say(f"lab {plan.lab} is down")
-    _report(results, plan.lab, json_out, junit)
+    _report(results, plan.lab, json_out, junit, declared)
 
 
 @app.command()
@@ -337,7 +364,7 @@ def scenario_run(
     scenario, topo = load_scenario(file)
     outcome = run_scenario(scenario, topo, runtime, _say, artifacts)
     if junit is not None:
-        report.write_scenario_junit(outcome, junit)
+        report.write_junit(junit, report.scenario_junit_suite(outcome))
     if json_out:
         print(report.scenario_json(outcome))
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -82,6 +82,7 @@ class LabPlan(_Model):
     domains: dict[str, DomainPlan]
     users: list[UserPlan]
     zones: list[Zone]
+    checks: list[Any] = []  # the topology's own checks, run by `mxlab run` and `mxlab check`
 
     def node_by_fqdn(self, fqdn: str) -> NodePlan | None:
         fqdn = fqdn.lower().rstrip(".")
@@ -217,6 +218,7 @@ def make_plan(
         domains=domains,
         users=users,
         zones=zones,
+        checks=topo.checks,
     )
 
 

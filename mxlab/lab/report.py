@@ -50,7 +50,17 @@ def as_json(results: list[Result]) -> str:
     )
 
 
-def write_junit(results: list[Result], path: Path, suite: str) -> None:
+def write_junit(path: Path, *suites: ET.Element) -> None:
+    """One suite as the root, several under <testsuites> (what CI systems read)."""
+    if len(suites) == 1:
+        root = suites[0]
+    else:
+        root = ET.Element("testsuites")
+        root.extend(suites)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def junit_suite(results: list[Result], suite: str) -> ET.Element:
     failures = sum(not r.ok for r in results)
     root = ET.Element("testsuite", name=suite, tests=str(len(results)), failures=str(failures))
     for r in results:
@@ -63,7 +73,7 @@ def write_junit(results: list[Result], path: Path, suite: str) -> None:
         )
         if not r.ok:
             ET.SubElement(case, "failure", message=_why(r) or "failed")
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return root
 
 
 def scenario_table(outcome: Outcome, console: Console) -> None:
@@ -98,7 +108,7 @@ def scenario_json(outcome: Outcome) -> str:
     )
 
 
-def write_scenario_junit(outcome: Outcome, path: Path) -> None:
+def scenario_junit_suite(outcome: Outcome) -> ET.Element:
     root = ET.Element("testsuite", name=outcome.scenario, tests=str(len(outcome.steps) + 1))
     for s in outcome.steps:
         case = ET.SubElement(
@@ -111,4 +121,4 @@ def write_scenario_junit(outcome: Outcome, path: Path) -> None:
     if outcome.unaccounted:
         ET.SubElement(acc, "failure", message="; ".join(outcome.unaccounted))
     root.set("failures", str(sum(not s.ok for s in outcome.steps) + bool(outcome.unaccounted)))
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return root

@@ -160,6 +160,42 @@ def _normalise(step: Any) -> Any:
     return step
 
 
+# what a topology's ``checks:`` may hold: checks only, no faults (those go in a scenario)
+CHECK_ACTIONS = {
+    "send", "expect_sent", "expect_reject", "expect_delivered", "expect_bounce",
+    "expect_queued", "expect_dns", "expect_no_open_relay",
+}  # fmt: skip
+
+
+def checks_scenario(lab: str, checks: list[Any]) -> Scenario:
+    """A lab's declared checks as a scenario to run on the lab as it is."""
+    steps = [_normalise(s) for s in checks]
+    return Scenario.model_validate({"name": f"{lab}-checks", "topology": "", "steps": steps})
+
+
+def topology_checks(topo: Topology, source: str) -> Scenario | None:
+    """The topology's own ``checks:`` as a fault-free scenario; mistakes are located at
+    ``checks[i]`` like any other topology error."""
+    if not topo.checks:
+        return None
+    steps = [_normalise(s) for s in topo.checks]
+    for i, step in enumerate(steps):
+        action = step.get("action") if isinstance(step, dict) else None
+        if action is not None and action not in CHECK_ACTIONS:
+            raise TopologyError(
+                source, f"checks[{i}]", f"{action} is a fault step", "put it in a scenario file"
+            )
+    try:
+        scenario = checks_scenario(topo.name, topo.checks)
+    except ValidationError as exc:
+        tags = {s.get("action") for s in steps if isinstance(s, dict)}
+        err = validation_error(exc, source, skip=tags)
+        field = err.field.replace("steps", "checks", 1)
+        raise TopologyError(source, field, err.message, err.fix) from None
+    _check_names(scenario, topo, source, "checks")
+    return scenario
+
+
 def load_scenario(path: Path) -> tuple[Scenario, Topology]:
     """Parse a scenario and its topology; mistakes are one-line ``TopologyError``s."""
     src = str(path)
@@ -180,11 +216,11 @@ def load_scenario(path: Path) -> tuple[Scenario, Topology]:
     return scenario, topo
 
 
-def _check_names(scenario: Scenario, topo: Topology, src: str) -> None:
+def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "steps") -> None:
     """Nodes, users and message ids a step names must exist."""
     sent: set[str] = set()
     for i, step in enumerate(scenario.steps):
-        where = f"steps[{i}]"
+        where = f"{field}[{i}]"
         node = getattr(step, "node", None)
         if node is not None and node not in topo.nodes:
             raise TopologyError(

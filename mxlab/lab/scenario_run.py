@@ -383,7 +383,22 @@ def run_scenario(
     progress: Callable[[str], None],
     artifacts_root: Path,
 ) -> Outcome:
+    """Bring the lab up, run the scenario on it, keep artifacts if it failed, tear down."""
     plan, runtime = bring_up(topo, runtime_name or scenario.runtime, progress)
+    try:
+        outcome = run_steps(scenario, plan, runtime, progress)
+        if not outcome.ok:
+            outcome.artifacts = str(save_artifacts(plan, runtime, artifacts_root))
+    finally:
+        runtime.down(plan.lab)
+    return outcome
+
+
+def run_steps(
+    scenario: Scenario, plan: LabPlan, runtime: Runtime, progress: Callable[[str], None]
+) -> Outcome:
+    """Run steps in order on a running lab, stop at the first failure, then account for
+    every message the steps submitted."""
     runner = Runner(scenario, plan, runtime)
     outcome = Outcome(scenario.name)
     try:
@@ -403,11 +418,8 @@ def run_scenario(
             if not ok:
                 break
         runner.account(outcome)
-        if not outcome.ok:
-            outcome.artifacts = str(save_artifacts(plan, runtime, artifacts_root))
     finally:
         runner.pool.shutdown(wait=True, cancel_futures=True)
-        runtime.down(plan.lab)
     return outcome
 
 

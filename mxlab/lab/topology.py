@@ -92,6 +92,7 @@ class Topology(_Model):
     domains: dict[str, DomainSpec] = Field(min_length=1)
     records: list[RecordSpec] = Field(default_factory=list)
     settings: Settings = Settings()
+    checks: list[Any] = Field(default_factory=list)  # steps as in a scenario, checks only
 
     @field_validator("name")
     @classmethod
@@ -256,6 +257,9 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     from mxlab.lab.plan import check_zones  # the planner builds on this module
 
     check_zones(topo, source)
+    from mxlab.lab.scenario import topology_checks  # scenarios build on this module
+
+    topology_checks(topo, source)
     return topo
 
 
