@@ -1,17 +1,24 @@
 """IMAP under a mixed client load, for the mxlab store and for Dovecot in the same
-run, and their ratio (commands per second).
+run, and their ratio (commands per second); then SELECT and FETCH-all times on a
+big mailbox for both.
 
-    python bench/imap.py [--messages 200] [--clients 4] [--seconds 10]
+    python bench/imap.py [--messages 200] [--clients 4] [--seconds 10] [--big 10000]
 
 Both servers get the same mailbox (APPENDed over IMAP) and the same workload: each
 client logs in, SELECTs INBOX, then loops over FETCH of flags and sizes, a UID FETCH
-of one whole message, SEARCH UNSEEN, STORE +FLAGS, NOOP. Dovecot runs as a private
+of one whole message, SEARCH UNSEEN, STORE +FLAGS, NOOP, and every tenth round
+APPENDs a message, marks it \\Deleted and EXPUNGEs it. Dovecot runs as a private
 instance (own config, base and mail directories) on 127.20.250.2; mxlab on .3.
+
+The big mailbox ("Big", --big messages, APPENDed pipelined with LITERAL+) is timed
+for SELECT and for ``FETCH 1:* ALL`` (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE): the
+first FETCH (nothing cached yet) and the median of the ones after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import os
 import pwd
@@ -162,6 +169,7 @@ def client(address: tuple[str, int], stop: float, counts: list[int], slot: int) 
     typ, data = imap.select("INBOX")
     total = int(data[0])
     done = 2
+    rounds = 0
     while time.monotonic() < stop:
         n = rng.randint(1, total)
         imap.fetch("1:*", "(UID FLAGS RFC822.SIZE)")
@@ -170,6 +178,13 @@ def client(address: tuple[str, int], stop: float, counts: list[int], slot: int) 
         imap.store(str(n), "+FLAGS", "(\\Seen)")
         imap.noop()
         done += 5
+        rounds += 1
+        if rounds % 10 == 0:  # the mailbox keeps its size: append one, expunge it
+            typ, data = imap.append("INBOX", None, None, sample_message(total + slot))
+            uid = data[0].split(b"APPENDUID ")[1].split()[1].rstrip(b"]").decode()
+            imap.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+            imap.uid("EXPUNGE", uid)
+            done += 3
     imap.logout()
     counts[slot] = done + 1
 
@@ -188,17 +203,112 @@ def measure(address: tuple[str, int], clients: int, seconds: float) -> float:
     return sum(counts) / (time.monotonic() - started)
 
 
+class RawImap:
+    """A bare IMAP connection for timing: send one command, read to its tagged reply,
+    no parsing of what comes between (imaplib's per-line Python would dominate)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, 30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.count = 0
+        greeting = b""
+        while b"\r\n" not in greeting:
+            greeting += self.sock.recv(4096)
+        self.pending = greeting.split(b"\r\n", 1)[1]
+
+    def send(self, command: bytes) -> bytes:
+        """The tag the command was sent with."""
+        self.count += 1
+        tag = b"T%d" % self.count
+        self.sock.sendall(tag + b" " + command + b"\r\n")
+        return tag
+
+    def wait(self, tag: bytes) -> bytes:
+        """Everything up to and including the line tagged ``tag``, which must be OK."""
+        marker = b"\r\n" + tag + b" "
+        data = b"\r\n" + self.pending  # responses start on a line boundary
+        chunks = []
+        while True:
+            end = data.find(marker)
+            if end >= 0:
+                line_end = data.find(b"\r\n", end + 2)
+                while line_end < 0:
+                    data += self.sock.recv(65536)
+                    line_end = data.find(b"\r\n", end + 2)
+                chunks.append(data[: line_end + 2])
+                self.pending = data[line_end + 2 :]
+                break
+            chunks.append(data[: -len(marker)])
+            more = self.sock.recv(1 << 20)
+            if not more:
+                raise SystemExit("the server closed the connection")
+            data = data[-len(marker) :] + more
+        full = b"".join(chunks)
+        if not full[full.rfind(marker) + len(marker) :].startswith(b"OK"):
+            raise SystemExit(f"IMAP error: {full[-300:]!r}")
+        return full[2:]
+
+    def command(self, command: bytes) -> bytes:
+        return self.wait(self.send(command))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.command(b"LOGOUT")
+        self.sock.close()
+
+
+def seed_big(address: tuple[str, int], messages: int, batch: int = 200) -> None:
+    """``messages`` APPENDs to "Big", pipelined in batches (LITERAL+, RFC 7888)."""
+    imap = RawImap(address)
+    imap.command(b"LOGIN %s %s" % (USER.encode(), PASSWORD.encode()))
+    imap.command(b"CREATE Big")
+    for start in range(0, messages, batch):
+        tags = []
+        for n in range(start, min(start + batch, messages)):
+            data = sample_message(n)
+            tags.append(imap.send(b"APPEND Big {%d+}\r\n" % len(data) + data))
+        for tag in tags:
+            imap.wait(tag)
+    imap.close()
+
+
+def time_big(address: tuple[str, int], messages: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds: SELECT (median), first FETCH 1:* ALL, later FETCH 1:* ALL (median)."""
+    imap = RawImap(address)
+    imap.command(b"LOGIN %s %s" % (USER.encode(), PASSWORD.encode()))
+    selects, fetches = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        reply = imap.command(b"SELECT Big")
+        selects.append(time.perf_counter() - started)
+        if b"* %d EXISTS" % messages not in reply:
+            raise SystemExit(f"SELECT Big: expected {messages} messages: {reply[:300]!r}")
+        started = time.perf_counter()
+        reply = imap.command(b"FETCH 1:* ALL")
+        fetches.append(time.perf_counter() - started)
+        if reply.count(b" FETCH (") != messages:
+            raise SystemExit("FETCH 1:* ALL: wrong number of responses")
+    imap.close()
+    return {
+        "SELECT": statistics.median(selects),
+        "FETCH ALL (first)": fetches[0],
+        "FETCH ALL (again)": statistics.median(fetches[1:]),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0, help="per server, in total")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--big", type=int, default=10_000, help="big-mailbox size; 0 skips it")
     args = parser.parse_args()
     if shutil.which("dovecot") is None:
         print("dovecot is not installed: nothing to compare against", file=sys.stderr)
         return 2
     rates: dict[str, list[float]] = {"dovecot": [], "mxlab": []}
+    big: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mxlab-bench-imap-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # Dovecot's auth process (user dovecot) reads the passwd-file
@@ -209,10 +319,21 @@ def main() -> int:
             for _ in range(args.rounds):
                 for name, address in (("dovecot", dove), ("mxlab", ours)):
                     rates[name].append(measure(address, args.clients, args.seconds / args.rounds))
+            if args.big:
+                for name, address in (("dovecot", dove), ("mxlab", ours)):
+                    started = time.perf_counter()
+                    seed_big(address, args.big)
+                    seeded = time.perf_counter() - started
+                    big[name] = {"APPEND all (seeding)": seeded, **time_big(address, args.big)}
     for name, values in rates.items():
         print(f"{name:8} {statistics.median(values):8.0f} commands/s (median of {len(values)})")
     ratios = [m / d for m, d in zip(rates["mxlab"], rates["dovecot"], strict=True)]
     print(f"ratio mxlab/dovecot: {statistics.median(ratios):.2f} (median of rounds)")
+    if big:
+        print(f"\n{args.big}-message mailbox   dovecot     mxlab   mxlab/dovecot time")
+        for what in big["mxlab"]:
+            d, m = big["dovecot"][what], big["mxlab"][what]
+            print(f"{what:22} {d * 1000:8.0f} ms {m * 1000:8.0f} ms {m / d:8.2f}x")
     return 0
 
 

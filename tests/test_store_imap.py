@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from mxlab.nodes.store.imap_parser import (
 )
 from mxlab.nodes.store.imap_session import ImapSession
 from mxlab.nodes.store.mailstore import MailStore
+from mxlab.nodes.store.pop3 import Pop3Session
 from tests.test_store_support import (
     PASSWORDS,
     auth_fixture,  # noqa: F401 (the "auth" fixture)
@@ -144,6 +146,11 @@ def session(store: MailStore, auth: Authenticator, user: str = "alice@alpha.test
     out = s.receive(f"L LOGIN {user} {PASSWORDS[user]}\r\n".encode())
     assert out.startswith(b"L OK"), out
     return s
+
+
+def append(s: ImapSession, data: bytes, extra: bytes = b"") -> bytes:
+    """APPEND to INBOX with a LITERAL+ literal; ``extra`` is flags and date."""
+    return s.receive(b"a APPEND INBOX %s{%d+}\r\n" % (extra, len(data)) + data + b"\r\n")
 
 
 def tagged(out: bytes, tag: str) -> str:
@@ -343,15 +350,18 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[MailStore, Authent
 def test_any_command_line_gets_a_tagged_reply(
     shared: tuple[MailStore, Authenticator], tag: str, words: list[str]
 ) -> None:
-    s = session(*shared)
-    s.receive(b"s SELECT INBOX\r\n")
     line = " ".join([tag, *words]).replace("\r", "").replace("\n", "")
     if "IDLE" in line.upper() or re.search(r"\{\d+\}$", line):
         return  # continuation states are covered by their own tests
-    out = s.receive(line.encode("utf-8", "surrogateescape") + b"\r\n")
-    assert re.search(rb"(^|\r\n)" + re.escape(tag.encode()) + rb" (OK|NO|BAD) ", out), (line, out)
-    assert tagged(s.receive(b"zz NOOP\r\n"), "zz").startswith(("zz OK", "zz BAD"))
-    s.close()
+    s = session(*shared)
+    try:
+        s.receive(b"s SELECT INBOX\r\n")
+        out = s.receive(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        tag_re = rb"(^|\r\n)" + re.escape(tag.encode()) + rb" (OK|NO|BAD) "
+        assert re.search(tag_re, out), (line, out)
+        assert tagged(s.receive(b"zz NOOP\r\n"), "zz").startswith(("zz OK", "zz BAD"))
+    finally:
+        s.close()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -370,9 +380,7 @@ def test_append_date_internaldate_and_encoded_subject_search(
 ) -> None:
     s = session(store, auth)
     data = b"Subject: =?utf-8?q?caf=C3=A9_menu?=\r\nFrom: x@beta.test\r\n\r\nhi\r\n"
-    out = s.receive(
-        b'a APPEND INBOX () "05-Mar-2020 10:00:00 +0100" {%d+}\r\n' % len(data) + data + b"\r\n"
-    )
+    out = append(s, data, b'() "05-Mar-2020 10:00:00 +0100" ')
     assert tagged(out, "a").startswith("a OK [APPENDUID")
     s.receive(b"s SELECT INBOX\r\n")
     out = s.receive(b"f FETCH 1 (INTERNALDATE ENVELOPE)\r\n")
@@ -381,3 +389,295 @@ def test_append_date_internaldate_and_encoded_subject_search(
     out = s.receive("g SEARCH CHARSET UTF-8 SUBJECT café BEFORE 6-Mar-2020\r\n".encode())
     assert b"* SEARCH 1\r\n" in out
     assert b"* SEARCH\r\n" in s.receive(b"h SEARCH SINCE 6-Mar-2020\r\n")
+
+
+# -- CONDSTORE (RFC 7162), the FETCH cache, storage details --------------------------------
+
+
+def modseqs(out: bytes) -> dict[int, int]:
+    """{sequence number: MODSEQ} from untagged FETCH responses."""
+    return {int(n): int(m) for n, m in re.findall(rb"\* (\d+) FETCH \(.*?MODSEQ \((\d+)\)", out)}
+
+
+def test_condstore_select_fetch_store_search_status(store: MailStore, auth: Authenticator) -> None:
+    mail = store.user("alice@alpha.test")
+    for name in ("one", "two", "three"):
+        mail.append("INBOX", message(name), frozenset(), None)
+    a, other = session(store, auth), session(store, auth)
+    assert b"CONDSTORE" in a.receive(b"c CAPABILITY\r\n")
+    out = a.receive(b"s SELECT INBOX (CONDSTORE)\r\n")
+    m = re.search(rb"\* OK \[HIGHESTMODSEQ (\d+)\]", out)
+    assert m, out
+    start = int(m.group(1))
+    other.receive(b"s SELECT INBOX\r\n")
+    assert set(modseqs(a.receive(b"f FETCH 1:* (FLAGS) (CHANGEDSINCE 0)\r\n"))) == {1, 2, 3}
+    # .SILENT still reports the new MODSEQ once CONDSTORE is on (§3.2)
+    out = a.receive(b"t STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
+    changed = modseqs(out)
+    assert list(changed) == [1] and changed[1] > start and b"FLAGS" not in out
+    out = a.receive(b"f FETCH 1:* (UID) (CHANGEDSINCE %d)\r\n" % start)
+    assert list(modseqs(out)) == [1]
+    # message 1 changed after `start`: a conditional STORE skips it and says so
+    out = a.receive(b"u STORE 1:3 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)\r\n" % start)
+    assert tagged(out, "u") == "u OK [MODIFIED 1] conditional STORE failed"
+    assert set(modseqs(out)) == {2, 3}
+    highest = max(modseqs(out).values())
+    out = a.receive(b"q SEARCH MODSEQ %d\r\n" % highest)
+    assert b"* SEARCH 2 3 (MODSEQ %d)\r\n" % highest in out
+    out = a.receive(b'q SEARCH MODSEQ "/flags/\\\\Seen" all %d\r\n' % (highest + 1))
+    assert b"* SEARCH\r\n" in out
+    out = a.receive(b"x STATUS INBOX (HIGHESTMODSEQ MESSAGES)\r\n")
+    assert b"(HIGHESTMODSEQ %d MESSAGES 3)" % highest in out
+    # a session that never enabled CONDSTORE sees plain flag updates
+    out = other.receive(b"n NOOP\r\n")
+    assert b"* 2 FETCH (UID 2 FLAGS (\\Seen))" in out and b"MODSEQ" not in out
+    other.receive(b"t STORE 3 -FLAGS (\\Seen)\r\n")
+    assert re.search(
+        rb"\* 3 FETCH \(UID 3 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)", a.receive(b"n NOOP\r\n")
+    )
+    a.close()
+    other.close()
+
+
+def test_enable_and_modseq_survive_a_reopen(tmp_path: Path, auth: Authenticator) -> None:
+    store = MailStore(tmp_path / "m")
+    store.user("alice@alpha.test").append("INBOX", message("x"), frozenset(), None)
+    s = session(store, auth)
+    assert b"* ENABLED CONDSTORE\r\n" in s.receive(b"e ENABLE CONDSTORE X-UNKNOWN\r\n")
+    s.receive(b"s SELECT INBOX\r\nt STORE 1 +FLAGS (\\Answered)\r\n")
+    out = s.receive(b"f FETCH 1 (MODSEQ)\r\n")
+    (before,) = modseqs(out).values()
+    s.close()
+    store.close()
+    again = MailStore(tmp_path / "m")
+    s = session(again, auth)
+    out = s.receive(b"s EXAMINE INBOX\r\nf FETCH 1 (FLAGS MODSEQ)\r\n")
+    assert b"[HIGHESTMODSEQ %d]" % before in out and modseqs(out) == {1: before}
+    assert b"\\Answered" in out
+    s.close()
+
+
+def test_structure_items_are_served_from_the_index_cache(
+    store: MailStore, auth: Authenticator
+) -> None:
+    mail = store.user("alice@alpha.test")
+    mail.append("INBOX", MULTIPART, frozenset(), None)  # described when stored
+    path = mail.maildir.deliver("INBOX", MULTIPART)
+    mail.add_written("INBOX", path, len(MULTIPART))  # as recovery indexes a file: not yet
+    assert {uid for uid, _ in mail.index.cached("INBOX", 1, 2)} == {1}
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    first = s.receive(b"f FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)\r\n")
+    assert first.count(b"BODYSTRUCTURE ((") == 2
+    assert len(mail.index.cached("INBOX", 1, 2)) == 6  # the FETCH cached message 2's
+    for info in mail.messages("INBOX"):  # the files are gone: only the cache can answer
+        mail.maildir.remove("INBOX", info.path)
+    assert s.receive(b"f FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY)\r\n") == first
+    assert b"* 1 FETCH" not in s.receive(b"g FETCH 1 BODY.PEEK[]\r\n")  # file needed
+    s.receive(b"d STORE 1 +FLAGS (\\Deleted)\r\ne EXPUNGE\r\n")
+    assert {uid for uid, _ in mail.index.cached("INBOX", 1, 2)} == {2}
+    s.close()
+
+
+def test_append_stores_crlf_and_copy_is_all_or_nothing(
+    store: MailStore, auth: Authenticator
+) -> None:
+    s = session(store, auth)
+    bare = b"Subject: lf\nFrom: x@beta.test\n\nline\n"
+    append(s, bare)
+    append(s, b"ok\r\n")
+    s.receive(b"s SELECT INBOX\r\n")
+    crlf = bare.replace(b"\n", b"\r\n")
+    out = s.receive(b"f FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n")
+    assert b"RFC822.SIZE %d " % len(crlf) in out and b"{%d}\r\n" % len(crlf) + crlf in out
+    mail = store.user("alice@alpha.test")
+    mail.maildir.remove("INBOX", mail.messages("INBOX")[1].path)
+    out = s.receive(b"c COPY 1:2 Trash\r\n")
+    assert tagged(out, "c").startswith("c NO [EXPUNGEISSUED]")
+    assert mail.messages("Trash") == []
+    s.close()
+
+
+def test_body_and_text_search_see_through_transfer_encodings(
+    store: MailStore, auth: Authenticator
+) -> None:
+    qp = (
+        b"Subject: =?utf-8?b?w6lsw6h2ZQ==?=\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+        b"\r\n\r\nun caf=C3=A9 cr=C3=A8me\r\n"
+    )
+    store.user("alice@alpha.test").append("INBOX", qp, frozenset(), None)
+    store.user("alice@alpha.test").append("INBOX", MULTIPART, frozenset(), None)
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+
+    def search(criteria: bytes) -> bytes:
+        out = s.receive(b"q SEARCH CHARSET UTF-8 " + criteria + b"\r\n")
+        return next(ln for ln in out.split(b"\r\n") if ln.startswith(b"* SEARCH"))
+
+    assert search("BODY {5+}\r\nCAFÉ".encode()) == b"* SEARCH 1"  # a literal, as imaplib sends
+    assert search("TEXT élève".encode()) == b"* SEARCH 1"  # the RFC 2047 subject
+    assert search(b"BODY HELLO") == b"* SEARCH 2"
+    assert search(b"TEXT nowhere") == b"* SEARCH"
+    s.close()
+
+
+def test_sessions_per_user_are_limited(tmp_path: Path, auth: Authenticator) -> None:
+    store = MailStore(tmp_path / "m", max_user_sessions=2)
+    first, second = session(store, auth), session(store, auth)
+    third = ImapSession(store, auth, "h")
+    out = third.receive(b"a LOGIN alice@alpha.test alice-pw\r\n")
+    assert out == b"a NO [LIMIT] too many sessions for this user\r\n"
+    assert session(store, auth, "bob@alpha.test")  # other users are not affected
+    pop = Pop3Session(store, auth, "h")
+    assert b"-ERR [SYS/TEMP]" in pop.receive(b"USER alice@alpha.test\r\nPASS alice-pw\r\n")
+    first.receive(b"l LOGOUT\r\n")
+    assert tagged(third.receive(b"b LOGIN alice@alpha.test alice-pw\r\n"), "b").startswith("b OK")
+    second.close()
+    assert b"+OK maildrop" in pop.receive(b"USER alice@alpha.test\r\nPASS alice-pw\r\n")
+
+
+def test_fetch_sections_partials_and_rfc822_items(store: MailStore, auth: Authenticator) -> None:
+    store.user("alice@alpha.test").append("INBOX", MULTIPART, frozenset(), None)
+    s = session(store, auth)
+    s.receive(b"s EXAMINE INBOX\r\n")
+    out = s.receive(
+        b"f FETCH 1 (BODY.PEEK[1]<2.3> BODY.PEEK[HEADER.FIELDS.NOT (From Subject MIME-Version)]"
+        b" BODY.PEEK[2.MIME] BODY.PEEK[]<99999.5> RFC822.HEADER)\r\n"
+    )
+    assert b"BODY[1]<2> {3}\r\nllo " in out
+    assert (
+        b'(From Subject MIME-Version)] {48}\r\nContent-Type: multipart/mixed; boundary="XX"' in out
+    )
+    assert (
+        b"BODY[2.MIME] {%d}\r\nContent-Type: application/octet-stream"
+        % (len(section(parse(MULTIPART), [2], "MIME", [])))
+        in out
+    )
+    assert b"BODY[]<99999> {0}\r\n" in out  # §6.4.5: past the end is empty, not an error
+    header = MULTIPART.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    assert b"RFC822.HEADER {%d}\r\n" % len(header) + header in out
+    assert tagged(out, "f") == "f OK FETCH completed"
+    assert tagged(s.receive(b"g FETCH 1 BODY[0]\r\n"), "g").startswith("g BAD")
+    assert tagged(s.receive(b"h FETCH 1 BODY[]<1>\r\n"), "h").startswith("h BAD")
+    s.close()
+
+
+def test_keywords_are_announced_in_flags_before_they_are_used(
+    store: MailStore, auth: Authenticator
+) -> None:
+    mail = store.user("alice@alpha.test")
+    mail.append("INBOX", message("k"), frozenset({"$Label1"}), None)
+    a, b = session(store, auth), session(store, auth)
+    out = a.receive(b"s SELECT INBOX\r\n")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n" in out
+    b.receive(b"s SELECT INBOX\r\n")
+    out = b.receive(b"t STORE 1 +FLAGS (Work)\r\n")
+    assert out.index(b"* FLAGS (") < out.index(b"* 1 FETCH") and b"$Label1 Work)" in out
+    out = a.receive(b"n NOOP\r\n")
+    assert out.index(b"$Label1 Work)\r\n") < out.index(b"* 1 FETCH (UID 1 FLAGS ($Label1")
+    assert b"* FLAGS" not in a.receive(b"n NOOP\r\n")  # said once
+    a.close()
+    b.close()
+
+
+def _search_message(sender: str, to: str, subject: str, extra: bytes, body: bytes) -> bytes:
+    return f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n".encode() + extra + b"\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> ImapSession:
+    """Three messages: 1 and 2 old (another session saw them first), 3 recent."""
+    tmp = tmp_path_factory.mktemp("search")
+    store, auth = MailStore(tmp / "mail"), Authenticator(store_config(tmp))
+    mail = store.user("alice@alpha.test")
+    day = 86400.0
+    jan1 = 1577880000.0  # 1-Jan-2020 12:00 UTC
+    mail.append(
+        "INBOX",
+        _search_message(
+            "Carol <carol@beta.test>",
+            "alice@alpha.test",
+            "apple",
+            b"Cc: dave@gamma.test\r\nBcc: eve@delta.test\r\n"
+            b"Date: Sat, 28 Nov 2026 12:00:00 +0000\r\n",
+            b"red\r\n",
+        ),
+        frozenset({"\\Answered", "\\Seen", "$Work"}),
+        jan1,
+    )
+    mail.append(
+        "INBOX",
+        _search_message(
+            "frank@beta.test", "bob@alpha.test", "banana", b"Date: 1 Jan 2019 00:00 +0000\r\n", b""
+        ),
+        frozenset({"\\Deleted", "\\Draft", "\\Flagged"}),
+        jan1 + day,
+    )
+    session(store, auth).receive(b"s SELECT INBOX\r\n")  # takes \Recent of 1 and 2
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    mail.append(
+        "INBOX",
+        _search_message("x@beta.test", "alice@alpha.test", "cherry", b"", b"filler\r\n" * 80),
+        frozenset(),
+        jan1 + 2 * day,
+    )
+    assert b"* 3 EXISTS" in s.receive(b"n NOOP\r\n")
+    return s
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ("ALL", [1, 2, 3]),
+        ("ANSWERED", [1]),
+        ("DELETED", [2]),
+        ("DRAFT", [2]),
+        ("FLAGGED", [2]),
+        ("SEEN", [1]),
+        ("UNANSWERED", [2, 3]),
+        ("UNDELETED", [1, 3]),
+        ("UNDRAFT", [1, 3]),
+        ("UNFLAGGED", [1, 3]),
+        ("UNSEEN", [2, 3]),
+        ("RECENT", [3]),
+        ("NEW", [3]),
+        ("OLD", [1, 2]),
+        ("KEYWORD $Work", [1]),
+        ("UNKEYWORD $Work", [2, 3]),
+        ("FROM frank", [2]),
+        ('FROM "Carol"', [1]),
+        ("TO bob", [2]),
+        ("CC dave", [1]),
+        ("BCC eve@delta", [1]),
+        ("SUBJECT cherry", [3]),
+        ("HEADER Cc gamma", [1]),
+        ('HEADER Bcc ""', [1]),
+        ("TEXT banana", [2]),
+        ("BODY filler", [3]),
+        ("BODY apple", []),
+        ("BEFORE 2-Jan-2020", [1]),
+        ("ON 2-Jan-2020", [2]),
+        ("SINCE 2-Jan-2020", [2, 3]),
+        ("SENTBEFORE 1-Jan-2020", [2]),
+        ("SENTON 28-Nov-2026", [1]),
+        ("SENTSINCE 1-Jan-2020", [1]),
+        ("LARGER 500", [3]),
+        ("SMALLER 500", [1, 2]),
+        ("UID 2:3", [2, 3]),
+        ("2:*", [2, 3]),
+        ("1,3", [1, 3]),
+        ("(FROM carol SEEN)", [1]),
+        ("OR FROM carol FROM frank", [1, 2]),
+        ("NOT 1", [2, 3]),
+        ("CHARSET UTF-8 SUBJECT apple", [1]),
+        ("CHARSET US-ASCII UNSEEN NOT DELETED", [3]),
+        ("MODSEQ 1", [1, 2, 3]),
+    ],
+)
+def test_every_search_key(searched: ImapSession, criteria: str, expected: list[int]) -> None:
+    out = searched.receive(f"q SEARCH {criteria}\r\n".encode())
+    assert tagged(out, "q") == "q OK SEARCH completed"
+    line = next(ln for ln in out.split(b"\r\n") if ln.startswith(b"* SEARCH"))
+    assert [int(n) for n in line.split(b"(")[0].split()[2:]] == expected

@@ -3,6 +3,7 @@ imaplib, poplib and imapclient, and survive a SIGKILL right after a 250."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import poplib
 import re
@@ -291,3 +292,50 @@ def test_busy_port_is_one_clear_line(node: StoreProcess) -> None:
     assert done.stderr.strip().splitlines() == [
         f"store1: cannot listen on {node.address}:{node.config.lmtp_port}: Address already in use"
     ]
+
+
+def test_imapclient_condstore_resync(node: StoreProcess) -> None:
+    """RFC 7162 as a client library drives it: ENABLE, HIGHESTMODSEQ on SELECT,
+    FETCH CHANGEDSINCE, SEARCH MODSEQ, STATUS HIGHESTMODSEQ."""
+    with IMAPClient(node.address, port=node.config.imap_port, ssl=False, timeout=10) as client:
+        client.login("bob@alpha.test", PASSWORDS["bob@alpha.test"])
+        assert client.has_capability("CONDSTORE")
+        assert client.enable("CONDSTORE") == [b"CONDSTORE"]
+        folder = unique("Sync")
+        client.create_folder(folder)
+        for n in range(3):
+            client.append(folder, message(unique(f"sync{n}")))
+        before = client.select_folder(folder)[b"HIGHESTMODSEQ"]
+        uids = client.search(["ALL"])
+        client.add_flags(uids[1:2], [b"\\Flagged"])
+        changed = client.fetch(uids, ["FLAGS"], modifiers=[f"CHANGEDSINCE {before}"])
+        assert list(changed) == uids[1:2]
+        assert changed[uids[1]][b"MODSEQ"][0] > before
+        assert b"\\Flagged" in changed[uids[1]][b"FLAGS"]
+        found = client.search(["MODSEQ", str(before + 1)])
+        assert found == uids[1:2] and found.modseq == changed[uids[1]][b"MODSEQ"][0]
+        status = client.folder_status(folder, [b"HIGHESTMODSEQ"])
+        assert status[b"HIGHESTMODSEQ"] == found.modseq
+        client.close_folder()
+        client.delete_folder(folder)
+
+
+def test_imaplib_search_charset_utf8_with_a_literal(node: StoreProcess) -> None:
+    """imaplib sends a non-ASCII search string as a synchronising literal (§6.4.4)."""
+    word = unique("crème")
+    deliver(
+        node,
+        b"From: carol@beta.test\r\nSubject: =?utf-8?q?"
+        + word.encode().replace("è".encode(), b"=C3=A8")
+        + b"?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(f"{word}!".encode())
+        + b"\r\n",
+    )
+    imap = node.imap()
+    imap.select("INBOX", readonly=True)
+    for key in ("SUBJECT", "BODY"):
+        imap.literal = word.encode()
+        typ, data = imap.search("UTF-8", key)
+        assert typ == "OK" and len(data[0].split()) == 1, (key, data)
+    imap.logout()

@@ -116,3 +116,24 @@ def test_any_line_gets_ok_or_err(
     out = s.receive(line.encode("utf-8", "surrogateescape") + b"\r\n")
     assert out.startswith((b"+OK", b"-ERR")), (line, out)
     s.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    login=st.booleans(),
+    chunks=st.lists(
+        st.binary(max_size=40) | st.sampled_from([b"\r\n", b"AUTH PLAIN\r\n", b"TOP 1 ", b"."]),
+        max_size=10,
+    ),
+)
+def test_random_bytes_never_raise_and_every_reply_is_well_formed(
+    shared: tuple[MailStore, Authenticator], login: bool, chunks: list[bytes]
+) -> None:
+    s = logged_in(*shared) if login else Pop3Session(*shared, "h")
+    try:
+        for chunk in chunks:
+            out = s.receive(chunk)
+            assert not out or out.startswith((b"+OK", b"-ERR", b"+ ")), out
+    finally:
+        s.close()
+    assert shared[0].sessions == {} and shared[0].pop3_locked == set()

@@ -3,6 +3,7 @@ and the change feed other sessions listen to."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,24 @@ def test_change_feed_reports_append_flags_and_expunge(tmp_path: Path) -> None:
     user.unwatch("INBOX", watcher)
     user.append("INBOX", b"y\r\n", frozenset(), None)
     assert len(watcher.changes) == 3
+
+
+def test_an_index_from_before_condstore_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / INDEX_FILE)
+    db.executescript(
+        "CREATE TABLE mailbox (name TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL,"
+        " uidnext INTEGER NOT NULL, recent_uid INTEGER NOT NULL DEFAULT 0, special_use TEXT);"
+        "CREATE TABLE message (mailbox TEXT NOT NULL, uid INTEGER NOT NULL, path TEXT NOT NULL,"
+        " size INTEGER NOT NULL, internaldate REAL NOT NULL, flags TEXT NOT NULL DEFAULT '',"
+        " PRIMARY KEY (mailbox, uid)) WITHOUT ROWID;"
+        "INSERT INTO mailbox VALUES ('INBOX', 1234, 2, 0, NULL);"
+    )
+    db.commit()
+    db.close()
+    user = UserMail(tmp_path)
+    info = user.mailbox("INBOX")
+    assert info is not None and info.uidvalidity == 1234 and info.highestmodseq == 1
+    uid = user.append("INBOX", b"Subject: up\r\n\r\n", frozenset(), None)
+    assert uid == 2
+    modseq = user.set_flags("INBOX", {uid: frozenset({"\\Seen"})})
+    assert user.messages("INBOX")[0].modseq == modseq > 2

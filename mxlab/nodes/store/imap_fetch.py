@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mxlab.nodes.store.imap_mime import bodystructure, envelope, parse, section
@@ -27,13 +28,15 @@ _SIMPLE = {
     "RFC822",
     "RFC822.HEADER",
     "RFC822.TEXT",
+    "MODSEQ",
 }
 _MACROS = {
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
-_NO_CONTENT = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"}
+_NO_CONTENT = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
+CACHED = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}  # kept in the index once rendered
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,17 @@ def parse_items(token: Token) -> list[FetchItem]:
     return items
 
 
+def describe(raw: bytes) -> dict[str, bytes]:
+    """The CACHED items of a message, rendered once when it is stored, so that even
+    the first ``FETCH 1:* ALL`` of a big mailbox reads no message file."""
+    tree = parse(raw)
+    return {
+        "ENVELOPE": envelope(tree),
+        "BODY": bodystructure(tree, extended=False),
+        "BODYSTRUCTURE": bodystructure(tree, extended=True),
+    }
+
+
 def _partial(data: bytes, item: FetchItem) -> bytes:
     """<origin.count> (§6.4.5): a slice, empty when the origin is past the end."""
     if item.origin is None:
@@ -130,13 +144,26 @@ def _partial(data: bytes, item: FetchItem) -> bytes:
     return data[item.origin : item.origin + (item.count or 0)]
 
 
-def render(seq: int, info: MessageInfo, items: list[FetchItem], raw: bytes) -> bytes:
-    """``* seq FETCH (...)``; ``raw`` is the message, or b"" when no item needs it
-    (the caller reads the file only then); it is parsed only for structure items."""
+def render(
+    seq: int,
+    info: MessageInfo,
+    items: list[FetchItem],
+    load: Callable[[], bytes],
+    known: dict[str, bytes] | None = None,
+) -> bytes:
+    """``* seq FETCH (...)``. ``load`` reads the message, called only when an item
+    needs it; ``known`` holds the cached ENVELOPE/BODY/BODYSTRUCTURE values and gets
+    the ones computed here added, for the caller to keep."""
     parts: list[bytes] = []
     tree = None
+    raw = b""
     for item in items:
         name = item.name
+        if known is not None and name in known:
+            parts.append(item.head + known[name])
+            continue
+        if item.needs_content and not raw:
+            raw = load()
         if name == "FLAGS":
             value = flag_list(info.flags)
         elif name == "UID":
@@ -145,6 +172,8 @@ def render(seq: int, info: MessageInfo, items: list[FetchItem], raw: bytes) -> b
             value = internal_date(info.internaldate)
         elif name == "RFC822.SIZE":
             value = b"%d" % info.size
+        elif name == "MODSEQ":
+            value = b"(%d)" % info.modseq  # RFC 7162 §3.1.4.1
         elif name == "RFC822" or (name == "SECTION" and not item.path and not item.spec):
             value = literal(_partial(raw, item))  # the common BODY.PEEK[]: no MIME parse
         else:
@@ -160,5 +189,7 @@ def render(seq: int, info: MessageInfo, items: list[FetchItem], raw: bytes) -> b
             else:
                 data = section(tree, list(item.path), item.spec, list(item.fields))
                 value = literal(_partial(data, item))
+            if known is not None and name in CACHED:
+                known[name] = value
         parts.append(item.head + value)
     return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

@@ -91,6 +91,10 @@ class CommandReader:
             if self.discarding:
                 self.discarding = False
                 continue
+            if len(line) > self.max_line:  # the line arrived whole, CRLF and all
+                events.append(Refused(tag_of(bytes(self.current or line)), "line too long"))
+                self.current.clear()
+                continue
             if len(self.current) + len(line) > self.max_line + self.max_literal:
                 events.append(Refused(tag_of(bytes(self.current or line)), "command too long"))
                 self.current.clear()

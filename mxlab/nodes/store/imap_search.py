@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.header import decode_header, make_header
+from email.policy import compat32
 from email.utils import parsedate_to_datetime
 
 from mxlab.nodes.store.imap_mime import Part, parse, raw_fields
@@ -28,12 +30,32 @@ class Candidate:
     recent: bool
     load: Callable[[MessageInfo], bytes]  # read only when a criterion needs the text
     _part: Part | None = field(default=None, repr=False)
+    _text: str | None = field(default=None, repr=False)
 
     @property
     def part(self) -> Part:
         if self._part is None:
             self._part = parse(self.load(self.info))
         return self._part
+
+    @property
+    def decoded_text(self) -> str:
+        """The text parts with transfer encoding and charset undone (RFC 2045 §6),
+        lower-cased: what a user means by a word "in the body"."""
+        if self._text is None:
+            texts = []
+            for leaf in message_from_bytes(self.part.raw, policy=compat32).walk():
+                if leaf.is_multipart() or leaf.get_content_maintype() != "text":
+                    continue
+                payload = leaf.get_payload(decode=True)
+                if not isinstance(payload, bytes):
+                    continue
+                try:
+                    texts.append(payload.decode(leaf.get_content_charset() or "ascii", "replace"))
+                except LookupError:  # an unknown charset: the bytes as Latin-1
+                    texts.append(payload.decode("latin-1"))
+            self._text = "\n".join(texts).lower()
+        return self._text
 
 
 Predicate = Callable[[Candidate], bool]
@@ -62,6 +84,10 @@ def _header_has(c: Candidate, name: str, needle: bytes) -> bool:
         if needle.decode("utf-8", "replace").lower() in text.lower():
             return True
     return False
+
+
+def _decoded_has(c: Candidate, needle: bytes) -> bool:
+    return needle.decode("utf-8", "replace").lower() in c.decoded_text
 
 
 def _sent_date(c: Candidate) -> datetime | None:
@@ -104,6 +130,7 @@ class SearchParser:
         self.pos = 0
         self.largest_seq = largest_seq
         self.largest_uid = largest_uid
+        self.modseq = False  # a MODSEQ criterion was used (RFC 7162 §3.1.5)
 
     def parse(self) -> Predicate:
         if self._peek_atom() == "CHARSET":
@@ -146,6 +173,7 @@ class SearchParser:
             preds = []
             while sub.pos < len(token):
                 preds.append(sub._key())
+            self.modseq |= sub.modseq
             if not preds:
                 raise ParseError("empty search list")
             return lambda c: all(p(c) for p in preds)
@@ -175,10 +203,14 @@ class SearchParser:
             return lambda c: _header_has(c, name, needle)
         if key == "BODY":
             needle = self._arg()
-            return lambda c: _contains(c.part.body, needle)
+            return lambda c: _contains(c.part.body, needle) or _decoded_has(c, needle)
         if key == "TEXT":
             needle = self._arg()
-            return lambda c: _contains(c.part.raw, needle)
+            return lambda c: (
+                _contains(c.part.raw, needle)
+                or _decoded_has(c, needle)
+                or any(_header_has(c, name, needle) for name, _ in raw_fields(c.part.header))
+            )
         if key in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
             return self._date_key(key)
         if key == "LARGER":
@@ -187,6 +219,8 @@ class SearchParser:
         if key == "SMALLER":
             n = self._number()
             return lambda c: c.info.size < n
+        if key == "MODSEQ":
+            return self._modseq_key()
         if key == "UID":
             ranges = parse_sequence_set(as_text(self._next()), self.largest_uid)
             return lambda c: _in(ranges, c.info.uid)
@@ -198,6 +232,20 @@ class SearchParser:
             return lambda c: left(c) or right(c)
         ranges = parse_sequence_set(token, self.largest_seq)
         return lambda c: _in(ranges, c.seq)
+
+    def _modseq_key(self) -> Predicate:
+        """RFC 7162 §3.1.5: MODSEQ [entry-name entry-type] n; we keep one mod-sequence
+        per message, so the entry (a flag's) is parsed and then ignored."""
+        args = [as_text(self._next())]
+        if not args[0].isdigit():
+            args += [as_text(self._next()), as_text(self._next())]
+            if args[1].lower() not in ("priv", "shared", "all"):
+                raise ParseError("bad MODSEQ entry type")
+        if not args[-1].isdigit():
+            raise ParseError("bad mod-sequence")
+        floor = int(args[-1])
+        self.modseq = True
+        return lambda c: c.info.modseq >= floor
 
     def _date_key(self, key: str) -> Predicate:
         try:

@@ -1,7 +1,8 @@
 """IMAP4rev1 (RFC 3501) server state machine, sans-IO: bytes in, bytes out.
 
 Extensions: IDLE 2177, UIDPLUS 4315, MOVE 6851, LITERAL+ 7888, NAMESPACE 2342,
-ENABLE 5161, UNSELECT 3691, ID 2971, SPECIAL-USE 6154, SASL-IR 4959, CHILDREN 3348.
+ENABLE 5161, UNSELECT 3691, ID 2971, SPECIAL-USE 6154, SASL-IR 4959, CHILDREN 3348,
+CONDSTORE 7162 (without QRESYNC).
 Changes other sessions make reach this one through ``mailbox_changed`` and are
 reported as untagged EXISTS/EXPUNGE/FETCH at the next command or at once in IDLE.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
-from mxlab.nodes.store.imap_fetch import FetchItem, parse_items, render
+from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
 from mxlab.nodes.store.imap_parser import (
     Command,
     CommandReader,
@@ -39,11 +40,12 @@ from mxlab.nodes.store.security import Security
 
 PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
-    "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE SPECIAL-USE"
+    "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
+    " SPECIAL-USE CONDSTORE"
 )
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 PRE_AUTH_LITERAL = 8 * 1024  # before login nothing needs a big literal
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
 
@@ -60,6 +62,7 @@ class ImapSession:
         *,
         security: Security | None = None,
         max_literal: int = 64 * 1024 * 1024,
+        max_line: int = 64 * 1024,
         node: str = "store",
     ) -> None:
         self.store = store
@@ -67,8 +70,9 @@ class ImapSession:
         self.hostname = hostname
         self.security = security or Security()
         self.max_literal = max_literal
+        self.max_line = max_line
         self.node = node
-        self.reader = CommandReader(max_literal=PRE_AUTH_LITERAL)
+        self.reader = CommandReader(max_line, PRE_AUTH_LITERAL)
         self.state = NOT_AUTH
         self.out: list[bytes] = []
         self.notify: Callable[[], None] | None = None
@@ -81,11 +85,19 @@ class ImapSession:
         self.view: list[MessageInfo] = []
         self.uids: list[int] = []  # the view's UIDs, ascending: seq = index + 1
         self.recent: set[int] = set()
+        self.keywords: set[str] = set()  # the selected mailbox's keywords (§7.2.6)
         self.changes: list[Change] = []
+        self.condstore = False  # RFC 7162 §3.1: MODSEQ in every flag update once enabled
+        self.counted = False  # this session holds one of its user's session slots
 
     @property
     def closed(self) -> bool:
         return self.state == LOGOUT
+
+    @property
+    def authenticated(self) -> bool:
+        """Past login: the long autologout timer applies (§5.4)."""
+        return self.state in (AUTH, SELECTED)
 
     def greeting(self) -> bytes:
         return (
@@ -123,6 +135,9 @@ class ImapSession:
     def close(self) -> None:
         self._deselect()
         self.state = LOGOUT
+        if self.counted and self.address is not None:
+            self.counted = False
+            self.store.close_session(self.address)
 
     def timeout_bye(self) -> bytes:
         self.close()
@@ -231,14 +246,15 @@ class ImapSession:
                 for uid, flags in change.flags.items():
                     i = self._index_of(uid)
                     if i is not None:
-                        self.view[i].flags = flags
-                        self._untagged(
-                            b"%d FETCH (UID %d FLAGS %s)" % (i + 1, uid, self._flags(uid, flags))
-                        )
+                        m = self.view[i]
+                        m.flags, m.modseq = flags, change.modseq
+                        self._keywords_in(flags)
+                        self.out.append(self._flag_update(i, m, with_uid=True))
         self.changes = kept
         if exists:
             new = self.mail.messages(self.selected, self.uids[-1] if self.uids else 0)
             if new:
+                self._keywords_in(frozenset().union(*(m.flags for m in new)))
                 self.view += new
                 self.uids += [m.uid for m in new]
                 if not self.readonly:
@@ -247,8 +263,29 @@ class ImapSession:
                 self._untagged(f"{len(self.view)} EXISTS")
                 self._untagged(f"{len(self.recent)} RECENT")
 
+    def _keywords_in(self, flags: frozenset[str]) -> None:
+        """§7.2.6: FLAGS lists the mailbox's keywords too; a new one means a new
+        FLAGS response, before any FETCH that shows it."""
+        new = {f for f in flags if not f.startswith("\\")} - self.keywords
+        if new:
+            self.keywords |= new
+            self._untagged(self._flags_response())
+
+    def _flags_response(self) -> str:
+        return f"FLAGS ({' '.join([*SYSTEM_FLAGS.values(), *sorted(self.keywords)])})"
+
     def _flags(self, uid: int, flags: frozenset[str]) -> bytes:
         return flag_list(flags | {"\\Recent"} if uid in self.recent else flags)
+
+    def _flag_update(self, i: int, m: MessageInfo, with_uid: bool, flags: bool = True) -> bytes:
+        """``* n FETCH (UID u FLAGS (...) MODSEQ (m))``: MODSEQ once CONDSTORE is on
+        (RFC 7162 §3.2)."""
+        parts = [b"UID %d" % m.uid] if with_uid else []
+        if flags:
+            parts.append(b"FLAGS " + self._flags(m.uid, m.flags))
+        if self.condstore:
+            parts.append(b"MODSEQ (%d)" % m.modseq)
+        return b"* %d FETCH (" % (i + 1) + b" ".join(parts) + b")\r\n"
 
     def _index_of(self, uid: int) -> int | None:
         i = bisect_left(self.uids, uid)
@@ -275,6 +312,7 @@ class ImapSession:
         self.selected = None
         self.view, self.uids, self.changes = [], [], []
         self.recent = set()
+        self.keywords = set()
         if self.state == SELECTED:
             self.state = AUTH
 
@@ -307,7 +345,7 @@ class ImapSession:
         if not self.security.can_starttls:
             return f"{tag} BAD STARTTLS not available"
         self.security.request_tls()
-        self.reader = CommandReader(max_literal=PRE_AUTH_LITERAL)
+        self.reader = CommandReader(self.max_line, PRE_AUTH_LITERAL)
         return f"{tag} OK Begin TLS negotiation now"
 
     def _noop(self, tag: str, args: list[Token], uid: bool) -> str:
@@ -355,6 +393,9 @@ class ImapSession:
         emit(self.node, "imap_login", user=address, ok=address is not None)
         if address is None:
             return f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+        if not self.store.open_session(address):  # RFC 5530 LIMIT
+            return f"{tag} NO [LIMIT] too many sessions for this user"
+        self.counted = True
         self.address = address
         self.mail = self.store.user(address)
         self.state = AUTH
@@ -365,6 +406,13 @@ class ImapSession:
 
     def _select(self, tag: str, args: list[Token], uid: bool, readonly: bool = False) -> str:
         name = canonical_mailbox(as_text(args[0]))
+        if len(args) > 1:  # RFC 4466 §2.1 select parameters; we know one
+            params = args[1]
+            if len(args) > 2 or not isinstance(params, list):
+                raise ParseError("bad SELECT parameters")
+            if [as_text(p).upper() for p in params] != ["CONDSTORE"]:
+                raise ParseError("unknown SELECT parameter")
+            self.condstore = True  # RFC 7162 §3.1.8
         mail = self._user()
         self._deselect()
         info = mail.mailbox(name)
@@ -377,7 +425,9 @@ class ImapSession:
         if not readonly and self.view:
             mail.mark_recent_seen(name, self.view[-1].uid)
         mail.watch(name, self)
-        self._untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)")
+        distinct = {m.flags for m in self.view}
+        self.keywords = {f for flags in distinct for f in flags if not f.startswith("\\")}
+        self._untagged(self._flags_response())
         self._untagged(f"{len(self.view)} EXISTS")
         self._untagged(f"{len(self.recent)} RECENT")
         unseen = next((i for i, m in enumerate(self.view, 1) if "\\Seen" not in m.flags), None)
@@ -385,6 +435,7 @@ class ImapSession:
             self._untagged(f"OK [UNSEEN {unseen}] first unseen")
         self._untagged(f"OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {info.uidnext}] predicted next UID")
+        self._untagged(f"OK [HIGHESTMODSEQ {info.highestmodseq}] modseqs persist")  # §3.1.2.1
         permanent = "" if readonly else "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
         self._untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
         mode = "READ-ONLY" if readonly else "READ-WRITE"
@@ -504,6 +555,7 @@ class ImapSession:
             return f"{tag} NO [NONEXISTENT] no such mailbox"
         total, unseen, recent = mail.index.counts(name, info.recent_uid)
         values = {
+            "HIGHESTMODSEQ": info.highestmodseq,  # RFC 7162 §3.1.3
             "MESSAGES": total,
             "RECENT": recent,
             "UIDNEXT": info.uidnext,
@@ -515,6 +567,7 @@ class ImapSession:
             key = as_text(item).upper()
             if key not in values:
                 raise ParseError(f"unknown STATUS item {key[:20]}")
+            self.condstore |= key == "HIGHESTMODSEQ"
             items.append(f"{key} {values[key]}")
         self._untagged(b"STATUS " + string(name) + f" ({' '.join(items)})".encode())
         return f"{tag} OK STATUS completed"
@@ -546,7 +599,12 @@ class ImapSession:
         return f"{tag} OK NAMESPACE completed"
 
     def _enable(self, tag: str, args: list[Token], uid: bool) -> str:
-        self._untagged("ENABLED")  # RFC 5161 §3.1: nothing we offer needs enabling
+        """RFC 5161 §3.1: list what got enabled; unknown names are ignored."""
+        if not args:
+            raise ParseError("ENABLE needs a capability")
+        enabled = [as_text(a).upper() for a in args if as_text(a).upper() == "CONDSTORE"]
+        self.condstore |= bool(enabled)
+        self._untagged(" ".join(["ENABLED", *enabled[:1]]))
         return f"{tag} OK ENABLE completed"
 
     def _idle(self, tag: str, args: list[Token], uid: bool) -> None:
@@ -598,6 +656,7 @@ class ImapSession:
         parser = SearchParser(args, len(self.view), self.uids[-1] if self.uids else 0)
         matches = parser.parse()
         found = []
+        highest = 0
         for i, m in enumerate(self.view):
             candidate = Candidate(i + 1, m, m.uid in self.recent, self._read)
             try:
@@ -606,36 +665,80 @@ class ImapSession:
                 continue  # expunged by another session, not yet reported here
             if hit:
                 found.append(m.uid if uid else i + 1)
-        self._untagged(" ".join(["SEARCH", *map(str, found)]))
+                highest = max(highest, m.modseq)
+        result = " ".join(["SEARCH", *map(str, found)])
+        if parser.modseq:  # RFC 7162 §3.1.5: SEARCH MODSEQ enables CONDSTORE
+            self.condstore = True
+            if found:
+                result += f" (MODSEQ {highest})"
+        self._untagged(result)
         return f"{tag} OK SEARCH completed"
 
+    def _modifier(self, token: Token, name: str) -> int:
+        """``(CHANGEDSINCE n)`` / ``(UNCHANGEDSINCE n)`` (RFC 7162 §3.1.3, §3.1.4);
+        using either enables CONDSTORE."""
+        if not isinstance(token, list) or len(token) != 2 or as_text(token[0]).upper() != name:
+            raise ParseError(f"expected ({name} mod-sequence)")
+        value = as_text(token[1])
+        if not value.isdigit():
+            raise ParseError("bad mod-sequence")
+        self.condstore = True
+        return int(value)
+
     def _fetch(self, tag: str, args: list[Token], uid: bool) -> str:
-        if len(args) != 2:
+        if len(args) not in (2, 3):
             raise ParseError("FETCH needs a set and items")
         items = parse_items(args[1])
-        if uid and not any(i.name == "UID" for i in items):
+        since = self._modifier(args[2], "CHANGEDSINCE") if len(args) == 3 else None
+        names = {i.name for i in items}
+        if uid and "UID" not in names:
             items.insert(0, FetchItem("UID", label="UID"))  # §6.4.8
-        marks_seen = not self.readonly and any(i.sets_seen for i in items)
-        has_flags = any(i.name == "FLAGS" for i in items)
-        needs_content = any(i.needs_content for i in items)
+        if "MODSEQ" in names:
+            self.condstore = True  # RFC 7162 §3.1: a CONDSTORE enabling command
+        elif since is not None:
+            items.append(FetchItem("MODSEQ", label="MODSEQ"))  # RFC 7162 §3.1.4.1
+        indexes = self._resolve(args[0], uid)
+        if since is not None:
+            indexes = [i for i in indexes if self.view[i].modseq > since]
+        assert self.selected is not None
+        mail = self._user()
+        # §6.4.5: reading the text sets \Seen; stored first, so the reply can show it
         seen: dict[int, frozenset[str]] = {}
-        for i in self._resolve(args[0], uid):
+        if not self.readonly and any(i.sets_seen for i in items):
+            for i in indexes:
+                m = self.view[i]
+                if "\\Seen" not in m.flags:
+                    seen[m.uid] = m.flags | {"\\Seen"}
+            modseq = mail.set_flags(self.selected, seen, origin=self)
+            for i in indexes:
+                m = self.view[i]
+                if m.uid in seen:
+                    m.flags, m.modseq = seen[m.uid], modseq
+        with_flags = items
+        if "FLAGS" not in names:  # §6.4.5: report the flag change it caused
+            with_flags = [*items, FetchItem("FLAGS", label="FLAGS")]
+        if self.condstore and "MODSEQ" not in names and since is None:
+            with_flags.append(FetchItem("MODSEQ", label="MODSEQ"))
+        cached = [i.name for i in items if i.name in CACHED]
+        cache: dict[tuple[int, str], bytes] = {}
+        if cached and indexes:
+            lo, hi = self.view[indexes[0]].uid, self.view[indexes[-1]].uid
+            cache = mail.index.cached(self.selected, lo, hi)
+        fresh: dict[tuple[int, str], bytes] = {}
+        for i in indexes:
             m = self.view[i]
-            these = items
-            if marks_seen and "\\Seen" not in m.flags:
-                m.flags = m.flags | {"\\Seen"}
-                seen[m.uid] = m.flags
-                if not has_flags:  # §6.4.5: report the flag change it caused
-                    these = [*items, FetchItem("FLAGS", label="FLAGS")]
+            known = {n: cache[m.uid, n] for n in cached if (m.uid, n) in cache}
+            have = len(known)
             shown = m if m.uid not in self.recent else _with_recent(m)
+            these = with_flags if m.uid in seen else items
             try:
-                raw = self._read(m) if needs_content else b""
-                self.out.append(render(i + 1, shown, these, raw))
+                self.out.append(render(i + 1, shown, these, lambda m=m: self._read(m), known))
             except FileNotFoundError:
                 continue
-        if seen:
-            assert self.selected is not None
-            self._user().set_flags(self.selected, seen, origin=self)
+            if len(known) > have:
+                fresh.update({(m.uid, n): v for n, v in known.items() if (m.uid, n) not in cache})
+        if fresh:
+            mail.index.put_cached(self.selected, fresh)
         return f"{tag} OK {'UID ' if uid else ''}FETCH completed"
 
     def _parse_flags(self, tokens: list[Token]) -> frozenset[str]:
@@ -656,6 +759,10 @@ class ImapSession:
     def _store(self, tag: str, args: list[Token], uid: bool) -> str:
         if self.readonly:
             return f"{tag} NO [READ-ONLY] mailbox is read-only"
+        args = list(args)
+        since = None
+        if len(args) > 1 and isinstance(args[1], list):  # RFC 7162 §3.1.3
+            since = self._modifier(args.pop(1), "UNCHANGEDSINCE")
         item = as_text(args[1]).upper()
         mode, _, silent = item.partition(".")
         if mode not in ("FLAGS", "+FLAGS", "-FLAGS") or silent not in ("", "SILENT"):
@@ -663,8 +770,12 @@ class ImapSession:
         flag_tokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
         flags = self._parse_flags(flag_tokens)
         changes: dict[int, frozenset[str]] = {}
+        done, failed = [], []
         for i in self._resolve(args[0], uid):
             m = self.view[i]
+            if since is not None and m.modseq > since:
+                failed.append(m.uid if uid else i + 1)  # changed meanwhile: not stored
+                continue
             new = (
                 flags
                 if mode == "FLAGS"
@@ -673,15 +784,20 @@ class ImapSession:
                 else m.flags - flags
             )
             if new != m.flags:
-                m.flags = new
                 changes[m.uid] = new
-            if not silent:
-                prefix = f"UID {m.uid} " if uid else ""
-                self._untagged(
-                    f"{i + 1} FETCH ({prefix}FLAGS ".encode() + self._flags(m.uid, m.flags) + b")"
-                )
+            done.append(i)
         assert self.selected is not None
-        self._user().set_flags(self.selected, changes, origin=self)
+        modseq = self._user().set_flags(self.selected, changes, origin=self)
+        self._keywords_in(frozenset().union(*changes.values()))
+        for i in done:
+            m = self.view[i]
+            if m.uid in changes:
+                m.flags, m.modseq = changes[m.uid], modseq
+            # RFC 7162 §3.2: with CONDSTORE the new MODSEQ is sent even for .SILENT
+            if not silent or (self.condstore and m.uid in changes):
+                self.out.append(self._flag_update(i, m, with_uid=uid, flags=not silent))
+        if failed:
+            return f"{tag} OK [MODIFIED {format_uid_set(failed)}] conditional STORE failed"
         return f"{tag} OK {'UID ' if uid else ''}STORE completed"
 
     def _copy(self, tag: str, args: list[Token], uid: bool, move: bool = False) -> str:
@@ -694,11 +810,15 @@ class ImapSession:
         if info is None:
             return f"{tag} NO [TRYCREATE] no such mailbox"
         indexes = self._resolve(args[0], uid)
-        src, dst = [], []
         assert self.selected is not None
-        for i in indexes:
-            m = self.view[i]
-            data = mail.read(self.selected, m.path)
+        try:  # §6.4.7: all or nothing, so read every message before writing one
+            messages = [
+                (self.view[i], mail.read(self.selected, self.view[i].path)) for i in indexes
+            ]
+        except FileNotFoundError:
+            return f"{tag} NO [EXPUNGEISSUED] some of the messages were expunged"  # RFC 5530
+        src, dst = [], []
+        for m, data in messages:
             dst.append(mail.append(target, data, m.flags, m.internaldate))
             src.append(m.uid)
         code = (
@@ -718,7 +838,7 @@ class ImapSession:
 
 
 def _with_recent(m: MessageInfo) -> MessageInfo:
-    return MessageInfo(m.uid, m.path, m.size, m.internaldate, m.flags | {"\\Recent"})
+    return MessageInfo(m.uid, m.path, m.size, m.internaldate, m.flags | {"\\Recent"}, m.modseq)
 
 
 _ANY = (NOT_AUTH, AUTH, SELECTED)

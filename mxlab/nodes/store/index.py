@@ -1,9 +1,11 @@
-"""The per-user index (SQLite): mailboxes with UIDVALIDITY/UIDNEXT, and per message
-its UID, file, size, internal date and flags — so SELECT and FETCH read rows, not
-every file, and UIDs survive restarts (RFC 3501 §2.3.1.1)."""
+"""The per-user index (SQLite): mailboxes with UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ, and
+per message its UID, file, size, internal date, flags and mod-sequence, plus a cache
+of the rendered ENVELOPE/BODY/BODYSTRUCTURE — so SELECT and FETCH read rows, not
+every file, and UIDs survive restarts (RFC 3501 §2.3.1.1, RFC 7162 §3.1)."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ CREATE TABLE IF NOT EXISTS mailbox (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
     recent_uid INTEGER NOT NULL DEFAULT 0,
-    special_use TEXT
+    special_use TEXT,
+    highestmodseq INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS subscription (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS message (
@@ -26,9 +29,23 @@ CREATE TABLE IF NOT EXISTS message (
     size INTEGER NOT NULL,
     internaldate REAL NOT NULL,
     flags TEXT NOT NULL DEFAULT '',
+    modseq INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (mailbox, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache (
+    mailbox TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    item TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (mailbox, uid, item)
+) WITHOUT ROWID;
 """
+# columns added after the first release: (table, column, definition)
+_ADDED = [
+    ("mailbox", "highestmodseq", "INTEGER NOT NULL DEFAULT 1"),
+    ("message", "modseq", "INTEGER NOT NULL DEFAULT 1"),
+]
+_MAILBOX_COLUMNS = "name, uidvalidity, uidnext, recent_uid, special_use, highestmodseq"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +55,7 @@ class MailboxInfo:
     uidnext: int
     recent_uid: int  # UIDs above this are \\Recent for the next session that selects
     special_use: str | None
+    highestmodseq: int  # RFC 7162 §3.1.1
 
 
 @dataclass(slots=True)
@@ -47,10 +65,17 @@ class MessageInfo:
     size: int  # octets of the stored (CRLF) form, RFC822.SIZE
     internaldate: float
     flags: frozenset[str]
+    modseq: int = 1  # RFC 7162 §3.1: raised by every flag change
 
 
 def _flags_text(flags: frozenset[str] | set[str]) -> str:
     return " ".join(sorted(flags))
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_set(text: str) -> frozenset[str]:
+    """A mailbox holds few distinct flag sets: SELECT of 10,000 rows builds a handful."""
+    return frozenset(text.split())
 
 
 class Index:
@@ -63,6 +88,10 @@ class Index:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        for table, column, definition in _ADDED:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self.db.commit()
 
     def close(self) -> None:
@@ -79,15 +108,13 @@ class Index:
 
     def mailbox(self, name: str) -> MailboxInfo | None:
         row = self.db.execute(
-            "SELECT name, uidvalidity, uidnext, recent_uid, special_use FROM mailbox WHERE name=?",
-            (name,),
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailbox WHERE name=?", (name,)
         ).fetchone()
         return MailboxInfo(*row) if row else None
 
     def mailboxes(self) -> list[MailboxInfo]:
         rows = self.db.execute(
-            "SELECT name, uidvalidity, uidnext, recent_uid, special_use FROM mailbox"
-            " ORDER BY name != 'INBOX', name"
+            f"SELECT {_MAILBOX_COLUMNS} FROM mailbox ORDER BY name != 'INBOX', name"
         ).fetchall()
         return [MailboxInfo(*r) for r in rows]
 
@@ -99,6 +126,7 @@ class Index:
         self.db.commit()
 
     def delete_mailbox(self, name: str) -> None:
+        self.db.execute("DELETE FROM cache WHERE mailbox=?", (name,))
         self.db.execute("DELETE FROM message WHERE mailbox=?", (name,))
         self.db.execute("DELETE FROM mailbox WHERE name=?", (name,))
         self.db.commit()
@@ -107,6 +135,7 @@ class Index:
         """RFC 3501 §6.3.5: UIDVALIDITY may stay, since UIDs move with the mailbox."""
         self.db.execute("UPDATE mailbox SET name=? WHERE name=?", (new, old))
         self.db.execute("UPDATE message SET mailbox=? WHERE mailbox=?", (new, old))
+        self.db.execute("UPDATE cache SET mailbox=? WHERE mailbox=?", (new, old))
         self.db.commit()
 
     def mark_recent_seen(self, name: str, uid: int) -> None:
@@ -131,15 +160,17 @@ class Index:
         self, mailbox: str, items: list[tuple[str, int, float, frozenset[str]]]
     ) -> list[int]:
         """Index new files (path, size, internaldate, flags); return their new UIDs,
-        allocated from UIDNEXT in one transaction."""
+        allocated from UIDNEXT in one transaction, all with one new mod-sequence."""
         (uidnext,) = self.db.execute(
             "SELECT uidnext FROM mailbox WHERE name=?", (mailbox,)
         ).fetchone()
+        modseq = self._next_modseq(mailbox)
         uids = list(range(uidnext, uidnext + len(items)))
         self.db.executemany(
-            "INSERT INTO message VALUES (?,?,?,?,?,?)",
+            "INSERT INTO message (mailbox, uid, path, size, internaldate, flags, modseq)"
+            " VALUES (?,?,?,?,?,?,?)",
             [
-                (mailbox, uid, path, size, date, _flags_text(flags))
+                (mailbox, uid, path, size, date, _flags_text(flags), modseq)
                 for uid, (path, size, date, flags) in zip(uids, items, strict=True)
             ],
         )
@@ -149,30 +180,44 @@ class Index:
         self.db.commit()
         return uids
 
+    def _next_modseq(self, mailbox: str) -> int:
+        """RFC 7162 §3.1: a new, higher mod-sequence for the change being made (the
+        caller commits)."""
+        (modseq,) = self.db.execute(
+            "UPDATE mailbox SET highestmodseq=highestmodseq+1 WHERE name=? RETURNING highestmodseq",
+            (mailbox,),
+        ).fetchone()
+        return int(modseq)
+
     def messages(self, mailbox: str, after_uid: int = 0) -> list[MessageInfo]:
         """The messages in UID order; ``after_uid`` fetches only the newer ones, which
         is all a session needs when told of new mail."""
         rows = self.db.execute(
-            "SELECT uid, path, size, internaldate, flags FROM message"
+            "SELECT uid, path, size, internaldate, flags, modseq FROM message"
             " WHERE mailbox=? AND uid>? ORDER BY uid",
             (mailbox, after_uid),
         )
         return [
-            MessageInfo(uid, path, size, date, frozenset(flags.split()))
-            for uid, path, size, date, flags in rows
+            MessageInfo(uid, path, size, date, _flag_set(flags), modseq)
+            for uid, path, size, date, flags, modseq in rows
         ]
 
-    def set_flags(self, mailbox: str, changes: list[tuple[int, frozenset[str]]]) -> None:
+    def set_flags(self, mailbox: str, changes: list[tuple[int, frozenset[str]]]) -> int:
+        """Store new flags; return the one mod-sequence they all got."""
+        modseq = self._next_modseq(mailbox)
         self.db.executemany(
-            "UPDATE message SET flags=? WHERE mailbox=? AND uid=?",
-            [(_flags_text(flags), mailbox, uid) for uid, flags in changes],
+            "UPDATE message SET flags=?, modseq=? WHERE mailbox=? AND uid=?",
+            [(_flags_text(flags), modseq, mailbox, uid) for uid, flags in changes],
         )
         self.db.commit()
+        return modseq
 
     def remove_messages(self, mailbox: str, uids: list[int]) -> None:
-        self.db.executemany(
-            "DELETE FROM message WHERE mailbox=? AND uid=?", [(mailbox, u) for u in uids]
-        )
+        """Expunge rows; HIGHESTMODSEQ rises too, so a client comparing it notices."""
+        keys = [(mailbox, u) for u in uids]
+        self.db.executemany("DELETE FROM message WHERE mailbox=? AND uid=?", keys)
+        self.db.executemany("DELETE FROM cache WHERE mailbox=? AND uid=?", keys)
+        self._next_modseq(mailbox)
         self.db.commit()
 
     def counts(self, mailbox: str, recent_uid: int) -> tuple[int, int, int]:
@@ -183,3 +228,22 @@ class Index:
             (recent_uid, mailbox),
         ).fetchone()
         return total, unseen, recent
+
+    # -- FETCH cache -----------------------------------------------------------------
+
+    def cached(self, mailbox: str, lo: int, hi: int) -> dict[tuple[int, str], bytes]:
+        """Rendered ENVELOPE/BODY/BODYSTRUCTURE of UIDs lo..hi, keyed (uid, item):
+        one range query, so FETCH 1:* ALL reads no message file (the issue's
+        "cached envelope data")."""
+        rows = self.db.execute(
+            "SELECT uid, item, value FROM cache WHERE mailbox=? AND uid BETWEEN ? AND ?",
+            (mailbox, lo, hi),
+        )
+        return {(uid, item): value for uid, item, value in rows}
+
+    def put_cached(self, mailbox: str, values: dict[tuple[int, str], bytes]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?)",
+            [(mailbox, uid, item, value) for (uid, item), value in values.items()],
+        )
+        self.db.commit()

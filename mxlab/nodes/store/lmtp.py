@@ -126,7 +126,7 @@ class DeliveryHandler:
         except OSError as exc:
             emit(self.config.node, "error", error=f"delivery to {rcpt} failed: {exc}")
             return f"451 4.3.0 <{rcpt}> cannot store the message now"
-        uid = user.add_written(INBOX, path, len(data))
+        uid = user.add_written(INBOX, path, len(data), data=data)
         emit(
             self.config.node,
             "delivered",

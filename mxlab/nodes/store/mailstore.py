@@ -5,17 +5,20 @@ and of IDLE wake-ups, pushed, never polled."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mxlab.nodes.store.imap_fetch import describe
 from mxlab.nodes.store.index import Index, MailboxInfo, MessageInfo
 from mxlab.nodes.store.maildir import INBOX, Maildir
 
 # RFC 6154 §2: the folders every user gets, with their SPECIAL-USE attribute
 SPECIAL_FOLDERS = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
 INDEX_FILE = "mxlab-index.sqlite"
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,17 @@ class Change:
     uids: tuple[int, ...]
     flags: dict[int, frozenset[str]] = field(default_factory=dict)
     origin: object = None  # the session that made it, which reports it itself
+    modseq: int = 0  # the mod-sequence a flag change got (RFC 7162 §3.2)
 
 
 class Watcher(Protocol):
     def mailbox_changed(self, change: Change) -> None: ...
+
+
+def crlf(data: bytes) -> bytes:
+    """RFC 5322 §2.3 line ends: a bare LF from a careless client becomes CRLF, so the
+    stored form is the one IMAP sizes and POP3 byte-stuffing assume."""
+    return _BARE_LF.sub(b"\r\n", data) if b"\n" in data else data
 
 
 def canonical_mailbox(name: str) -> str:
@@ -127,25 +137,37 @@ class UserMail:
         size: int,
         flags: frozenset[str] = frozenset(),
         date: float | None = None,
+        data: bytes | None = None,
     ) -> int:
-        """Index a file already written by ``maildir.deliver`` and tell the watchers."""
+        """Index a file already written by ``maildir.deliver`` and tell the watchers;
+        with its ``data``, also cache what FETCH ENVELOPE/BODYSTRUCTURE will show."""
         mailbox = canonical_mailbox(mailbox)
         (uid,) = self.index.add_messages(mailbox, [(path, size, date or time.time(), flags)])
+        if data is not None:
+            try:
+                items = describe(data)
+            except Exception:  # a cache miss later, never a failed delivery
+                items = {}
+            self.index.put_cached(mailbox, {(uid, name): v for name, v in items.items()})
         self._announce(mailbox, Change("exists", (uid,)))
         return uid
 
     def append(self, mailbox: str, data: bytes, flags: frozenset[str], date: float | None) -> int:
         """APPEND / COPY: write durably (blocking fsync, small for a lab) and index."""
         mailbox = canonical_mailbox(mailbox)
+        data = crlf(data)
         path = self.maildir.deliver(mailbox, data, mtime=date)
-        return self.add_written(mailbox, path, len(data), flags, date)
+        return self.add_written(mailbox, path, len(data), flags, date, data)
 
     def set_flags(
         self, mailbox: str, changes: dict[int, frozenset[str]], origin: object = None
-    ) -> None:
-        if changes:
-            self.index.set_flags(mailbox, list(changes.items()))
-            self._announce(mailbox, Change("flags", tuple(changes), changes, origin))
+    ) -> int:
+        """Store flag changes; return their mod-sequence (0 when nothing changed)."""
+        if not changes:
+            return 0
+        modseq = self.index.set_flags(mailbox, list(changes.items()))
+        self._announce(mailbox, Change("flags", tuple(changes), changes, origin, modseq))
+        return modseq
 
     def expunge(self, mailbox: str, messages: list[MessageInfo], origin: object = None) -> None:
         """Remove messages: index rows first, so a crash between leaves an orphan file
@@ -166,12 +188,31 @@ class UserMail:
 
 class MailStore:
     """Every user's mail under ``<state_dir>/mail/<address>/``, opened on first use,
-    plus the POP3 maildrop locks (RFC 1939 §8) shared by all sessions."""
+    plus the POP3 maildrop locks (RFC 1939 §8) and the count of logged-in sessions
+    per user, shared by all sessions."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_user_sessions: int = 20) -> None:
         self.root = root
         self.users: dict[str, UserMail] = {}
         self.pop3_locked: set[str] = set()
+        self.max_user_sessions = max_user_sessions
+        self.sessions: dict[str, int] = {}
+
+    def open_session(self, address: str) -> bool:
+        """Count a login; False when the user already has the most sessions allowed
+        (a runaway client must not take the store from everyone else)."""
+        count = self.sessions.get(address, 0)
+        if count >= self.max_user_sessions:
+            return False
+        self.sessions[address] = count + 1
+        return True
+
+    def close_session(self, address: str) -> None:
+        count = self.sessions.get(address, 0) - 1
+        if count > 0:
+            self.sessions[address] = count
+        else:
+            self.sessions.pop(address, None)
 
     def user(self, address: str) -> UserMail:
         address = address.lower()

@@ -84,6 +84,11 @@ class Pop3Session:
     def greeting(self) -> bytes:
         return _ok(f"{self.hostname} mxlab POP3 ready")
 
+    @property
+    def authenticated(self) -> bool:
+        """In TRANSACTION state: the long autologout timer applies (§3)."""
+        return self.address is not None
+
     def receive(self, data: bytes) -> bytes:
         """Process every complete line in ``data`` (PIPELINING, RFC 2449 §6.6)."""
         self.buffer += data
@@ -111,6 +116,7 @@ class Pop3Session:
         """Connection gone: release the maildrop without entering UPDATE (§6)."""
         if self.address is not None:
             self.store.pop3_locked.discard(self.address)
+            self.store.close_session(self.address)
             self.address = None
         self.closed = True
 
@@ -209,6 +215,8 @@ class Pop3Session:
             return _err("[AUTH] invalid user name or password")
         if address in self.store.pop3_locked:  # RFC 2449 §8.1.1
             return _err("[IN-USE] maildrop already locked by another session")
+        if not self.store.open_session(address):  # RFC 3206 §4
+            return _err("[SYS/TEMP] too many sessions for this user, try later")
         self.store.pop3_locked.add(address)
         self.address = address
         self.mail = self.store.user(address)

@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from mxlab.nodes.config import StoreNodeConfig
@@ -23,14 +24,28 @@ from mxlab.nodes.store.mailstore import MailStore
 from mxlab.nodes.store.pop3 import Pop3Session
 from mxlab.nodes.store.security import Security
 
-IMAP_TIMEOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
-POP3_TIMEOUT = 10 * 60.0  # RFC 1939 §3: at least 10 minutes
 READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """What one client may take from the store, so that no client — buggy, hostile or
+    fuzzing — can starve the others."""
+
+    max_literal: int = 64 * 1024 * 1024  # an APPEND's message (the LMTP size limit)
+    max_line: int = 64 * 1024  # an IMAP command line without its literals
+    max_user_sessions: int = 20  # logged-in IMAP+POP3 sessions per user
+    login_timeout: float = 60.0  # idle before login: nobody is owed a long wait
+    imap_timeout: float = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
+    pop3_timeout: float = 10 * 60.0  # RFC 1939 §3: at least 10 minutes
 
 
 class Session(Protocol):
     closed: bool
     security: Security
+
+    @property
+    def authenticated(self) -> bool: ...
 
     def greeting(self) -> bytes: ...
     def receive(self, data: bytes) -> bytes: ...
@@ -41,11 +56,12 @@ async def run_session(
     session: Session,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    timeout: float,
+    timeouts: tuple[float, float],
     bye: Callable[[], bytes] | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Pump bytes between a socket and a sans-IO session until either side ends."""
+    """Pump bytes between a socket and a sans-IO session until either side ends;
+    ``timeouts`` are the idle limits before and after login."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out whole
@@ -53,6 +69,7 @@ async def run_session(
     try:
         writer.write(session.greeting())
         while not session.closed:
+            timeout = timeouts[1] if session.authenticated else timeouts[0]
             try:
                 data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
             except TimeoutError:
@@ -86,6 +103,7 @@ async def run_imap(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     tls: ssl.SSLContext | None = None,
+    limits: StoreLimits = StoreLimits(),
 ) -> None:
     """IMAP adds the push side: changes from other sessions wake an IDLE client."""
     wake = asyncio.Event()
@@ -101,7 +119,8 @@ async def run_imap(
 
     pusher = asyncio.create_task(push())
     try:
-        await run_session(session, reader, writer, IMAP_TIMEOUT, session.timeout_bye, tls)
+        timeouts = (limits.login_timeout, limits.imap_timeout)
+        await run_session(session, reader, writer, timeouts, session.timeout_bye, tls)
     finally:
         pusher.cancel()
         session.notify = None
@@ -135,11 +154,12 @@ def tls_context(config: StoreNodeConfig) -> ssl.SSLContext | None:
         return None
 
 
-async def serve(config: StoreNodeConfig) -> None:
+async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> None:
     """Listen for LMTP, IMAP and POP3 (and IMAPS/POP3S when configured) until cancelled."""
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+    limits = limits or StoreLimits()
     loop = asyncio.get_running_loop()
-    store = MailStore(config.state_path / "mail")
+    store = MailStore(config.state_path / "mail", limits.max_user_sessions)
     for address in config.users:
         store.user(address)  # maildir, index and special folders exist before any login
     auth = Authenticator(config)
@@ -152,16 +172,23 @@ async def serve(config: StoreNodeConfig) -> None:
     def imap_client(secure: bool) -> Callable[..., Awaitable[None]]:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = ImapSession(
-                store, auth, config.fqdn, security=security(secure), node=config.node
+                store,
+                auth,
+                config.fqdn,
+                security=security(secure),
+                max_literal=limits.max_literal,
+                max_line=limits.max_line,
+                node=config.node,
             )
-            await run_imap(session, reader, writer, tls)
+            await run_imap(session, reader, writer, tls, limits)
 
         return client
 
     def pop3_client(secure: bool) -> Callable[..., Awaitable[None]]:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = Pop3Session(store, auth, config.fqdn, security(secure), config.node)
-            await run_session(session, reader, writer, POP3_TIMEOUT, tls=tls)
+            timeouts = (limits.login_timeout, limits.pop3_timeout)
+            await run_session(session, reader, writer, timeouts, tls=tls)
 
         return client
 
