@@ -15,6 +15,8 @@ import socket
 import time
 from pathlib import Path
 
+from mxlab.nodes.durable import fsync_dir
+
 INBOX = "INBOX"
 SEPARATOR = "."  # Maildir++ hierarchy separator, also the IMAP one we announce
 _SUBDIRS = ("cur", "new", "tmp")
@@ -30,14 +32,6 @@ def check_folder_name(name: str) -> None:
     parts = name.split(SEPARATOR)
     if not name or "/" in name or "\x00" in name or any(p in ("", "..") for p in parts):
         raise BadFolderName(name)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Maildir:
@@ -96,7 +90,7 @@ class Maildir:
             os.utime(tmp, (mtime, mtime))
         final = base / "new" / unique
         os.rename(tmp, final)
-        _fsync_dir(base / "new")
+        fsync_dir(base / "new")
         return f"new/{unique}"
 
     def files(self, folder: str) -> list[str]:
