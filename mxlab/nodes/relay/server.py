@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import warnings
 
-from mxlab.nodes.config import RelayNodeConfig, TlsFiles
+from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
+from mxlab.nodes.relay.esmtp import ConnectionBudget
 from mxlab.nodes.relay.queue import Queue
+from mxlab.nodes.relay.queue_admin import ControlChannel
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
-
-
-def server_tls_context(tls: TlsFiles) -> ssl.SSLContext:
-    """STARTTLS (RFC 3207) with the node's certificate from the lab CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.cert, tls.key)
-    return context
+from mxlab.nodes.tls import server_tls_context
 
 
 async def serve(config: RelayNodeConfig) -> None:
@@ -34,16 +29,18 @@ async def serve(config: RelayNodeConfig) -> None:
     delivery = Delivery(config, queue)
     duplicates = DuplicateFilter(ttl=config.queue.lifetime)
     tls_context = server_tls_context(config.tls) if config.tls else None
+    budget = ConnectionBudget(config.trusted_clients)
     servers: list[asyncio.Server] = []
     await delivery.resume()
+    ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
     try:
         for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
             handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
+
+            factory = make_smtp(config, handler, tls_context, budget).clone
             try:
-                server = await loop.create_server(
-                    lambda h=handler: make_smtp(config, h, tls_context), config.address, port
-                )
+                server = await loop.create_server(factory, config.address, port)
             except OSError as exc:
                 raise SystemExit(
                     f"{config.node}: cannot listen on {config.address}:{port}: {exc.strerror}"

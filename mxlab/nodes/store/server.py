@@ -16,13 +16,13 @@ from typing import Protocol
 
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.events import emit
-from mxlab.nodes.relay.server import server_tls_context
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_session import ImapSession
 from mxlab.nodes.store.lmtp import DeliveryHandler, make_lmtp
 from mxlab.nodes.store.mailstore import MailStore
 from mxlab.nodes.store.pop3 import Pop3Session
 from mxlab.nodes.store.security import Security
+from mxlab.nodes.tls import server_tls_context
 
 READ_SIZE = 256 * 1024
 
