@@ -28,9 +28,25 @@ def _docker_engine():  # noqa: ANN202 - a DockerClient or None
     return client
 
 
+def _why_no_docker() -> str | None:
+    """Why docker tests cannot run here: no engine, or no way to build the node image."""
+    if DOCKER is None:
+        return "no Docker engine"
+    import shutil
+
+    from mxlab.lab.image import PYTHON_BASES
+
+    have = {tag for image in DOCKER.images.list() for tag in image.tags}
+    built = any(tag.startswith("mxlab-node:") for tag in have)
+    if shutil.which("debootstrap") is None and not built and not have & set(PYTHON_BASES):
+        return "no Python base image and no debootstrap to build the node image (apt install it)"
+    return None
+
+
 DOCKER = _docker_engine()
+WHY_NO_DOCKER = _why_no_docker()
 needs_docker = [
     pytest.mark.docker,
-    pytest.mark.skipif(DOCKER is None, reason="no Docker engine"),
+    pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or ""),
     pytest.mark.timeout(1200),  # whichever docker test runs first builds the node image
 ]

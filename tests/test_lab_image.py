@@ -8,7 +8,7 @@ import pytest
 
 from mxlab.lab import image
 
-from .conftest import DOCKER
+from .conftest import DOCKER, WHY_NO_DOCKER
 
 
 def _host(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -55,7 +55,7 @@ def test_content_hash_follows_base_and_code() -> None:
 
 
 @pytest.mark.docker
-@pytest.mark.skipif(DOCKER is None, reason="no Docker engine")
+@pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or "")
 @pytest.mark.timeout(1200)
 def test_ensure_image_builds_once_then_reuses() -> None:
     assert DOCKER is not None
