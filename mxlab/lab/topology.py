@@ -37,6 +37,7 @@ class QueueSettings(_Model):
     retry_max: float = Field(30.0, gt=0)
     lifetime: float = Field(300.0, gt=0)
     delay_warning: float | None = Field(None, gt=0)
+    concurrency_per_destination: int = Field(4, ge=1, le=100)
 
 
 Service = Literal["dns", "smtp", "submission", "lmtp", "imap", "pop3"]
