@@ -1,18 +1,25 @@
-"""Relay throughput, end to end: smtp-source -> relay -> smtp-sink, for the mxlab
-relay and for Postfix in the same run, and their ratio.
+"""Relay throughput and latency, end to end: smtp-source -> relay -> smtp-sink, for
+the mxlab relay and for Postfix set up as the same relay, in the same run.
 
-    python bench/smtp.py [--messages 1000] [--size 5120] [--sessions 10]
+    python bench/smtp.py [--messages 1000] [--size 5120] [--sessions 1 20] [--probes 200]
 
-Both relays acknowledge only fsynced mail and relay to the same kind of sink; Postfix
-runs as a private instance (own config and queue directory) on 127.30.250.x.
+For each session count: messages/s accepted (smtp-source done) and relayed (all at
+the sink), and the ratio mxlab/Postfix. Then latency probes at the same session
+count: p50/p99 of "accepted" (connect to 250 after the data) and "relayed" (connect
+to arrival at a probe sink behind the relay). Both relays acknowledge only fsynced
+mail; Postfix runs as a private instance (own config and queue) on 127.30.250.x.
+The private-instance helper is also what the relay's Postfix interop tests use.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,7 +27,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiosmtpd.controller import Controller
 
 from mxlab.nodes.config import Endpoint, QueuePolicy, RelayNodeConfig
 
@@ -29,6 +39,9 @@ SINK = Endpoint(host=f"{HOST}.2", port=2525)
 MXLAB = Endpoint(host=f"{HOST}.3", port=2525)
 POSTFIX = Endpoint(host=f"{HOST}.4", port=2525)
 CONCURRENCY = 20  # Postfix's default_destination_concurrency_limit, for both
+# Between phases the sink is replaced: both relays cache idle sessions for 2 s
+# (smtp_connection_cache_time_limit), so a phase starts once those are gone.
+IDLE = 2.5
 
 
 class Sink:
@@ -69,6 +82,7 @@ def wait_greeting(ep: Endpoint, timeout: float = 20.0) -> None:
 
 @contextmanager
 def mxlab_relay(workdir: Path) -> Iterator[None]:
+    workdir.mkdir(parents=True, exist_ok=True)
     config = RelayNodeConfig(
         lab="bench",
         node="relay",
@@ -97,8 +111,11 @@ def mxlab_relay(workdir: Path) -> Iterator[None]:
         proc.wait()
 
 
-def _master_cf() -> str:
-    """Debian's master.cf, chroot off, the SMTP listener moved to our address."""
+# -- Postfix as a private instance ------------------------------------------------------
+
+
+def _master_cf(listen: Endpoint) -> str:
+    """Debian's master.cf, chroot off, the SMTP listener moved to ``listen``."""
     lines = []
     for line in Path("/etc/postfix/master.cf").read_text().splitlines():
         fields = line.split()
@@ -106,57 +123,118 @@ def _master_cf() -> str:
             lines.append(line)
             continue
         if fields[0] == "smtp" and fields[1] == "inet":
-            fields[0] = f"{POSTFIX.host}:{POSTFIX.port}"
+            fields[0] = f"{listen.host}:{listen.port}"
         fields[4] = "n"
         lines.append(" ".join(fields))
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class Postfix:
+    """A running private Postfix: its listener and its mail log."""
+
+    listen: Endpoint
+    log: Path
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def postfix_missing() -> str | None:
+    """Why a private Postfix cannot run here, or None."""
+    for tool in ("postfix", "smtp-source", "smtp-sink"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found: install Debian's postfix package"
+    if os.geteuid() != 0:
+        return "a private Postfix needs root (its master runs as root)"
+    return None
+
+
 @contextmanager
-def postfix(workdir: Path) -> Iterator[None]:
+def private_postfix(
+    listen: Endpoint, settings: dict[str, str], resolver: Endpoint | None = None
+) -> Iterator[Postfix]:
+    """Postfix with its own config and queue in a fresh directory (REFERENCES.md
+    traps: loopback-only plus the listener in master.cf, chroot off, maillog_file).
+    With ``resolver`` it runs in a mount namespace whose /etc/resolv.conf names that
+    server (port 53: the resolver library knows no other), so it looks MX records
+    up in a lab DNS without touching the host's resolver."""
+    workdir = Path(tempfile.mkdtemp(prefix="mxlab-postfix-"))
+    workdir.chmod(0o755)  # the postfix user walks into it
+    try:
+        with _postfix_in(workdir, listen, settings, resolver) as running:
+            yield running
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _postfix_in(
+    workdir: Path, listen: Endpoint, settings: dict[str, str], resolver: Endpoint | None
+) -> Iterator[Postfix]:
     conf = workdir / "postfix"
     conf.mkdir()
-    workdir.chmod(0o755)  # the postfix user walks into it
     (workdir / "spool").mkdir()  # postfix-script creates the queues inside
     (workdir / "data").mkdir()
     shutil.chown(workdir / "data", "postfix")
-    (conf / "master.cf").write_text(_master_cf())
-    (conf / "main.cf").write_text(
-        "\n".join(
-            [
-                "compatibility_level = 3.6",
-                f"queue_directory = {workdir / 'spool'}",
-                f"data_directory = {workdir / 'data'}",
-                "inet_interfaces = loopback-only",
-                "inet_protocols = ipv4",
-                "myhostname = postfix.bench.test",
-                "mydestination =",
-                "alias_maps =",
-                "alias_database =",
-                "local_recipient_maps =",
-                "mynetworks = 127.0.0.0/8",
-                "smtpd_relay_restrictions = permit_mynetworks, reject",
-                f"relayhost = [{SINK.host}]:{SINK.port}",
-                f"smtp_bind_address = {POSTFIX.host}",
-                "smtp_dns_support_level = disabled",
-                f"default_destination_concurrency_limit = {CONCURRENCY}",
-                f"maillog_file = {workdir / 'postfix.log'}",
-                f"maillog_file_prefixes = {workdir}",
-                "",
-            ]
-        )
-    )
-    run = ["postfix", "-c", str(conf)]
-    subprocess.run([*run, "start"], check=True, capture_output=True)
+    log = workdir / "postfix.log"
+    main = {
+        "compatibility_level": "3.6",
+        "queue_directory": str(workdir / "spool"),
+        "data_directory": str(workdir / "data"),
+        "inet_interfaces": "loopback-only",
+        "inet_protocols": "ipv4",
+        "mydestination": "",
+        "alias_maps": "",
+        "alias_database": "",
+        "local_recipient_maps": "",
+        "mynetworks": "127.0.0.0/8",
+        "smtpd_relay_restrictions": "permit_mynetworks, reject",
+        "maillog_file": str(log),
+        "maillog_file_prefixes": str(workdir),
+        **settings,
+    }
+    (conf / "master.cf").write_text(_master_cf(listen))
+    (conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
+    command = ["postfix", "-c", str(conf)]
+    start = [*command, "start"]
+    if resolver is not None:
+        if resolver.port != 53:
+            raise ValueError("the resolver library asks port 53 only")
+        resolv = workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {resolver.host}\noptions attempts:1 timeout:2\n")
+        script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "$@"'
+        start = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "-", *start]
+    done = subprocess.run(start, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"postfix start failed: {done.stderr.strip()}")
     try:
-        wait_greeting(POSTFIX)
-        yield
+        wait_greeting(listen)
+        yield Postfix(listen, log, main)
     finally:
-        subprocess.run([*run, "stop"], capture_output=True)
+        subprocess.run([*command, "stop"], capture_output=True)
 
 
-def measure(target: Endpoint, args: argparse.Namespace) -> float:
-    """Seconds from the first connection until the sink has every message."""
+@contextmanager
+def postfix_relay(workdir: Path) -> Iterator[None]:  # noqa: ARG001 - its own directory
+    """Postfix set up as the same relay as ours: everything to the sink, fsync on."""
+    settings = {
+        "myhostname": "postfix.bench.test",
+        "relayhost": f"[{SINK.host}]:{SINK.port}",
+        "smtp_bind_address": POSTFIX.host,
+        "smtp_dns_support_level": "disabled",
+        "default_destination_concurrency_limit": str(CONCURRENCY),
+    }
+    with private_postfix(POSTFIX, settings):
+        yield
+
+
+# -- measurements ---------------------------------------------------------------------
+
+
+def throughput(target: Endpoint, args: argparse.Namespace, sessions: int) -> tuple[float, float]:
+    """Seconds until smtp-source has every 250, and until the sink has every message."""
     sink = Sink()
     try:
         start = time.monotonic()
@@ -164,7 +242,7 @@ def measure(target: Endpoint, args: argparse.Namespace) -> float:
             [
                 "smtp-source",
                 "-s",
-                str(args.sessions),
+                str(sessions),
                 "-m",
                 str(args.messages),
                 "-l",
@@ -177,37 +255,152 @@ def measure(target: Endpoint, args: argparse.Namespace) -> float:
             ],  # fmt: skip
             check=True,
         )
+        accepted = time.monotonic() - start
         deadline = start + 300
         while sink.count < args.messages and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.005)
         if sink.count < args.messages:
             sys.exit(f"only {sink.count} of {args.messages} messages reached the sink")
-        return time.monotonic() - start
+        return accepted, time.monotonic() - start
     finally:
         sink.stop()
+
+
+class _ProbeSink:
+    """Records when each probe message reaches the next hop."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[int, float] = {}
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        content = envelope.original_content  # type: ignore[attr-defined]
+        m = re.search(rb"^X-Probe: (\d+)", content, re.M)
+        if m:
+            self.arrived[int(m.group(1))] = time.perf_counter()
+        return "250 2.0.0 Ok"
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if line[3:4] != b"-":
+            return line
+
+
+COMMANDS = (
+    b"EHLO probe.test",
+    b"MAIL FROM:<probe@alpha.test>",
+    b"RCPT TO:<rcpt@beta.test>",
+    b"DATA",
+)
+
+
+async def _probe_client(
+    target: Endpoint, sessions: int, count: int, size: int
+) -> tuple[dict[int, float], list[float]]:
+    """``count`` messages over ``sessions`` parallel connections, one message per
+    connection as smtp-source sends them; start times and accept latencies."""
+    started: dict[int, float] = {}
+    accepted: list[float] = []
+    filler = (b"x" * 70 + b"\r\n") * max(size // 72, 1)
+
+    async def one(n: int) -> None:
+        started[n] = t0 = time.perf_counter()
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        await _reply(reader)
+        for command in COMMANDS:
+            writer.write(command + b"\r\n")
+            await _reply(reader)
+        # unique bytes: a relay may drop a byte-identical retransmission (RFC 1047)
+        head = b"Subject: probe\r\nX-Probe: %d\r\nX-Run: %d\r\n\r\n" % (n, time.time_ns())
+        writer.write(head + filler + b".\r\n")
+        if (await _reply(reader))[:1] == b"2":
+            accepted.append(time.perf_counter() - t0)
+        writer.write(b"QUIT\r\n")
+        await _reply(reader)
+        writer.close()
+
+    async def session(first: int) -> None:
+        for n in range(first, count, sessions):
+            await one(n)
+
+    await asyncio.gather(*(session(i) for i in range(sessions)))
+    return started, accepted
+
+
+def latency(target: Endpoint, args: argparse.Namespace, sessions: int) -> tuple[list[float], ...]:
+    """Accept and relay latencies of probe messages, in seconds."""
+    handler = _ProbeSink()
+    sink = Controller(handler, hostname=SINK.host, port=SINK.port)
+    sink.start()
+    try:
+        started, accepted = asyncio.run(_probe_client(target, sessions, args.probes, args.size))
+        deadline = time.monotonic() + 60
+        while len(handler.arrived) < len(accepted) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        sink.stop()
+    relayed = [at - started[n] for n, at in handler.arrived.items()]
+    return accepted, relayed
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile in milliseconds."""
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--size", type=int, default=5120, help="message size in bytes")
-    parser.add_argument("--sessions", type=int, default=10, help="parallel smtp-source sessions")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per relay")
+    parser.add_argument("--probes", type=int, default=200, help="latency probe messages")
     args = parser.parse_args()
-    for tool in ("smtp-source", "smtp-sink", "postfix"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: install Debian's postfix package")
-    with tempfile.TemporaryDirectory(prefix="mxlab-bench-") as tmp:
-        workdir = Path(tmp)
-        with postfix(workdir):
-            pf = measure(POSTFIX, args)
-        with mxlab_relay(workdir):
-            mx = measure(MXLAB, args)
+    problem = postfix_missing()
+    if problem is not None:
+        sys.exit(problem)
+    relays = (("postfix", POSTFIX), ("mxlab", MXLAB))
+    runs: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    probes: dict[tuple[int, str], tuple[list[float], ...]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="mxlab-bench-") as tmp,
+        postfix_relay(Path(tmp)),
+        mxlab_relay(Path(tmp) / "mxlab"),
+    ):
+        # Both relays run side by side and take turns, so load from elsewhere on the
+        # machine falls on both alike; each figure is the median of the rounds.
+        for sessions in args.sessions:
+            for _ in range(args.rounds):
+                for name, target in relays:
+                    runs.setdefault((sessions, name), []).append(throughput(target, args, sessions))
+                    time.sleep(IDLE)
+            for name, target in relays:
+                probes[sessions, name] = latency(target, args, sessions)
+                time.sleep(IDLE)
     n = args.messages
-    print(f"{n} messages of {args.size} bytes, {args.sessions} sessions, end to end")
-    print(f"{'relay':<10}{'seconds':>10}{'msg/s':>10}")
-    print(f"{'postfix':<10}{pf:>10.2f}{n / pf:>10.0f}")
-    print(f"{'mxlab':<10}{mx:>10.2f}{n / mx:>10.0f}")
-    print(f"mxlab/postfix throughput ratio: {pf / mx:.2f}")
+    print(
+        f"{n} messages of {args.size} bytes per run, smtp-source -> relay -> smtp-sink, "
+        f"fsync on both; median of {args.rounds} alternating rounds"
+    )
+    print(f"latency: {args.probes} probes, connect to 250 (accept) and to the next hop (relay)")
+    head = ("sessions", "relay", "accepted/s", "relayed/s", "accept p50/p99 ms", "relay p50/p99 ms")
+    print("{:<9}{:<9}{:>11}{:>11}{:>20}{:>19}".format(*head))
+    rate: dict[tuple[int, str], float] = {}
+    for sessions in args.sessions:
+        for name, _ in relays:
+            done = runs[sessions, name]
+            accepted = n / statistics.median(a for a, _ in done)
+            rate[sessions, name] = relayed = n / statistics.median(r for _, r in done)
+            lat_accept, lat_relay = probes[sessions, name]
+            a = f"{pct(lat_accept, 50):.2f}/{pct(lat_accept, 99):.2f}"
+            r = f"{pct(lat_relay, 50):.2f}/{pct(lat_relay, 99):.2f}"
+            print(f"{sessions:<9}{name:<9}{accepted:>11.0f}{relayed:>11.0f}{a:>20}{r:>19}")
+    for sessions in args.sessions:
+        ratio = rate[sessions, "mxlab"] / rate[sessions, "postfix"]
+        print(f"mxlab/postfix relayed throughput, {sessions} session(s): {ratio:.2f} (target 0.5)")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from email import message_from_bytes
 from pathlib import Path
 
+import pytest
+
 from mxlab.nodes.relay.bounce import build_dsn, status_code, wants_notice, wire_params
-from mxlab.nodes.relay.queue import Envelope, Queue, Recipient, new_queue_id
+from mxlab.nodes.relay.queue import (
+    Envelope,
+    GroupWriter,
+    Queue,
+    Recipient,
+    apply_action,
+    new_queue_id,
+    read_envelope,
+)
 
 CONTENT = b"Received: from x by y; now\r\nSubject: hi\r\nMessage-ID: <m@t>\r\n\r\nbody\r\n"
 
@@ -74,14 +86,14 @@ def test_crash_leftovers_are_dropped_and_corrupt_envelopes_set_aside(tmp_path: P
     queue = Queue(tmp_path)
     kept = envelope("bob@beta.test")
     queue.put(kept, CONTENT)
-    (tmp_path / "ORPHAN.msg").write_bytes(CONTENT)  # crashed before its envelope
+    (tmp_path / "ORPHAN.env").write_bytes(b"{}")  # crashed between the two unlinks
     (tmp_path / ".X.msg.tmp").write_bytes(b"half")  # crashed mid-write
-    (tmp_path / "BAD.env").write_bytes(b"{not json")
+    (tmp_path / "BAD.msg").write_bytes(b"{not json\n" + CONTENT)
     loaded, dropped = queue.load()
     assert [e.id for e in loaded] == [kept.id]
-    assert sorted(dropped) == sorted(["ORPHAN.msg", ".X.msg.tmp", "BAD.env"])
-    assert (tmp_path / "corrupt" / "BAD.env").exists()
-    assert not (tmp_path / "ORPHAN.msg").exists()
+    assert sorted(dropped) == sorted(["ORPHAN.env", ".X.msg.tmp", "BAD.msg"])
+    assert (tmp_path / "corrupt" / "BAD.msg").exists()
+    assert not (tmp_path / "ORPHAN.env").exists()
 
 
 def test_queue_ids_are_unique_and_time_ordered() -> None:
@@ -165,3 +177,53 @@ def test_dsn_reports_success_and_keeps_the_original_recipient() -> None:
     assert per_message["Original-Envelope-Id"] == "ENV1"
     assert per_rcpt["Original-Recipient"] == "rfc822;Bob@beta.test"
     assert (per_rcpt["Action"], per_rcpt["Status"]) == ("relayed", "2.0.0")
+
+
+def test_a_new_message_is_one_file_with_its_envelope_first(tmp_path: Path) -> None:
+    queue = Queue(tmp_path)
+    env = envelope("bob@beta.test")
+    queue.put(env, CONTENT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["delivered.journal", f"{env.id}.msg"]
+    )
+    line, content = (tmp_path / f"{env.id}.msg").read_bytes().split(b"\n", 1)
+    assert Envelope.model_validate_json(line) == env and content == CONTENT
+    env.state = "hold"
+    queue.save(env)  # later states go to <id>.env, which wins over the first line
+    assert read_envelope(tmp_path, env.id).state == "hold"
+
+
+def test_the_writer_batches_concurrent_messages_into_one_directory_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each message is fsynced before its caller goes on; the directory once a batch."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    queue = Queue(tmp_path)
+    envelopes = [envelope(f"r{n}@beta.test") for n in range(20)]
+
+    async def write_all() -> None:
+        writer = GroupWriter(queue)
+        await asyncio.gather(*(writer.put(e, CONTENT) for e in envelopes))
+        await writer.remove(envelopes[0].id)
+        await writer.close()
+
+    asyncio.run(write_all())
+    files = [s for s in synced if s != str(tmp_path)]
+    assert len(files) == 20  # one per message
+    assert 1 <= synced.count(str(tmp_path)) < 20  # the directory: once per batch
+    assert len(list(tmp_path.glob("*.msg"))) == 19
+
+
+def test_hold_release_flush_on_an_envelope() -> None:
+    env = envelope("bob@beta.test")
+    env.state, env.next_attempt = "deferred", 1e12
+    assert apply_action(env, "hold") and env.state == "hold"
+    assert not apply_action(env, "hold")
+    assert not apply_action(env, "flush") and env.next_attempt == 1e12  # held stays put
+    assert apply_action(env, "release") and env.state == "deferred"
+    assert apply_action(env, "flush") and env.next_attempt == 0
+    assert not apply_action(env, "release")

@@ -187,6 +187,31 @@ def test_size_is_enforced(relay: RelayProcess) -> None:
         assert client.data(big)[0] == 552
 
 
+def _peak_rss(relay: RelayProcess) -> int:
+    """The relay process's peak resident memory so far, in bytes (VmHWM)."""
+    assert relay.proc is not None
+    status = Path(f"/proc/{relay.proc.pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def test_size_limit_holds_while_data_is_read(relay: RelayProcess) -> None:
+    """RFC 1870 §6: 40 MB against a 20 kB limit are read and dropped as they come,
+    never held: the relay's peak memory does not grow by the message."""
+    before = _peak_rss(relay)
+    block = (b"y" * 998 + b"\r\n") * 1000
+    with relay.smtp() as client:
+        client.mail("x@elsewhere.test")
+        client.rcpt("alice@alpha.test")
+        assert client.docmd("DATA")[0] == 354
+        for _ in range(40):
+            client.send(block)
+        client.send(b".\r\n")
+        code, text = client.getreply()
+        assert (code, text[:5]) == (552, b"5.3.4")
+        assert client.noop()[0] == 250
+    assert _peak_rss(relay) - before < 8 * 1024 * 1024
+
+
 def test_too_many_received_headers_is_a_loop(relay: RelayProcess) -> None:
     looping = b"Received: from a by b; now\r\n" * 6 + message("loop", rcpt="alice@alpha.test")
     with relay.smtp() as client, pytest.raises(smtplib.SMTPDataError) as info:

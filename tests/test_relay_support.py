@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,8 @@ class _ZoneResolver(BaseResolver):
 class DnsStub:
     """UDP DNS server answering from a zone text, in a background thread."""
 
-    def __init__(self, zone: str) -> None:
-        self.endpoint = Endpoint(host=new_address(), port=5353)
+    def __init__(self, zone: str, port: int = 5353) -> None:
+        self.endpoint = Endpoint(host=new_address(), port=port)
         logger = DNSLogger(
             "-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None
         )
@@ -112,7 +113,7 @@ class SinkHandler:
 
 class _LmtpController(Controller):
     def factory(self) -> LMTP:
-        return LMTP(self.handler)
+        return LMTP(self.handler, **self.SMTP_kwargs)
 
 
 class Sink:
@@ -267,8 +268,9 @@ class RelayProcess:
 def message(
     subject: str = "test", *, sender: str = "a@alpha.test", rcpt: str = "b@beta.test"
 ) -> bytes:
+    """A complete RFC 5322 message (with Date, so no MTA on the way adds one)."""
     mid = f"<{time.time_ns()}.{random.randrange(10**6)}@client.test>"
     return (
         f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
-        f"\r\nbody of {subject}\r\n"
+        f"Date: {formatdate()}\r\n\r\nbody of {subject}\r\n"
     ).encode()

@@ -16,6 +16,7 @@ from mxlab.lab.checks import build_message, check_pairs, collect, submit
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up, runtime_of
 from mxlab.lab.plan import LabPlan
+from mxlab.lab.queue_cli import queue_app
 from mxlab.lab.runtime import Runtime
 from mxlab.lab.topology import TopologyError, load_topology
 
@@ -342,6 +343,8 @@ def trace(message_id: str, lab: LabOpt = None) -> None:
             path.append(e.node)
     out.print("path: " + " > ".join(path))
 
+
+app.add_typer(queue_app, name="queue")
 
 scenario_app = typer.Typer(no_args_is_help=True, help="Fault scenarios with checks.")
 app.add_typer(scenario_app, name="scenario")

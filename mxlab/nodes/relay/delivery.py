@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Coroutine
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.policy import split_address
-from mxlab.nodes.relay.queue import Envelope, Queue, Recipient, new_queue_id
+from mxlab.nodes.relay.queue import (
+    Envelope,
+    GroupWriter,
+    Queue,
+    Recipient,
+    apply_action,
+    new_queue_id,
+)
 from mxlab.nodes.relay.routing import RouteError, Router
 from mxlab.nodes.relay.sessions import SessionCache
 from mxlab.nodes.relay.trace import message_id
@@ -26,6 +34,7 @@ from mxlab.nodes.relay.transport import (
 )
 
 MAX_ACTIVE = 100  # messages in delivery at once (Postfix's qmgr_message_active_limit, scaled)
+MAX_CACHED = 1000  # new messages kept in memory for their first attempt
 
 
 def retry_delay(config: RelayNodeConfig, attempts: int) -> float:
@@ -36,17 +45,24 @@ def retry_delay(config: RelayNodeConfig, attempts: int) -> float:
 
 class Delivery:
     """Schedules every queued message: one task per delivery attempt, at most
-    ``concurrency_per_destination`` sessions to one next hop at a time."""
+    ``MAX_ACTIVE`` at once and ``concurrency_per_destination`` sessions to one next
+    hop at a time. Messages due now wait in a FIFO, deferred ones in a heap by their
+    next attempt, so a long queue costs nothing per new message."""
 
     def __init__(self, config: RelayNodeConfig, queue: Queue) -> None:
         self.config = config
         self.queue = queue
+        self.writer = GroupWriter(queue)
         self.router = Router(config)
         tls = opportunistic_tls() if config.tls is not None else None
         self.me = ClientIdentity(config.fqdn, config.address, tls)
         self.sessions = SessionCache()
         self._envelopes: dict[str, Envelope] = {}
+        self._content: dict[str, bytes] = {}  # new messages, kept for their first attempt
+        self._ready: deque[str] = deque()  # due now, oldest first
+        self._timers: list[tuple[float, str]] = []  # heap of (next attempt, id)
         self._busy: set[str] = set()
+        self._after_attempt: dict[str, str] = {}  # id -> "hold" or "delete", once idle
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._journal_pinned = False  # an attempt ended unsaved: keep the journal
@@ -57,9 +73,26 @@ class Delivery:
     def _emit(self, event: str, **fields: object) -> None:
         emit(self.config.node, event, **fields)
 
-    def add(self, env: Envelope) -> None:
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def add(self, env: Envelope, content: bytes | None = None) -> None:
         """Schedule a message that is already safely on disk."""
         self._envelopes[env.id] = env
+        if content is not None and len(self._content) < MAX_CACHED:
+            self._content[env.id] = content
+        self._schedule(env)
+
+    def _schedule(self, env: Envelope) -> None:
+        if env.state == "hold":
+            return
+        if env.next_attempt <= time.time():
+            self._ready.append(env.id)
+        else:
+            heapq.heappush(self._timers, (env.next_attempt, env.id))
         self._wake.set()
 
     def accept(
@@ -68,16 +101,14 @@ class Delivery:
         """Write a new message durably, call ``queued``, schedule it: in a task of its
         own, so a message whose writer was cancelled (its client hung up during the
         fsync) still gets delivered instead of waiting for the next restart."""
+        env.size = len(content)
 
         async def enqueue() -> None:
-            await asyncio.to_thread(self.queue.put, env, content)
+            await self.writer.put(env, content)
             queued()
-            self.add(env)
+            self.add(env, content)
 
-        task = asyncio.create_task(enqueue())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._spawn(enqueue())
 
     async def resume(self) -> None:
         """Take over the queue left on disk; before any new mail is accepted, so a
@@ -86,6 +117,8 @@ class Delivery:
         for name in dropped:
             self._emit("queue_dropped", file=name)
         for env in envelopes:
+            if env.state == "active":
+                env.state = "deferred"  # its attempt died with the previous process
             env.next_attempt = 0.0  # a restart is a queue flush: everything is due now
             self.add(env)
         if envelopes:
@@ -101,24 +134,28 @@ class Delivery:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self.sessions.close()
+            await self.writer.close()
 
     def _start_due(self) -> float | None:
         """Start every due message; return seconds until the next one falls due."""
-        now = time.time()
-        soonest: float | None = None
-        for env in list(self._envelopes.values()):
-            if env.id in self._busy or env.state == "hold":
-                continue
-            if env.next_attempt <= now and len(self._busy) < MAX_ACTIVE:
-                self._busy.add(env.id)
-                task = asyncio.create_task(self._attempt(env))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                wait = max(env.next_attempt - now, 0.05)
-                soonest = wait if soonest is None else min(soonest, wait)
         self._wake.clear()
-        return soonest
+        now = time.time()
+        while self._timers and self._timers[0][0] <= now:
+            _, qid = heapq.heappop(self._timers)
+            env = self._envelopes.get(qid)
+            if env is not None and env.next_attempt <= now:
+                self._ready.append(qid)
+        while self._ready and len(self._busy) < MAX_ACTIVE:
+            env = self._envelopes.get(self._ready.popleft())
+            if env is None or env.id in self._busy or env.state == "hold":
+                continue  # gone, started by an earlier entry, or held meanwhile
+            if env.next_attempt > now:  # rescheduled since it was queued here
+                continue
+            self._busy.add(env.id)
+            self._spawn(self._attempt(env))
+        if self._ready:
+            return None  # at MAX_ACTIVE: a finishing attempt wakes us
+        return max(self._timers[0][0] - now, 0.01) if self._timers else None
 
     async def _wait(self, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -130,21 +167,29 @@ class Delivery:
             await self._deliver(env)
             saved = True
         except Exception as exc:  # a bug must not stop the queue: retry later
-            self._emit("error", id=env.id, error=f"{exc.__class__.__name__}: {exc}")
+            self._emit("error", queue_id=env.id, error=f"{exc.__class__.__name__}: {exc}")
+            env.state = "deferred"
             env.next_attempt = time.time() + retry_delay(self.config, env.attempts)
             with contextlib.suppress(OSError, ValueError):
                 await asyncio.to_thread(self.queue.save, env)
                 saved = True
+            self._schedule(env)
         finally:
             self._busy.discard(env.id)
+            self._content.pop(env.id, None)
             # the journal may go once every attempt has saved what it journaled
             self._journal_pinned |= not saved
             if not self._busy and not self._journal_pinned:
                 self.queue.forget_journal()
             self._wake.set()
+        action = self._after_attempt.pop(env.id, None)
+        if action is not None and env.id in self._envelopes:
+            await self.admin(action, [env.id])
 
     async def _deliver(self, env: Envelope) -> None:
-        content = await asyncio.to_thread(self.queue.read, env.id)
+        content = self._content.get(env.id)
+        if content is None:
+            content = await asyncio.to_thread(self.queue.read, env.id)
         env.state = "active"
         env.attempts += 1
         reports: list[tuple[Recipient, str, str]] = []
@@ -178,9 +223,53 @@ class Delivery:
                 env.arrival + self.config.queue.lifetime,
             )
             await asyncio.to_thread(self.queue.save, env)
+            self._schedule(env)
         else:
-            await asyncio.to_thread(self.queue.remove, env.id)
             del self._envelopes[env.id]
+            await self.writer.remove(env.id)
+
+    # -- queue administration (mxlab queue: list, flush, hold, release, delete) ------
+
+    def listing(self) -> list[Envelope]:
+        """Every queued message as it stands, oldest first."""
+        return sorted(self._envelopes.values(), key=lambda e: (e.arrival, e.id))
+
+    async def admin(self, action: str, ids: list[str] | None) -> dict[str, list[str]]:
+        """Apply ``action`` to the messages ``ids`` (None: all). A message in delivery
+        finishes its attempt first; hold and delete then apply to what is left
+        (Postfix's postsuper does the same). Returns the ids done, unchanged (held
+        already, not held, due already), later (in delivery) and missing."""
+        targets = list(self._envelopes) if ids is None else ids
+        result: dict[str, list[str]] = {"done": [], "unchanged": [], "later": [], "missing": []}
+        for qid in targets:
+            env = self._envelopes.get(qid)
+            if env is None:
+                if ids is not None:  # with ALL, one delivered meanwhile is no news
+                    result["missing"].append(qid)
+                continue
+            if qid in self._busy:
+                if action in ("hold", "delete"):
+                    self._after_attempt[qid] = action
+                result["later"].append(qid)
+                continue
+            if not await self._apply(action, env):
+                result["unchanged"].append(qid)  # already so: held, released, due
+                continue
+            result["done"].append(qid)
+            self._emit(action, queue_id=qid, message_id=env.message_id, state=env.state)
+        return result
+
+    async def _apply(self, action: str, env: Envelope) -> bool:
+        if action == "delete":
+            del self._envelopes[env.id]
+            self._content.pop(env.id, None)
+            await self.writer.remove(env.id)
+        elif apply_action(env, action):
+            await asyncio.to_thread(self.queue.save, env)
+            self._schedule(env)
+        else:
+            return False
+        return True
 
     def _record(
         self, env: Envelope, outcomes: list[tuple[str, Outcome]], now: float
@@ -214,7 +303,7 @@ class Delivery:
     def _log(self, kind: str, env: Envelope, rcpt: Recipient, now: float) -> None:
         self._emit(
             kind,
-            id=env.id,
+            queue_id=env.id,
             message_id=env.message_id,
             **{"from": env.sender, "to": rcpt.address},
             hop=rcpt.hop,
@@ -261,6 +350,11 @@ class Delivery:
             bounce,
             dsn,
             lambda: self._emit(
-                "dsn_queued", id=bounce.id, original=env.id, to=env.sender, actions=actions
+                "dsn_queued",
+                queue_id=bounce.id,
+                message_id=bounce.message_id,
+                original=env.id,
+                to=env.sender,
+                actions=actions,
             ),
         )

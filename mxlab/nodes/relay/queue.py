@@ -1,18 +1,26 @@
-"""The on-disk mail queue. "250 queued" means the message and its envelope are
-fsynced under their final names: each file is written to a temporary name, fsynced,
-renamed, and the directory fsynced (the maildir discipline). A killed relay resumes
-every envelope it finds; a message file without an envelope was never acknowledged.
+"""The on-disk mail queue. "250 queued" means the message is fsynced under its final
+name: written to a temporary name, fsynced, renamed, and the directory fsynced (the
+maildir discipline), one file and one directory fsync per message, the directory
+fsync shared by every message of a batch. A killed relay resumes every message it
+finds.
 
-Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the bytes as received, trace
-header first), ``<id>.env`` (JSON envelope with per-recipient state) and
+Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the envelope as one JSON line,
+then the bytes as received, trace header first), ``<id>.env`` (the envelope as it
+is now, once delivery has changed it: per-recipient state, next retry, hold) and
 ``delivered.journal`` (deliveries not yet written into their envelopes).
+
+Queue states (Postfix's): incoming (queued, first attempt not begun), active (in
+delivery), deferred (waiting for a retry), hold (kept until released).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +44,7 @@ class Envelope(BaseModel):
     sender: str  # "" is the null reverse-path of bounces
     recipients: list[Recipient]
     arrival: float
+    size: int = 0  # bytes of the message as queued
     message_id: str = ""
     mail_options: list[str] = []  # BODY=8BITMIME, SMTPUTF8: forwarded to the next hop
     ret: str = ""  # RFC 3461 §4.3 RET=FULL|HDRS
@@ -62,18 +71,71 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def _write_synced(path: Path, *parts: bytes) -> None:
     """Temporary name, fsync, rename: the file is whole or absent after a crash."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        for part in parts:
+            f.write(part)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def _envelope_line(envelope: Envelope) -> bytes:
+    return envelope.model_dump_json().encode() + b"\n"
+
+
+def read_envelope(root: Path, qid: str) -> Envelope:
+    """The envelope as it is now: ``<id>.env`` once written, else the message's own
+    first line. Raises OSError when the message is gone, ValueError when unreadable."""
+    try:
+        return Envelope.model_validate_json((root / f"{qid}.env").read_bytes())
+    except FileNotFoundError:
+        pass
+    with open(root / f"{qid}.msg", "rb") as f:
+        return Envelope.model_validate_json(f.readline())
+
+
+def write_envelope(root: Path, envelope: Envelope) -> None:
+    """Replace the envelope atomically (per-recipient progress, next retry, hold)."""
+    _write_synced(root / f"{envelope.id}.env", envelope.model_dump_json().encode())
+    _fsync_dir(root)
+
+
+def remove_message(root: Path, qid: str) -> None:
+    """Message first: a crash in between leaves an envelope without its message,
+    dropped at the next start, never a message whose envelope went back in time. No
+    directory fsync, as in Postfix: a power loss that undid the unlink would cost a
+    duplicate, never a loss."""
+    (root / f"{qid}.msg").unlink(missing_ok=True)
+    (root / f"{qid}.env").unlink(missing_ok=True)
+
+
+def apply_action(envelope: Envelope, action: str) -> bool:
+    """Postfix's postsuper -h (hold), -H (release: back on its retry schedule) and
+    postqueue -f (flush: due now, unless held) on one envelope; True if it changed."""
+    if action == "hold" and envelope.state != "hold":
+        envelope.state = "hold"
+    elif action == "release" and envelope.state == "hold":
+        envelope.state = "deferred"
+    elif action == "flush" and envelope.state != "hold" and envelope.next_attempt > 0:
+        envelope.next_attempt = 0.0
+    else:
+        return False
+    return True
+
+
+def queued_ids(root: Path) -> list[str]:
+    """Ids of the messages in the queue directory, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name[:-4] for p in os.scandir(root) if p.name.endswith(".msg"))
+
+
 class Queue:
-    """Blocking file operations; the SMTP and delivery code run them in a thread."""
+    """Blocking file operations; the SMTP and delivery code run the slow ones (the
+    fsyncs) in the writer thread or in a thread of their own."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -87,19 +149,25 @@ class Queue:
     def _msg(self, qid: str) -> Path:
         return self.root / f"{qid}.msg"
 
-    def _env(self, qid: str) -> Path:
-        return self.root / f"{qid}.env"
+    def put_many(self, messages: list[tuple[Envelope, bytes]]) -> None:
+        """Store new messages durably, one directory fsync for all of them; the
+        caller acknowledges only after this returns. On failure none is kept."""
+        try:
+            for envelope, content in messages:
+                _write_synced(self._msg(envelope.id), _envelope_line(envelope), content)
+            _fsync_dir(self.root)
+        except OSError:
+            for envelope, _ in messages:
+                with contextlib.suppress(OSError):
+                    self._msg(envelope.id).unlink(missing_ok=True)
+            raise
 
     def put(self, envelope: Envelope, content: bytes) -> None:
-        """Store a new message durably; the caller acknowledges only after this."""
-        _write_synced(self._msg(envelope.id), content)
-        _write_synced(self._env(envelope.id), envelope.model_dump_json().encode())
-        _fsync_dir(self.root)
+        self.put_many([(envelope, content)])
 
     def save(self, envelope: Envelope) -> None:
         """Replace the envelope atomically (per-recipient progress, next retry)."""
-        _write_synced(self._env(envelope.id), envelope.model_dump_json().encode())
-        _fsync_dir(self.root)
+        write_envelope(self.root, envelope)
 
     def commit(self, qid: str, rcpts: list[str]) -> None:
         """Journal deliveries the moment the next hop confirms them: one unbuffered
@@ -110,51 +178,137 @@ class Queue:
         os.write(self._journal, "".join(f"{qid} {r}\n" for r in rcpts).encode())
 
     def forget_journal(self) -> None:
-        """Empty the journal; only when every attempt has saved what it recorded."""
+        """Empty the journal; only when every attempt has saved what it recorded.
+        Emptied at every chance: an ext4 fsync of a new message also writes out the
+        data of every file grown since the last commit (data=ordered), so a journal
+        left to grow slows each 250 down."""
         os.ftruncate(self._journal, 0)
 
     def _replay_journal(self, envelopes: list[Envelope]) -> None:
         """Apply deliveries journaled before a crash, then persist and forget them."""
-        with open(self._journal_path, "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
-        done = {tuple(line.split(" ", 1)) for line in lines if " " in line}
-        for env in envelopes:
-            hits = [r for r in env.recipients if (env.id, r.address) in done]
-            for rcpt in hits:
-                rcpt.state, rcpt.reply = "delivered", rcpt.reply or "delivered before a restart"
-            if hits:
-                self.save(env)
+        for env in apply_journal(self.root, envelopes):
+            self.save(env)
         self.forget_journal()
         os.fsync(self._journal)
 
     def read(self, qid: str) -> bytes:
-        return self._msg(qid).read_bytes()
+        """The message bytes, without the envelope line in front."""
+        return self._msg(qid).read_bytes().split(b"\n", 1)[1]
 
     def remove(self, qid: str) -> None:
-        """Envelope first: a crash in between leaves an orphan message, never a
-        queued envelope without its message. No directory fsync, as in Postfix: a
-        power loss that undid the unlink would cost a duplicate, never a loss."""
-        self._env(qid).unlink(missing_ok=True)
-        self._msg(qid).unlink(missing_ok=True)
+        remove_message(self.root, qid)
 
     def load(self) -> tuple[list[Envelope], list[str]]:
         """Every queued envelope, and the names of files dropped as leftovers of a
-        crash (temporary files, messages whose envelope was never written)."""
+        crash (temporary files, envelopes whose message is gone)."""
         envelopes: list[Envelope] = []
         dropped: list[str] = []
         for path in sorted(p for p in self.root.iterdir() if p.is_file()):
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
+            crashed_write = path.name.startswith(".") and path.name.endswith(".tmp")
+            if crashed_write or (path.suffix == ".env" and not self._msg(path.stem).exists()):
                 path.unlink()
                 dropped.append(path.name)
-            elif path.suffix == ".env":
+            elif path.suffix == ".msg":
                 try:
-                    envelopes.append(Envelope.model_validate_json(path.read_bytes()))
+                    envelopes.append(read_envelope(self.root, path.stem))
                 except ValueError:  # unreadable: set aside like Postfix's "corrupt" queue
                     (self.root / "corrupt").mkdir(exist_ok=True)
-                    path.rename(self.root / "corrupt" / path.name)
+                    for name in (path.name, f"{path.stem}.env"):
+                        with contextlib.suppress(FileNotFoundError):
+                            (self.root / name).rename(self.root / "corrupt" / name)
                     dropped.append(path.name)
-            elif path.suffix == ".msg" and not self._env(path.stem).exists():
-                path.unlink()
-                dropped.append(path.name)
         self._replay_journal(envelopes)
         return envelopes, dropped
+
+
+def apply_journal(root: Path, envelopes: list[Envelope]) -> list[Envelope]:
+    """Mark the deliveries journaled in ``root`` on ``envelopes``; return those changed."""
+    try:
+        raw = (root / "delivered.journal").read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = raw.decode("utf-8", "surrogateescape").splitlines()
+    done = {tuple(line.split(" ", 1)) for line in lines if " " in line}
+    changed = []
+    for env in envelopes:
+        hits = [r for r in env.recipients if r.state == "pending" and (env.id, r.address) in done]
+        for rcpt in hits:
+            rcpt.state, rcpt.reply = "delivered", rcpt.reply or "delivered before a restart"
+        if hits:
+            changed.append(env)
+    return changed
+
+
+class GroupWriter:
+    """The queue's writer thread: new messages and removals that arrive together go
+    in one batch, so the event loop never waits on the disk and a batch costs one
+    thread hop and one directory fsync, while each message still has its own fsync
+    before its 250."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="queue-writer")
+        self._puts: list[tuple[Envelope, bytes, asyncio.Future[None]]] = []
+        self._removals: list[tuple[str, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def put(self, envelope: Envelope, content: bytes) -> None:
+        """Return once the message is durable; raise OSError when it could not be."""
+        done = asyncio.get_running_loop().create_future()
+        self._puts.append((envelope, content, done))
+        await self._kick(done)
+
+    async def remove(self, qid: str) -> None:
+        """Return once the message's files are unlinked."""
+        done = asyncio.get_running_loop().create_future()
+        self._removals.append((qid, done))
+        await self._kick(done)
+
+    async def _kick(self, done: asyncio.Future[None]) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._puts or self._removals:
+                puts, self._puts = self._puts, []
+                removals, self._removals = self._removals, []
+                try:
+                    await loop.run_in_executor(
+                        self._pool,
+                        self._work,
+                        [(e, c) for e, c, _ in puts],
+                        [qid for qid, _ in removals],
+                    )
+                except OSError as exc:
+                    _settle([done for *_, done in puts], exc)
+                else:
+                    _settle([done for *_, done in puts])
+                _settle([done for _, done in removals])
+        finally:
+            self._task = None
+
+    def _work(self, puts: list[tuple[Envelope, bytes]], removals: list[str]) -> None:
+        for qid in removals:
+            with contextlib.suppress(OSError):
+                self.queue.remove(qid)
+        if puts:
+            self.queue.put_many(puts)
+
+    async def close(self) -> None:
+        """Finish what is being written, then stop the thread."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._pool.shutdown(wait=True)
+
+
+def _settle(futures: list[asyncio.Future[None]], exc: BaseException | None = None) -> None:
+    for done in futures:
+        if done.done():
+            continue  # its waiter gave up (cancelled)
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)

@@ -14,13 +14,15 @@ from mxlab.nodes.events import emit
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
-from mxlab.nodes.relay.esmtp import RelayEnvelope, RelaySMTP
+from mxlab.nodes.relay.esmtp import ConnectionBudget, RelayEnvelope, RelaySMTP
 from mxlab.nodes.relay.policy import address_error, rcpt_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
 from mxlab.nodes.relay.queue import Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.trace import (
+    MAX_LINE,
     count_received,
     has_bare_line_ending,
+    longest_line,
     message_id,
     protocol_name,
     received_header,
@@ -138,15 +140,18 @@ class RelayHandler:
         content = envelope.original_content or b""
         if has_bare_line_ending(content):
             return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
+        if longest_line(content) > MAX_LINE:
+            return "500 5.5.2 line too long (RFC 5321 §4.5.3.1.6)"
         if count_received(content) > self.config.max_received_headers:
             return "554 5.4.6 too many Received headers: mail loop detected"
         sender = null_to_empty(envelope.mail_from or "")
         key = self.duplicates.key(sender, content)
         known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
         if not rcpts:
-            emit(self.config.node, "duplicate", id=known_id, client=session.peer[0])
+            emit(self.config.node, "duplicate", queue_id=known_id, client=session.peer[0])
             return f"250 2.0.0 Ok: queued as {known_id}"
         qid = new_queue_id()
+        started = time.time()
         trace = received_header(
             helo=session.host_name or "unknown",
             client_ip=session.peer[0],
@@ -175,9 +180,12 @@ class RelayHandler:
             emit(
                 self.config.node,
                 "received",
-                id=qid,
+                queue_id=qid,
                 message_id=queued.message_id,
                 **{"from": sender, "to": rcpts},
+                hop=f"{session.host_name or 'unknown'} [{session.peer[0]}]",
+                status="queued",
+                delay=round(time.time() - started, 3),
                 client=session.peer[0],
                 size=len(content),
             )
@@ -195,9 +203,10 @@ def make_smtp(
     config: RelayNodeConfig,
     handler: RelayHandler,
     tls_context: ssl.SSLContext | None,
+    budget: ConnectionBudget | None = None,
 ) -> RelaySMTP:
     """One protocol instance per connection, as asyncio's create_server wants."""
-    return RelaySMTP(
+    smtp = RelaySMTP(
         handler,
         hostname=config.fqdn,
         ident="ESMTP mxlab",
@@ -210,3 +219,5 @@ def make_smtp(
         auth_require_tls=not config.allow_plaintext_auth,
         auth_exclude_mechanism=None if handler.submission else ["PLAIN", "LOGIN"],
     )
+    smtp.budget = budget
+    return smtp

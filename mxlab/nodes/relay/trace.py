@@ -23,6 +23,14 @@ def count_received(content: bytes) -> int:
     )
 
 
+MAX_LINE = 998  # RFC 5321 §4.5.3.1.6: 1000 octets with the CRLF
+
+
+def longest_line(content: bytes) -> int:
+    """Length of the longest line, CRLF not counted."""
+    return max(map(len, content.split(b"\r\n")), default=0)
+
+
 def has_bare_line_ending(content: bytes) -> bool:
     """A CR or LF outside a CRLF pair: the raw material of SMTP smuggling, which
     RFC 5321 §2.3.8 forbids in the mail data."""

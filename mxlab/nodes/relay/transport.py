@@ -149,7 +149,30 @@ async def _session(
     """One session, cached or new: per-recipient replies, and whether DSN requests
     went along; ``confirmed`` gets each transaction's replies as soon as they are in."""
     key = (hop.address, hop.port)
-    smtp = await cache.take(key) or await _open(hop, me)
+    smtp = cache.take(key)
+    if smtp is not None:
+        try:
+            return await _on_session(smtp, hop, rcpts, transfer, cache, confirmed)
+        except _StaleSession:
+            pass  # the server dropped our idle session: nothing was sent, go anew
+    try:
+        return await _on_session(await _open(hop, me), hop, rcpts, transfer, cache, confirmed)
+    except _StaleSession as exc:
+        raise aiosmtplib.SMTPServerDisconnected(str(exc.__cause__)) from None
+
+
+class _StaleSession(Exception):
+    """The session broke before MAIL was answered: no message is at stake."""
+
+
+async def _on_session(
+    smtp: aiosmtplib.SMTP,
+    hop: Hop,
+    rcpts: list[str],
+    transfer: Transfer,
+    cache: SessionCache,
+    confirmed: Callable[[dict[str, str], bool], None],
+) -> tuple[dict[str, str], bool]:
     reusable = False
     try:
         options = [o for o in transfer.mail_options if smtp.supports_extension(o.split("=")[0])]
@@ -165,17 +188,34 @@ async def _session(
         # arrive one per transaction (RFC 2033 §4.2).
         batches = [[r] for r in rcpts] if hop.lmtp else [rcpts]
         replies: dict[str, str] = {}
-        for batch in batches:
-            got = await _transaction(smtp, batch, transfer, options, per_rcpt)
+        for n, batch in enumerate(batches):
+            try:
+                got = await _transaction(smtp, batch, transfer, options, per_rcpt)
+            except _StaleSession as exc:
+                if n == 0:
+                    raise
+                raise aiosmtplib.SMTPServerDisconnected(str(exc.__cause__)) from None
             confirmed(got, dsn_passed)
             replies |= got
         reusable = smtp.is_connected
         return replies, dsn_passed
     finally:
         if reusable:
-            cache.give(key, smtp)
+            cache.give((hop.address, hop.port), smtp)
         else:
             await quit_session(smtp)
+
+
+def _path(address: str, encoding: str) -> bytes:
+    """The reverse- or forward-path as received (RFC 5321 §4.1.2), not re-parsed:
+    a quoted local part travels unchanged."""
+    return b"<" + address.encode(encoding) + b">"
+
+
+async def _command(smtp: aiosmtplib.SMTP, verb: bytes, arg: bytes, options: list[str]) -> str:
+    """One command; its reply as "code text". aiosmtplib refuses CR/LF in ``arg``."""
+    response = await smtp.execute_command(verb, arg, *(o.encode("ascii") for o in options))
+    return _reply(response.code, response.message)
 
 
 async def _transaction(
@@ -188,18 +228,22 @@ async def _transaction(
     """MAIL, RCPT per recipient, DATA (RFC 5321 §3.3); RSET after a failure."""
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
     try:
-        await smtp.mail(transfer.sender, options=options, encoding=encoding)
-    except aiosmtplib.SMTPResponseException as exc:
+        reply = await _command(smtp, b"MAIL", b"FROM:" + _path(transfer.sender, encoding), options)
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        raise _StaleSession from exc  # dropped before any data: safe to try again
+    if not reply.startswith("2"):
         await smtp.rset()
-        return dict.fromkeys(rcpts, _reply(exc.code, exc.message))
+        return dict.fromkeys(rcpts, reply)
     replies: dict[str, str] = {}
     accepted: list[str] = []
     for rcpt in rcpts:
-        try:
-            await smtp.rcpt(rcpt, options=rcpt_options.get(rcpt, []), encoding=encoding)
+        reply = await _command(
+            smtp, b"RCPT", b"TO:" + _path(rcpt, encoding), rcpt_options.get(rcpt, [])
+        )
+        if reply.startswith("2"):
             accepted.append(rcpt)
-        except aiosmtplib.SMTPResponseException as exc:
-            replies[rcpt] = _reply(exc.code, exc.message)
+        else:
+            replies[rcpt] = reply
     if not accepted:
         await smtp.rset()
         return replies
