@@ -19,7 +19,7 @@ import pytest
 from mxlab.lab.plan import LabPlan, make_plan
 from mxlab.lab.topology import parse_topology
 from mxlab.nodes.config import DnsNodeConfig, DnsRecord, Zone
-from tests.test_relay_support import wait_for
+from tests.conftest import wait_for
 
 _SUBNET = random.randrange(1, 250)  # per session: reruns do not meet old sockets
 _HOSTS = itertools.count(2)

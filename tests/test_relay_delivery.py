@@ -16,6 +16,7 @@ import pytest
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.config import Endpoint, LocalDomain, RelayDomain, RelayNodeConfig
 from mxlab.nodes.passwords import hash_password
+from tests.conftest import wait_for
 from tests.test_relay_support import (
     DnsStub,
     RelayProcess,
@@ -24,7 +25,6 @@ from tests.test_relay_support import (
     new_address,
     relay_chain,
     relay_config,
-    wait_for,
 )
 
 

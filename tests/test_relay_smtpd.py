@@ -16,14 +16,8 @@ import pytest
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.config import LocalDomain, RelayDomain
 from mxlab.nodes.passwords import hash_password
-from tests.test_relay_support import (
-    RelayProcess,
-    Sink,
-    message,
-    new_address,
-    relay_config,
-    wait_for,
-)
+from tests.conftest import wait_for
+from tests.test_relay_support import RelayProcess, Sink, message, new_address, relay_config
 
 TRUSTED = new_address()  # a client address the relay trusts (the relay before it)
 

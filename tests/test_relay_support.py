@@ -12,7 +12,6 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -25,6 +24,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from mxlab.lab.pki import ensure_ca, issue
 from mxlab.nodes.config import Endpoint, RelayNodeConfig, TlsFiles
+from tests.conftest import wait_for
 
 _SUBNET = random.randrange(1, 250)  # per session: reruns do not meet old sockets
 _HOSTS = itertools.count(2)
@@ -33,17 +33,6 @@ _HOSTS = itertools.count(2)
 def new_address() -> str:
     """A fresh loopback address of this test session inside 127.30.0.0/16."""
     return f"127.30.{_SUBNET}.{next(_HOSTS)}"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll until ``predicate()`` is truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 class _ZoneResolver(BaseResolver):

@@ -11,6 +11,7 @@ import pytest
 
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.passwords import hash_password
+from tests.conftest import wait_for
 from tests.test_relay_support import (
     RelayProcess,
     Sink,
@@ -19,7 +20,6 @@ from tests.test_relay_support import (
     new_address,
     relay_chain,
     relay_config,
-    wait_for,
 )
 
 

@@ -138,17 +138,11 @@ class Runner:
         return found
 
     def _queued_at(self, node: str, message_id: str) -> bool:
-        from mxlab.nodes.relay.queue import Envelope
+        """Still to be delivered by that relay (incoming, active, deferred or held)."""
+        from mxlab.nodes.relay.queue_admin import read_queue
 
-        qdir = labdir.node_dir(self.plan, node) / "state" / "queue"
-        for env in qdir.glob("*.env") if qdir.is_dir() else []:
-            try:
-                envelope = Envelope.model_validate_json(env.read_bytes())
-            except (OSError, ValueError):
-                continue  # replaced under our feet; look again on the next poll
-            if envelope.message_id == message_id and envelope.pending():
-                return True
-        return False
+        state = labdir.node_dir(self.plan, node) / "state"
+        return any(env.message_id == message_id for env in read_queue(state))
 
     def _queued_anywhere(self, message_id: str) -> str | None:
         for name, node in self.plan.nodes.items():

@@ -26,6 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from mxlab.nodes.durable import fsync_dir
+
 QueueState = Literal["incoming", "active", "deferred", "hold"]
 RcptState = Literal["pending", "delivered", "bounced"]
 
@@ -63,14 +65,6 @@ def new_queue_id() -> str:
     return f"{time.time_ns() // 1000:X}{secrets.token_hex(3).upper()}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_synced(path: Path, *parts: bytes) -> None:
     """Temporary name, fsync, rename: the file is whole or absent after a crash."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -100,7 +94,7 @@ def read_envelope(root: Path, qid: str) -> Envelope:
 def write_envelope(root: Path, envelope: Envelope) -> None:
     """Replace the envelope atomically (per-recipient progress, next retry, hold)."""
     _write_synced(root / f"{envelope.id}.env", envelope.model_dump_json().encode())
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def remove_message(root: Path, qid: str) -> None:
@@ -155,7 +149,7 @@ class Queue:
         try:
             for envelope, content in messages:
                 _write_synced(self._msg(envelope.id), _envelope_line(envelope), content)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError:
             for envelope, _ in messages:
                 with contextlib.suppress(OSError):

@@ -37,7 +37,6 @@ async def serve(config: RelayNodeConfig) -> None:
     try:
         for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
             handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
-
             factory = make_smtp(config, handler, tls_context, budget).clone
             try:
                 server = await loop.create_server(factory, config.address, port)
