@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from docker import errors as docker_errors
 
 from mxlab.lab import image
 
@@ -66,3 +67,7 @@ def test_ensure_image_builds_once_then_reuses() -> None:
     assert DOCKER.images.get(tag).id == built.id  # not rebuilt: the content label matched
     out = DOCKER.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
     assert b"relay" in out
+    rebuilt = DOCKER.images.get(image.ensure_image(DOCKER, force=True))
+    assert rebuilt.id != built.id
+    with pytest.raises(docker_errors.ImageNotFound):  # the replaced build does not linger
+        DOCKER.images.get(built.id)

@@ -9,6 +9,7 @@ no network: nothing inside the build reaches the internet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import shutil
@@ -210,11 +211,14 @@ def ensure_image(
         Path(ctx, "Dockerfile").write_text(DOCKERFILE.format(base=base, pins=" ".join(pins)))
         try:
             client.images.build(
-                path=ctx, tag=IMAGE, rm=True, forcerm=True, network_mode="none",
+                path=ctx, tag=IMAGE, rm=True, forcerm=True, network_mode="none", nocache=force,
                 labels={CONTENT_LABEL: want, "mxlab.version": mxlab.__version__},
             )  # fmt: skip
         except docker.errors.BuildError as exc:
             raise ImageBuildError(f"building {IMAGE} failed: {exc.msg}") from None
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"building {IMAGE} failed: {exc.explanation}") from None
+    if have is not None and have.id != client.images.get(IMAGE).id:
+        with contextlib.suppress(docker.errors.APIError):  # the old build, now untagged,
+            client.images.remove(have.id)  # goes unless a container still uses it
     return IMAGE
