@@ -231,3 +231,12 @@ def test_declared_checks_run_after_the_pairs_and_fail_the_run(
     assert len(report["checks"]["steps"]) == 1  # a failed check stops the list
     xml = junit.read_text()
     assert "<testsuites>" in xml and xml.count("<testsuite ") == 2
+
+
+def test_trace_follows_a_message_from_submission_to_mailbox(lab: LabPlan) -> None:
+    sent = mxlab("send", "--from", "alice@alpha.test", "--to", "bob@beta.test").stdout
+    message_id = sent.split()[1]  # "submitted <id> (N bytes) ..."
+    proc = mxlab("trace", message_id)
+    assert "path: mx-alpha > mx-beta > store-beta" in proc.stdout, proc.stdout
+    missing = mxlab("trace", "<nobody@nowhere.test>", check=False)
+    assert missing.returncode == 1 and "no node of lab" in missing.stderr

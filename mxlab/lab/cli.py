@@ -337,9 +337,9 @@ def trace(message_id: str, lab: LabOpt = None) -> None:
         details = " ".join(f"{k}={v}" for k, v in e.fields.items() if k != "message_id")
         t.add_row(when, e.node, e.event, details)
     out.print(t)
-    path = []
+    path: list[str] = []  # each node once, in the order the message first reached it
     for e in events:
-        if not path or path[-1] != e.node:
+        if e.node not in path:
             path.append(e.node)
     out.print("path: " + " > ".join(path))
 

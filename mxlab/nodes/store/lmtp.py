@@ -16,6 +16,7 @@ from aiosmtpd.smtp import Envelope, Session, syntax
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.relay.esmtp import with_enhanced_code
+from mxlab.nodes.relay.trace import message_id
 from mxlab.nodes.store.maildir import INBOX
 from mxlab.nodes.store.mailstore import MailStore
 
@@ -131,6 +132,7 @@ class DeliveryHandler:
             self.config.node,
             "delivered",
             id=delivery_id,
+            message_id=message_id(data),  # so `mxlab trace` follows mail into the mailbox
             to=rcpt,
             uid=uid,
             size=len(data),
