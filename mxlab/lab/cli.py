@@ -133,8 +133,8 @@ def _docker_labs(lab: str | None) -> dict[str, list]:
     if engine_error() is not None:
         return {}
     runtime = DockerRuntime()
-    names = [lab] if lab else runtime.labs()
-    return {name: runtime.status(name) for name in names if runtime.status(name)}
+    labs = {name: runtime.status(name) for name in ([lab] if lab else runtime.labs())}
+    return {name: nodes for name, nodes in labs.items() if nodes}
 
 
 def _print_labelled(labs: dict[str, list]) -> None:

@@ -24,7 +24,7 @@ APPLY_TIMEOUT = 10.0
 
 def ask(plan: LabPlan, name: str, rdtype: str, timeout: float = 3.0) -> tuple[str, list[str]]:
     """(rcode or "TIMEOUT", sorted rdata of that type) from the lab's DNS node."""
-    dns_node = next(n for n in plan.nodes.values() if n.role == "dns")
+    dns_node = plan.dns_node
     query = dns.message.make_query(name, rdtype)
     try:
         reply = dns.query.udp(query, dns_node.address, port=dns_node.ports["dns"], timeout=timeout)
@@ -36,8 +36,8 @@ def ask(plan: LabPlan, name: str, rdtype: str, timeout: float = 3.0) -> tuple[st
 
 
 def _state_dir(plan: LabPlan):  # noqa: ANN202 - a Path
-    dns = next(n for n in plan.nodes.values() if n.role == "dns")
-    return dns.name, labdir.node_dir(plan, dns.name) / "state"
+    name = plan.dns_node.name
+    return name, labdir.node_dir(plan, name) / "state"
 
 
 def current(plan: LabPlan) -> Faults:

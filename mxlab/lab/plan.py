@@ -84,6 +84,11 @@ class LabPlan(_Model):
     zones: list[Zone]
     checks: list[Any] = []  # the topology's own checks, run by `mxlab run` and `mxlab check`
 
+    @property
+    def dns_node(self) -> NodePlan:
+        """The lab's one DNS node (the topology requires exactly one)."""
+        return next(n for n in self.nodes.values() if n.role == "dns")
+
     def node_by_fqdn(self, fqdn: str) -> NodePlan | None:
         fqdn = fqdn.lower().rstrip(".")
         return next((n for n in self.nodes.values() if n.fqdn == fqdn), None)

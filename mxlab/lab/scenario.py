@@ -169,7 +169,10 @@ CHECK_ACTIONS = {
 
 def checks_scenario(lab: str, checks: list[Any]) -> Scenario:
     """A lab's declared checks as a scenario to run on the lab as it is."""
-    steps = [_normalise(s) for s in checks]
+    return _checks_as_scenario(lab, [_normalise(s) for s in checks])
+
+
+def _checks_as_scenario(lab: str, steps: list[Any]) -> Scenario:
     return Scenario.model_validate({"name": f"{lab}-checks", "topology": "", "steps": steps})
 
 
@@ -186,7 +189,7 @@ def topology_checks(topo: Topology, source: str) -> Scenario | None:
                 source, f"checks[{i}]", f"{action} is a fault step", "put it in a scenario file"
             )
     try:
-        scenario = checks_scenario(topo.name, topo.checks)
+        scenario = _checks_as_scenario(topo.name, steps)
     except ValidationError as exc:
         tags = {s.get("action") for s in steps if isinstance(s, dict)}
         err = validation_error(exc, source, skip=tags)

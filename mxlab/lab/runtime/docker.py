@@ -107,7 +107,7 @@ class DockerRuntime(Runtime):
             )
         except docker.errors.APIError as exc:
             raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
-        dns = next(n for n in plan.nodes.values() if n.role == "dns")
+        dns = plan.dns_node
         with ThreadPoolExecutor(max_workers=10) as pool:
             # Creating costs little and needs no order: create all now, so each tier
             # below waits only for its containers to start and its protocols to answer.
@@ -230,16 +230,14 @@ class DockerRuntime(Runtime):
             net.disconnect(c)
         elif action == "restore":
             net.connect(c, ipv4_address=plan.nodes[node].address)
-        elif action == "impair":
+        else:  # impair or clear: both start from a clear link (clearing one is fine)
             dev = self._interface(c, plan.nodes[node].address)
             self._exec_all(c, node, netem.clear(dev), tolerate=netem.NOTHING_TO_CLEAR)
-            try:
-                self._exec_all(c, node, netem.netem(dev, spec or {}))
-            except _NoNetem:
-                self._exec_all(c, node, netem.without_netem(dev, spec or {}))
-        else:  # clear: clearing a clear link is fine
-            dev = self._interface(c, plan.nodes[node].address)
-            self._exec_all(c, node, netem.clear(dev), tolerate=netem.NOTHING_TO_CLEAR)
+            if action == "impair":
+                try:
+                    self._exec_all(c, node, netem.netem(dev, spec or {}))
+                except _NoNetem:
+                    self._exec_all(c, node, netem.without_netem(dev, spec or {}))
 
     @staticmethod
     def _exec_all(
