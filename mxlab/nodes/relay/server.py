@@ -9,6 +9,7 @@ import warnings
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.listen import listen
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget
@@ -38,13 +39,7 @@ async def serve(config: RelayNodeConfig) -> None:
         for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
             handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
             factory = make_smtp(config, handler, tls_context, budget).clone
-            try:
-                server = await loop.create_server(factory, config.address, port)
-            except OSError as exc:
-                raise SystemExit(
-                    f"{config.node}: cannot listen on {config.address}:{port}: {exc.strerror}"
-                ) from None
-            servers.append(server)
+            await listen(config, servers, port, loop.create_server(factory, config.address, port))
         emit(
             config.node,
             "listening",

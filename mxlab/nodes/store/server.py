@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from typing import Protocol
 
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.listen import listen
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_session import ImapSession
 from mxlab.nodes.store.lmtp import DeliveryHandler, make_lmtp
@@ -126,22 +126,6 @@ async def run_imap(
         session.notify = None
 
 
-async def _listen(
-    config: StoreNodeConfig,
-    servers: list[asyncio.Server],
-    port: int,
-    start: Awaitable[asyncio.Server],
-) -> None:
-    """Await one listener; a busy port ends the node with one clear line."""
-    try:
-        servers.append(await start)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio wraps it
-        raise SystemExit(
-            f"{config.node}: cannot listen on {config.address}:{port}: {reason}"
-        ) from None
-
-
 def tls_context(config: StoreNodeConfig) -> ssl.SSLContext | None:
     """The node's lab-CA certificate for STARTTLS/STLS and the implicit-TLS ports; a
     store whose files are missing still serves plaintext, and says so."""
@@ -195,26 +179,26 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
     servers: list[asyncio.Server] = []
     try:
         address = config.address
-        await _listen(
+        await listen(
             config,
             servers,
             config.lmtp_port,
             loop.create_server(lambda: make_lmtp(config, handler), address, config.lmtp_port),
         )
-        await _listen(
+        await listen(
             config,
             servers,
             config.imap_port,
             asyncio.start_server(imap_client(False), address, config.imap_port, limit=READ_SIZE),
         )
-        await _listen(
+        await listen(
             config,
             servers,
             config.pop3_port,
             asyncio.start_server(pop3_client(False), address, config.pop3_port),
         )
         if tls is not None and config.imaps_port:  # RFC 8314: implicit TLS
-            await _listen(
+            await listen(
                 config,
                 servers,
                 config.imaps_port,
@@ -223,7 +207,7 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
                 ),
             )
         if tls is not None and config.pop3s_port:
-            await _listen(
+            await listen(
                 config,
                 servers,
                 config.pop3s_port,
