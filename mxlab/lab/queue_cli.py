@@ -16,7 +16,6 @@ import signal
 import time
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -35,7 +34,7 @@ ANSWER_TIMEOUT = 10.0
 class _ListByDefault(TyperGroup):
     """``mxlab queue LAB`` means ``mxlab queue list LAB``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["list", *args]
         return super().parse_args(ctx, args)
