@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from typing import Any
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=sorted(ROLES))
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
+    os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
     config = load_config(args.config)
     if config.role != args.role:
         print(f"{args.config}: role is {config.role!r}, not {args.role!r}", file=sys.stderr)
