@@ -17,9 +17,37 @@ def test_deliver_leaves_nothing_in_tmp_and_keeps_bytes(tmp_path: Path) -> None:
     maildir.create_folder("INBOX")
     data = b"Subject: x\r\n\r\nbody\r\n"
     path = maildir.deliver("INBOX", data)
-    assert path.startswith("new/") and path.endswith(f",S={len(data)}")
+    assert path.startswith("new/") and path.endswith(f",S={len(data) - 3},W={len(data)}")
     assert list((tmp_path / "tmp").iterdir()) == []
     assert maildir.read("INBOX", path) == data
+
+
+def test_files_hold_lf_and_are_served_with_crlf_at_their_exact_size(tmp_path: Path) -> None:
+    """Other Maildir readers (mutt, Dovecot) expect LF on disk; IMAP and POP3 speak
+    CRLF, and RFC822.SIZE must be the size of what FETCH BODY[] sends."""
+    user = UserMail(tmp_path)
+    data = b"Subject: lf\r\nTo: a@alpha.test\r\n\r\nline\r\nline two\r\n"
+    uid = user.append("INBOX", data, frozenset(), None)
+    (info,) = user.messages("INBOX")
+    assert info.uid == uid and info.size == len(data)
+    on_disk = (tmp_path / info.path).read_bytes()
+    assert on_disk == data.replace(b"\r\n", b"\n") and b"\r" not in on_disk
+    assert user.read("INBOX", info.path) == data
+    # a bare LF from a careless client is served as CRLF and counted so
+    bare = user.append("INBOX", b"Subject: bare\n\nbody\n", frozenset(), None)
+    row = next(m for m in user.messages("INBOX") if m.uid == bare)
+    assert user.read("INBOX", row.path) == b"Subject: bare\r\n\r\nbody\r\n"
+    assert row.size == len(b"Subject: bare\r\n\r\nbody\r\n")
+
+
+def test_files_written_with_crlf_by_older_versions_read_the_same(tmp_path: Path) -> None:
+    user = UserMail(tmp_path)
+    old = b"Subject: old\r\n\r\nkept\r\n"
+    (tmp_path / "new" / "1.M1P1Q1.old,S=24").write_bytes(old)  # no row yet: recovered
+    user.close()
+    again = UserMail(tmp_path)
+    (info,) = again.messages("INBOX")
+    assert again.read("INBOX", info.path) == old and info.size == len(old)
 
 
 def test_folders_are_maildirplus_dot_directories(tmp_path: Path) -> None:

@@ -3,6 +3,10 @@ cur/new/tmp, and the durable write (tmp, fsync, rename, fsync dir) every deliver
 
 Flags and UIDs live in the index (``index.py``), not in file names, so a flag change
 never renames a file; the file names stay unique and stable for the index to point at.
+
+Files hold LF line ends, as other Maildir readers (mutt, Dovecot) expect; ``read``
+serves the CRLF form the protocols speak (RFC 5322 §2.3), and the index keeps that
+form's size. Files written with CRLF by older versions read the same.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ INBOX = "INBOX"
 SEPARATOR = "."  # Maildir++ hierarchy separator, also the IMAP one we announce
 _SUBDIRS = ("cur", "new", "tmp")
 _counter = itertools.count()
+
+
+def to_disk(data: bytes) -> bytes:
+    """CRLF -> LF for the file (``data`` is the CRLF form a protocol received)."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def from_disk(data: bytes) -> bytes:
+    """LF (or CRLF, from files written before LF storage) -> CRLF: two C-speed passes,
+    no regex, since every FETCH of a body goes through here."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class BadFolderName(ValueError):
@@ -72,10 +87,13 @@ class Maildir:
         cannot lose the message (the delivery contract behind "250 OK").
         """
         base = self.folder_dir(folder)
+        served = len(data)
+        data = to_disk(data)
         now = time.time()
+        # S= the file's size, W= the CRLF size (the Dovecot convention)
         unique = (
             f"{int(now)}.M{int(now * 1e6) % 1_000_000}P{os.getpid()}Q{next(_counter)}"
-            f".{self._host},S={len(data)}"
+            f".{self._host},S={len(data)},W={served}"
         )
         tmp = base / "tmp" / unique
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -104,7 +122,8 @@ class Maildir:
         return found
 
     def read(self, folder: str, relpath: str) -> bytes:
-        return (self.folder_dir(folder) / relpath).read_bytes()
+        """The message as served: CRLF line ends whatever the file holds."""
+        return from_disk((self.folder_dir(folder) / relpath).read_bytes())
 
     def mtime(self, folder: str, relpath: str) -> float:
         return (self.folder_dir(folder) / relpath).stat().st_mtime
