@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
-from email.policy import compat32
+from email.policy import compat32, default
 from email.utils import getaddresses
 
 from mxlab.nodes.store.imap_wire import nstring, plist, string
@@ -72,13 +72,27 @@ def parse(raw: bytes, default_type: str = "text/plain") -> Part:
     headers.set_default_type(default_type)
     part = Part(raw, header, body, headers)
     if part.maintype == "multipart":
-        boundary = headers.get_param("boundary")
-        if isinstance(boundary, str) and boundary:
+        boundary = parameters(headers, "Content-Type").get("boundary")
+        if boundary:
             child_type = "message/rfc822" if part.subtype == "digest" else "text/plain"
             part.children = [parse(p, child_type) for p in _split_multipart(body, boundary)]
     elif part.maintype == "message" and part.subtype == "rfc822":
         part.message = parse(body)
     return part
+
+
+def parameters(headers: Message, name: str) -> dict[str, str]:
+    """A Content-Type/-Disposition field's parameters, by the full RFC 2045 §5.1
+    grammar: folded lines, comments and RFC 2231 continuations (``boundary*0=``,
+    ``name*1*=``) included, which the compat32 splitter gets wrong."""
+    value = headers.get(name)
+    if value is None:
+        return {}
+    unfolded = str(value).replace("\r\n", "").replace("\n", "")
+    try:
+        return dict(default.header_factory(name, unfolded).params)
+    except Exception:  # the registry can choke on junk: a part without parameters
+        return {}
 
 
 def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
@@ -105,26 +119,66 @@ def _text(value: str | None) -> bytes | None:
     return value.replace("\r\n", "").replace("\n", "").encode("ascii", "surrogateescape")
 
 
+def _split_groups(value: str) -> list[tuple[str | None, str]]:
+    """RFC 5322 §3.4 address-list cut into (group name, members) and (None, plain
+    addresses) pieces, in order; colons and semicolons inside quoted strings,
+    comments and angle brackets (obsolete routes) do not count."""
+    pieces: list[tuple[str | None, str]] = []
+    start, group, quoted, comment, angle = 0, None, False, 0, 0
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif comment:
+            if c == "\\":
+                i += 1
+            comment += {"(": 1, ")": -1}.get(c, 0)
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            comment = 1
+        elif c in "<>":
+            angle = max(0, angle + (1 if c == "<" else -1))
+        elif angle:
+            pass
+        elif c == ":" and group is None:
+            cut = value.rfind(",", start, i) + 1 or start
+            pieces.append((None, value[start:cut]))
+            group, start = value[cut:i].strip(), i + 1
+        elif c == ";" and group is not None:
+            pieces.append((group, value[start:i]))
+            group, start = None, i + 1
+        i += 1
+    pieces.append((group, value[start:]))
+    return pieces
+
+
+def _address(display: str | None, mailbox: str | None, host: str | None) -> bytes:
+    return plist([nstring(_text(display)), b"NIL", nstring(_text(mailbox)), nstring(_text(host))])
+
+
 def _addresses(headers: Message, name: str) -> bytes:
-    """An address list (§7.4.2 ENVELOPE): (name adl mailbox host) each, or NIL."""
+    """An address list (§7.4.2 ENVELOPE): (name adl mailbox host) each, or NIL; a
+    group is (NIL NIL "name" NIL), its members, then (NIL NIL NIL NIL)."""
     values = headers.get_all(name)
     if not values:
         return b"NIL"
     out = []
-    for display, addr in getaddresses([v.replace("\r\n", "") for v in values]):
-        if not addr and not display:
-            continue
-        mailbox, _, host = addr.partition("@")
-        out.append(
-            plist(
-                [
-                    nstring(_text(display) if display else None),
-                    b"NIL",
-                    nstring(_text(mailbox)),
-                    nstring(_text(host) if host else None),
-                ]
-            )
-        )
+    for value in values:
+        for group, text in _split_groups(str(value).replace("\r\n", "").replace("\n", "")):
+            if group is not None:
+                out.append(_address(None, group or None, None))
+            for display, addr in getaddresses([text]) if text.strip(" ,") else []:
+                if not addr and not display:
+                    continue
+                mailbox, _, host = addr.partition("@")
+                out.append(_address(display or None, mailbox, host or None))
+            if group is not None:
+                out.append(_address(None, None, None))
     return b"(" + b"".join(out) + b")" if out else b"NIL"
 
 
@@ -150,15 +204,12 @@ def envelope(part: Part) -> bytes:
 
 
 def _params(headers: Message, header: str) -> bytes:
-    params = headers.get_params(header=header)
-    pairs = params[1:] if params else []
+    pairs = parameters(headers, header)
     if not pairs:
         return b"NIL"
     items: list[bytes] = []
-    for key, value in pairs:
-        if isinstance(value, tuple):  # RFC 2231 encoded
-            value = value[2]
-        items += [string(key.upper()), string(str(value))]
+    for key, value in pairs.items():
+        items += [string(key.upper()), string(value)]
     return plist(items)
 
 

@@ -15,6 +15,7 @@ Token = str | bytes | list["Token"]
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,12})(\+?)\}$")
 _LITERAL_HEAD = re.compile(rb"\{(\d+)\+?\}\r\n")
+_ATOM_END = frozenset(b' ()\r\n{"')
 _TAG = re.compile(rb"^[!#$&',-./0-9:-Z^-z|~]+")  # astring chars minus "+" (§9 tag)
 
 
@@ -140,7 +141,8 @@ def _quoted(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def _atom(data: bytes, pos: int) -> tuple[str, int]:
     """An atom; a "[" opens a section that may hold spaces and parentheses
-    (``BODY[HEADER.FIELDS (From)]<0.10>``), which closes at the matching "]"."""
+    (``BODY[HEADER.FIELDS (From)]<0.10>``), which closes at the matching "]". A "["
+    that never closes is an ordinary atom character (§9 ATOM-CHAR: ``SELECT foo[bar``)."""
     start = pos
     depth = 0
     while pos < len(data):
@@ -149,10 +151,14 @@ def _atom(data: bytes, pos: int) -> tuple[str, int]:
             depth += 1
         elif c == 0x5D and depth:
             depth -= 1
-        elif depth == 0 and c in b' ()\r\n{"':
+        elif depth == 0 and c in _ATOM_END:
             break
         pos += 1
-    if depth or pos == start:
+    if depth:
+        pos = start
+        while pos < len(data) and data[pos] not in _ATOM_END:
+            pos += 1
+    if pos == start:
         raise ParseError("bad atom")
     return data[start:pos].decode("utf-8", "surrogateescape"), pos
 

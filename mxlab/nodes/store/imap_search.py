@@ -3,13 +3,14 @@ file is read only when a criterion needs its header or text."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.policy import compat32
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 
 from mxlab.nodes.store.imap_mime import Part, parse, raw_fields
 from mxlab.nodes.store.imap_parser import ParseError, Ranges, Token, as_text, parse_sequence_set
@@ -86,6 +87,27 @@ def _header_has(c: Candidate, name: str, needle: bytes) -> bool:
     return False
 
 
+def _address_has(c: Candidate, name: str, needle: bytes) -> bool:
+    """FROM/TO/CC/BCC (§6.4.4): the field as written, or any of its addresses as
+    ``Display Name <box@host>``, ``box@host`` or the name alone, with comments,
+    quotes and folding taken out (RFC 5322 §3.4) and the name decoded (RFC 2047)."""
+    if _header_has(c, name, needle):
+        return True
+    want = needle.decode("utf-8", "replace").lower()
+    values = [
+        raw.split(b":", 1)[1].decode("utf-8", "replace").replace("\r\n", "")
+        for fname, raw in raw_fields(c.part.header)
+        if fname == name and b":" in raw
+    ]
+    for display, addr in getaddresses(values):
+        with contextlib.suppress(ValueError, LookupError):
+            display = str(make_header(decode_header(display)))
+        forms = (addr, display, f"{display} <{addr}>", f'"{display}" <{addr}>')
+        if any(want in form.lower() for form in forms):
+            return True
+    return False
+
+
 def _decoded_has(c: Candidate, needle: bytes) -> bool:
     return needle.decode("utf-8", "replace").lower() in c.decoded_text
 
@@ -119,7 +141,7 @@ _FLAG_KEYS = {
     "UNFLAGGED": ("\\Flagged", False),
     "UNSEEN": ("\\Seen", False),
 }
-_ADDRESS_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
+_ADDRESS_KEYS = {"FROM", "TO", "CC", "BCC"}
 
 
 class SearchParser:
@@ -196,7 +218,10 @@ class SearchParser:
         if key in _ADDRESS_KEYS:
             needle = self._arg()
             name = key.lower()
-            return lambda c: _header_has(c, name, needle)
+            return lambda c: _address_has(c, name, needle)
+        if key == "SUBJECT":
+            needle = self._arg()
+            return lambda c: _header_has(c, "subject", needle)
         if key == "HEADER":
             name = as_text(self._next()).lower()
             needle = self._arg()

@@ -202,6 +202,10 @@ class ImapSession:
         if self.state not in states:
             self._send(f"{tag} BAD {name} not allowed now")
             return
+        # flag changes and new mail from other sessions first, so this command works
+        # on (and shows) the flags as they are now; expunges wait until after it, as
+        # the client's sequence numbers must not shift under its command (§7.4.1)
+        self._flush(allow_expunge=False)
         try:
             reply = handler(self, tag, args, uid)
         except BadCharset:
@@ -240,7 +244,7 @@ class ImapSession:
                 for uid in sorted(change.uids, reverse=True):
                     i = self._index_of(uid)
                     if i is not None:
-                        del self.view[i], self.uids[i]
+                        self._drop(i)
                         self._untagged(f"{i + 1} EXPUNGE")
             elif change.kind == "flags":
                 for uid, flags in change.flags.items():
@@ -257,11 +261,17 @@ class ImapSession:
                 self._keywords_in(frozenset().union(*(m.flags for m in new)))
                 self.view += new
                 self.uids += [m.uid for m in new]
-                if not self.readonly:
-                    self.recent.update(m.uid for m in new)
-                    self.mail.mark_recent_seen(self.selected, new[-1].uid)
+                if not self.readonly:  # §2.3.2: \Recent for whichever session claims first
+                    before = self.mail.claim_recent(self.selected, new[-1].uid)
+                    self.recent.update(m.uid for m in new if m.uid > before)
                 self._untagged(f"{len(self.view)} EXISTS")
                 self._untagged(f"{len(self.recent)} RECENT")
+
+    def _drop(self, i: int) -> None:
+        """Forget the message at view index ``i``; \\Recent goes with it, so RECENT
+        never counts more than EXISTS."""
+        self.recent.discard(self.uids[i])
+        del self.view[i], self.uids[i]
 
     def _keywords_in(self, flags: frozenset[str]) -> None:
         """§7.2.6: FLAGS lists the mailbox's keywords too; a new one means a new
@@ -421,9 +431,10 @@ class ImapSession:
         self.selected, self.readonly, self.state = name, readonly, SELECTED
         self.view = mail.messages(name)
         self.uids = [m.uid for m in self.view]
-        self.recent = {m.uid for m in self.view if m.uid > info.recent_uid}
+        before = info.recent_uid  # §6.3.2: EXAMINE leaves \Recent to the next SELECT
         if not readonly and self.view:
-            mail.mark_recent_seen(name, self.view[-1].uid)
+            before = mail.claim_recent(name, self.view[-1].uid)
+        self.recent = {m.uid for m in self.view if m.uid > before}
         mail.watch(name, self)
         distinct = {m.flags for m in self.view}
         self.keywords = {f for flags in distinct for f in flags if not f.startswith("\\")}
@@ -521,15 +532,34 @@ class ImapSession:
             for name in boxes
             for depth in range(1, name.count(SEPARATOR) + 1)
         } - set(boxes)
-        names = sorted(mail.index.subscriptions()) if lsub else [*boxes, *sorted(parents)]
-        for name in names:
+
+        def matches(name: str) -> bool:
             shown = canonical_mailbox(name)
             # §5.1: INBOX matches whatever its case in the pattern
-            if not (exact.match(shown) or (shown == INBOX and folded.match(shown))):
+            return bool(exact.match(shown) or (shown == INBOX and folded.match(shown)))
+
+        if lsub:
+            subscribed = mail.index.subscriptions()
+            # §6.3.9: an unsubscribed parent of a subscribed child that "%" hid is
+            # listed, as \Noselect
+            parents = {
+                name.rsplit(SEPARATOR, depth)[0]
+                for name in subscribed
+                if not matches(name)
+                for depth in range(1, name.count(SEPARATOR) + 1)
+            } - subscribed
+            names = sorted(subscribed | parents)
+        else:
+            names = [*boxes, *sorted(parents)]
+        for name in names:
+            if not matches(name):
                 continue
+            shown = canonical_mailbox(name)
             attrs = []
-            if not lsub and name in parents:
-                attrs += ["\\Noselect", "\\HasChildren"]
+            if name in parents:
+                attrs.append("\\Noselect")
+                if not lsub:
+                    attrs.append("\\HasChildren")
             elif not lsub:
                 children = any(n.startswith(name + SEPARATOR) for n in boxes)
                 attrs.append("\\HasChildren" if children else "\\HasNoChildren")
@@ -621,7 +651,7 @@ class ImapSession:
 
     def _close(self, tag: str, args: list[Token], uid: bool) -> str:
         if not self.readonly:
-            self._expunge_where(lambda m: True, report=False)
+            self._expunge_deleted(None, report=False)
         self._deselect()
         return f"{tag} OK CLOSE completed"
 
@@ -633,22 +663,30 @@ class ImapSession:
         if self.readonly:
             return f"{tag} NO [READ-ONLY] mailbox is read-only"
         if uid:  # RFC 4315 §2.1: only the given UIDs
-            chosen = {self.uids[i] for i in self._resolve(args[0], True)}
-            self._expunge_where(lambda m: m.uid in chosen, report=True)
+            self._expunge_deleted([self.uids[i] for i in self._resolve(args[0], True)], True)
         else:
-            self._expunge_where(lambda m: True, report=True)
+            self._expunge_deleted(None, report=True)
         return f"{tag} OK EXPUNGE completed"
 
-    def _expunge_where(self, pick: Callable[[MessageInfo], bool], report: bool) -> None:
-        doomed = [i for i, m in enumerate(self.view) if "\\Deleted" in m.flags and pick(m)]
-        self._remove(doomed, report)
+    def _expunge_deleted(self, uids: list[int] | None, report: bool) -> None:
+        """§6.4.3: what is \\Deleted in the index now goes — a flag another session
+        set or cleared a moment ago counts, this session's copy does not. Only
+        messages this session knows of: one it was never told of is left for later."""
+        assert self.selected is not None
+        known = self.uids if uids is None else uids
+        gone = self._user().expunge_deleted(self.selected, known, origin=self)
+        self._forget([i for m in gone if (i := self._index_of(m.uid)) is not None], report)
+
+    def _forget(self, indexes: list[int], report: bool) -> None:
+        """Drop view entries (ascending indexes), with §7.4.1 EXPUNGE responses."""
+        for i in reversed(indexes):
+            self._drop(i)
+            if report:
+                self._untagged(f"{i + 1} EXPUNGE")
 
     def _remove(self, indexes: list[int], report: bool) -> None:
         removed = [self.view[i] for i in indexes]
-        for i in reversed(indexes):
-            del self.view[i], self.uids[i]
-            if report:
-                self._untagged(f"{i + 1} EXPUNGE")
+        self._forget(indexes, report)
         assert self.selected is not None
         self._user().expunge(self.selected, removed, origin=self)
 
@@ -769,32 +807,30 @@ class ImapSession:
             raise ParseError(f"bad STORE item {item[:20]}")
         flag_tokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
         flags = self._parse_flags(flag_tokens)
-        changes: dict[int, frozenset[str]] = {}
-        done, failed = [], []
-        for i in self._resolve(args[0], uid):
+        indexes = self._resolve(args[0], uid)
+        assert self.selected is not None
+        # RFC 3501 §6.4.6 on the flags as the index holds them now (one transaction),
+        # so two sessions' STOREs on the same message both take effect
+        result = self._user().update_flags(
+            self.selected,
+            [self.uids[i] for i in indexes],
+            _FLAG_MODES[mode](flags),
+            since,
+            origin=self,
+        )
+        self._keywords_in(frozenset().union(*result.changed.values()))
+        failed = []
+        for i in indexes:
             m = self.view[i]
-            if since is not None and m.modseq > since:
+            if m.uid not in result.current:
+                continue  # expunged by another session meanwhile, not yet reported
+            m.flags, m.modseq = result.current[m.uid]
+            if m.uid in result.failed:
                 failed.append(m.uid if uid else i + 1)  # changed meanwhile: not stored
                 continue
-            new = (
-                flags
-                if mode == "FLAGS"
-                else m.flags | flags
-                if mode == "+FLAGS"
-                else m.flags - flags
-            )
-            if new != m.flags:
-                changes[m.uid] = new
-            done.append(i)
-        assert self.selected is not None
-        modseq = self._user().set_flags(self.selected, changes, origin=self)
-        self._keywords_in(frozenset().union(*changes.values()))
-        for i in done:
-            m = self.view[i]
-            if m.uid in changes:
-                m.flags, m.modseq = changes[m.uid], modseq
+            changed = m.uid in result.changed
             # RFC 7162 §3.2: with CONDSTORE the new MODSEQ is sent even for .SILENT
-            if not silent or (self.condstore and m.uid in changes):
+            if not silent or (self.condstore and changed):
                 self.out.append(self._flag_update(i, m, with_uid=uid, flags=not silent))
         if failed:
             return f"{tag} OK [MODIFIED {format_uid_set(failed)}] conditional STORE failed"
@@ -835,6 +871,13 @@ class ImapSession:
 
     def _move(self, tag: str, args: list[Token], uid: bool) -> str:
         return self._copy(tag, args, uid, move=True)
+
+
+_FLAG_MODES: dict[str, Callable[[frozenset[str]], Callable[[frozenset[str]], frozenset[str]]]] = {
+    "FLAGS": lambda given: lambda now: given,
+    "+FLAGS": lambda given: lambda now: now | given,
+    "-FLAGS": lambda given: lambda now: now - given,
+}
 
 
 def _with_recent(m: MessageInfo) -> MessageInfo:

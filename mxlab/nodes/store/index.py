@@ -5,10 +5,12 @@ every file, and UIDs survive restarts (RFC 3501 §2.3.1.1, RFC 7162 §3.1)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _SCHEMA = """
@@ -66,6 +68,17 @@ class MessageInfo:
     internaldate: float
     flags: frozenset[str]
     modseq: int = 1  # RFC 7162 §3.1: raised by every flag change
+
+
+@dataclass(slots=True)
+class FlagUpdate:
+    """What one STORE did: the rows it changed, their new mod-sequence, the rows an
+    UNCHANGEDSINCE kept it from changing, and every touched row's flags as stored."""
+
+    changed: dict[int, frozenset[str]] = field(default_factory=dict)
+    modseq: int = 0
+    failed: list[int] = field(default_factory=list)
+    current: dict[int, tuple[frozenset[str], int]] = field(default_factory=dict)
 
 
 def _flags_text(flags: frozenset[str] | set[str]) -> str:
@@ -138,10 +151,25 @@ class Index:
         self.db.execute("UPDATE cache SET mailbox=? WHERE mailbox=?", (new, old))
         self.db.commit()
 
-    def mark_recent_seen(self, name: str, uid: int) -> None:
-        self.db.execute(
-            "UPDATE mailbox SET recent_uid=max(recent_uid, ?) WHERE name=?", (uid, name)
-        )
+    def claim_recent(self, name: str, uid: int) -> int:
+        """RFC 3501 §2.3.2: \\Recent goes to exactly one session. Raise the mark to
+        ``uid`` and return where it was: this session alone owns the UIDs between."""
+        with self._transaction():
+            row = self.db.execute("SELECT recent_uid FROM mailbox WHERE name=?", (name,))
+            (before,) = row.fetchone() or (uid,)
+            if uid > before:
+                self.db.execute("UPDATE mailbox SET recent_uid=? WHERE name=?", (uid, name))
+        return int(before)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: a read-modify-write nobody can interleave with."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
         self.db.commit()
 
     def subscriptions(self) -> set[str]:
@@ -212,12 +240,85 @@ class Index:
         self.db.commit()
         return modseq
 
-    def remove_messages(self, mailbox: str, uids: list[int]) -> None:
-        """Expunge rows; HIGHESTMODSEQ rises too, so a client comparing it notices."""
+    def _rows(self, mailbox: str, uids: list[int]) -> list[tuple[int, str, int]]:
+        """(uid, flags, modseq) of the given ascending UIDs that still exist."""
+        if not uids:
+            return []
+        wanted = set(uids)
+        rows = self.db.execute(
+            "SELECT uid, flags, modseq FROM message WHERE mailbox=? AND uid BETWEEN ? AND ?",
+            (mailbox, uids[0], uids[-1]),
+        )
+        return [r for r in rows if r[0] in wanted]
+
+    def update_flags(
+        self,
+        mailbox: str,
+        uids: list[int],
+        change: Callable[[frozenset[str]], frozenset[str]],
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate:
+        """STORE as one read-modify-write of the rows (RFC 3501 §6.4.6): the new flags
+        are computed from what the index holds now, not from a session's copy, so a
+        change another session made in between is kept, not overwritten. With
+        ``unchanged_since`` (RFC 7162 §3.1.3) a row changed after it is left alone."""
+        result = FlagUpdate()
+        with self._transaction():
+            writes = []
+            for uid, text, modseq in self._rows(mailbox, uids):
+                flags = _flag_set(text)
+                if unchanged_since is not None and modseq > unchanged_since:
+                    result.failed.append(uid)
+                    result.current[uid] = (flags, modseq)
+                    continue
+                new = change(flags)
+                if new != flags:
+                    writes.append((uid, new))
+                result.current[uid] = (new, modseq)
+            if writes:
+                result.modseq = self._next_modseq(mailbox)
+                self.db.executemany(
+                    "UPDATE message SET flags=?, modseq=? WHERE mailbox=? AND uid=?",
+                    [(_flags_text(f), result.modseq, mailbox, uid) for uid, f in writes],
+                )
+                for uid, new in writes:
+                    result.changed[uid] = new
+                    result.current[uid] = (new, result.modseq)
+        return result
+
+    def current_flags(self, mailbox: str, uids: list[int]) -> dict[int, tuple[frozenset[str], int]]:
+        """uid -> (flags, modseq) as stored now, for the ascending ``uids`` that exist."""
+        return {uid: (_flag_set(text), ms) for uid, text, ms in self._rows(mailbox, uids)}
+
+    def expunge_deleted(self, mailbox: str, uids: list[int] | None = None) -> list[MessageInfo]:
+        """RFC 3501 §6.4.3: remove what is \\Deleted in the index at this moment (of
+        ``uids`` only, for UID EXPUNGE), in one transaction; return the removed rows."""
+        with self._transaction():
+            rows = self.db.execute(
+                "SELECT uid, path, size, internaldate, flags, modseq FROM message"
+                " WHERE mailbox=? AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
+                " ORDER BY uid",
+                (mailbox,),
+            ).fetchall()
+            wanted = None if uids is None else set(uids)
+            gone = [
+                MessageInfo(uid, path, size, date, _flag_set(flags), modseq)
+                for uid, path, size, date, flags, modseq in rows
+                if wanted is None or uid in wanted
+            ]
+            if gone:
+                self._delete_rows(mailbox, [m.uid for m in gone])
+        return gone
+
+    def _delete_rows(self, mailbox: str, uids: list[int]) -> None:
         keys = [(mailbox, u) for u in uids]
         self.db.executemany("DELETE FROM message WHERE mailbox=? AND uid=?", keys)
         self.db.executemany("DELETE FROM cache WHERE mailbox=? AND uid=?", keys)
         self._next_modseq(mailbox)
+
+    def remove_messages(self, mailbox: str, uids: list[int]) -> None:
+        """Expunge rows; HIGHESTMODSEQ rises too, so a client comparing it notices."""
+        self._delete_rows(mailbox, uids)
         self.db.commit()
 
     def counts(self, mailbox: str, recent_uid: int) -> tuple[int, int, int]:

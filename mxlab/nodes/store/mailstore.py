@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from mxlab.nodes.store.imap_fetch import describe
-from mxlab.nodes.store.index import Index, MailboxInfo, MessageInfo
+from mxlab.nodes.store.index import FlagUpdate, Index, MailboxInfo, MessageInfo
 from mxlab.nodes.store.maildir import INBOX, Maildir
 
 # RFC 6154 §2: the folders every user gets, with their SPECIAL-USE attribute
@@ -169,18 +170,49 @@ class UserMail:
         self._announce(mailbox, Change("flags", tuple(changes), changes, origin, modseq))
         return modseq
 
+    def update_flags(
+        self,
+        mailbox: str,
+        uids: list[int],
+        change: Callable[[frozenset[str]], frozenset[str]],
+        unchanged_since: int | None = None,
+        origin: object = None,
+    ) -> FlagUpdate:
+        """STORE: an atomic read-modify-write in the index (see ``Index.update_flags``),
+        then every other session of the mailbox is told."""
+        result = self.index.update_flags(mailbox, uids, change, unchanged_since)
+        if result.changed:
+            changed = result.changed
+            self._announce(mailbox, Change("flags", tuple(changed), changed, origin, result.modseq))
+        return result
+
     def expunge(self, mailbox: str, messages: list[MessageInfo], origin: object = None) -> None:
         """Remove messages: index rows first, so a crash between leaves an orphan file
         that ``_recover`` re-adds rather than a row pointing at nothing."""
         if not messages:
             return
         self.index.remove_messages(mailbox, [m.uid for m in messages])
+        self._removed(mailbox, messages, origin)
+
+    def expunge_deleted(
+        self, mailbox: str, uids: list[int] | None = None, origin: object = None
+    ) -> list[MessageInfo]:
+        """IMAP EXPUNGE/CLOSE: remove what is \\Deleted in the index now (RFC 3501
+        §6.4.3), never what a session's stale copy says."""
+        gone = self.index.expunge_deleted(mailbox, uids)
+        if gone:
+            self._removed(mailbox, gone, origin)
+        return gone
+
+    def _removed(self, mailbox: str, messages: list[MessageInfo], origin: object) -> None:
         for m in messages:
             self.maildir.remove(mailbox, m.path)
         self._announce(mailbox, Change("expunge", tuple(m.uid for m in messages), {}, origin))
 
-    def mark_recent_seen(self, mailbox: str, uid: int) -> None:
-        self.index.mark_recent_seen(mailbox, uid)
+    def claim_recent(self, mailbox: str, uid: int) -> int:
+        """The \\Recent mark before this claim (RFC 3501 §2.3.2): UIDs above it and up
+        to ``uid`` are \\Recent for the caller alone."""
+        return self.index.claim_recent(mailbox, uid)
 
     def close(self) -> None:
         self.index.close()
