@@ -4,50 +4,52 @@ An upstream relay killed after our 250 left its socket but before it recorded th
 delivery sends the same queued message again on restart. Its bytes are identical,
 down to the upstream ``Received:`` line with its queue id, so a digest of sender
 and content recognises it; a new message never has the same bytes. Recipients
-already taken are answered 250 and not queued twice. In memory: it covers the
-upstream's crash, not ours.
+already taken are answered 250 and not queued twice.
+
+Durable (``mxlab.nodes.seen``): the queue writes a message's records right after the
+message itself, before its 250, and fsyncs them with it; a message queued whose
+records a kill cut off carries its digest in its envelope, and ``resume`` puts the
+records back. So this relay's own crash cannot make it take a message twice either.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from pathlib import Path
 
-MAX_ENTRIES = 10_000
+from mxlab.nodes.seen import SeenLog
 
-
-@dataclass
-class _Seen:
-    when: float
-    rcpts: dict[str, str] = field(default_factory=dict)  # recipient -> its queue id
+MAX_ENTRIES = 100_000  # recipient copies remembered
 
 
 class DuplicateFilter:
-    def __init__(self, ttl: float, max_entries: int = MAX_ENTRIES) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._seen: OrderedDict[bytes, _Seen] = OrderedDict()
+    def __init__(self, path: Path, ttl: float, max_entries: int = MAX_ENTRIES) -> None:
+        self.log = SeenLog(path, ttl, max_entries)
 
     @staticmethod
-    def key(sender: str, content: bytes) -> bytes:
-        return hashlib.sha256(sender.encode("utf-8", "surrogateescape") + b"\0" + content).digest()
+    def key(sender: str, content: bytes) -> str:
+        """The message's digest, kept in its queue envelope."""
+        raw = sender.encode("utf-8", "surrogateescape") + b"\0" + content
+        return hashlib.sha256(raw).hexdigest()
 
-    def check(self, key: bytes, rcpts: list[str]) -> tuple[str | None, list[str]]:
+    @staticmethod
+    def _entry(key: str, rcpt: str) -> str:
+        raw = f"{key}\0{rcpt.lower()}".encode("utf-8", "surrogateescape")
+        return hashlib.sha256(raw).hexdigest()[:40]
+
+    def check(self, key: str, rcpts: list[str]) -> tuple[str | None, list[str]]:
         """A queue id this content already has for one of ``rcpts`` (or None), and
         the recipients not yet queued with it."""
-        seen = self._seen.get(key)
-        if seen is None or time.monotonic() - seen.when > self.ttl:
-            return None, rcpts
-        known = [seen.rcpts[r.lower()] for r in rcpts if r.lower() in seen.rcpts]
-        return (known[0] if known else None), [r for r in rcpts if r.lower() not in seen.rcpts]
+        known = [(r, self.log.get(self._entry(key, r))) for r in rcpts]
+        ids = [qid for _, qid in known if qid is not None]
+        return (ids[0] if ids else None), [r for r, qid in known if qid is None]
 
-    def remember(self, key: bytes, queue_id: str, rcpts: list[str]) -> None:
-        seen = self._seen.get(key)
-        if seen is None or time.monotonic() - seen.when > self.ttl:
-            seen = self._seen[key] = _Seen(time.monotonic())
-        seen.rcpts.update((r.lower(), queue_id) for r in rcpts)
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
+    def remember(self, key: str, queue_id: str, rcpts: list[str]) -> None:
+        """Record (not yet fsynced: ``sync``) that ``rcpts`` are queued as ``queue_id``."""
+        self.log.put_many([(self._entry(key, r), queue_id) for r in rcpts])
+
+    def sync(self) -> None:
+        self.log.sync()
+
+    def close(self) -> None:
+        self.log.close()

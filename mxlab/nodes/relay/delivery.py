@@ -326,7 +326,9 @@ class Delivery:
                 hops = await self.router.hops(split_address(addresses[0])[1])
             except RouteError as exc:
                 return dict.fromkeys(addresses, Outcome(exc.reply, dest))
-            transfer = Transfer(env.sender, content, env.mail_options, wire_params(env, rcpts))
+            transfer = Transfer(
+                env.sender, content, env.mail_options, wire_params(env, rcpts), env.id
+            )
             return await send(hops, addresses, transfer, self.me, self.sessions, delivered)
 
     async def _notify(

@@ -27,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from mxlab.nodes.durable import fsync_dir
+from mxlab.nodes.relay.dedupe import DuplicateFilter
 
 QueueState = Literal["incoming", "active", "deferred", "hold"]
 RcptState = Literal["pending", "delivered", "bounced"]
@@ -55,6 +56,7 @@ class Envelope(BaseModel):
     attempts: int = 0
     warned: bool = False  # a delay notice went out (QueuePolicy.delay_warning)
     next_attempt: float = 0.0
+    digest: str = ""  # sender and content as received: the duplicate filter's key
 
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]
@@ -131,8 +133,9 @@ class Queue:
     """Blocking file operations; the SMTP and delivery code run the slow ones (the
     fsyncs) in the writer thread or in a thread of their own."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, duplicates: DuplicateFilter | None = None) -> None:
         self.root = root
+        self.duplicates = duplicates
         root.mkdir(parents=True, exist_ok=True)
         self._journal_path = root / "delivered.journal"
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -144,8 +147,9 @@ class Queue:
         return self.root / f"{qid}.msg"
 
     def put_many(self, messages: list[tuple[Envelope, bytes]]) -> None:
-        """Store new messages durably, one directory fsync for all of them; the
-        caller acknowledges only after this returns. On failure none is kept."""
+        """Store new messages durably, one directory fsync for all of them, then
+        their duplicate-filter records, fsynced too; the caller acknowledges only
+        after this returns. On failure none is kept."""
         try:
             for envelope, content in messages:
                 _write_synced(self._msg(envelope.id), _envelope_line(envelope), content)
@@ -155,6 +159,19 @@ class Queue:
                 with contextlib.suppress(OSError):
                     self._msg(envelope.id).unlink(missing_ok=True)
             raise
+        self._remember([envelope for envelope, _ in messages])
+
+    def _remember(self, envelopes: list[Envelope]) -> None:
+        """Record the recipients of ``envelopes`` in the duplicate filter and fsync it.
+        After the messages: a record must never stand for a message not queued."""
+        if self.duplicates is None:
+            return
+        for env in envelopes:
+            if env.digest:
+                rcpts = [r.address for r in env.recipients]
+                _, missing = self.duplicates.check(env.digest, rcpts)
+                self.duplicates.remember(env.digest, env.id, missing)
+        self.duplicates.sync()
 
     def put(self, envelope: Envelope, content: bytes) -> None:
         self.put_many([(envelope, content)])
@@ -212,6 +229,7 @@ class Queue:
                             (self.root / name).rename(self.root / "corrupt" / name)
                     dropped.append(path.name)
         self._replay_journal(envelopes)
+        self._remember(envelopes)  # a kill between a message and its records
         return envelopes, dropped
 
 

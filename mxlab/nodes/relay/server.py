@@ -26,9 +26,10 @@ async def serve(config: RelayNodeConfig) -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="aiosmtpd")
     loop = asyncio.get_running_loop()
-    queue = Queue(config.state_path / "queue")
+    # an upstream retries for its queue lifetime, the lab-wide one
+    duplicates = DuplicateFilter(config.state_path / "duplicates.log", ttl=config.queue.lifetime)
+    queue = Queue(config.state_path / "queue", duplicates)
     delivery = Delivery(config, queue)
-    duplicates = DuplicateFilter(ttl=config.queue.lifetime)
     tls_context = server_tls_context(config.tls) if config.tls else None
     budget = ConnectionBudget(config.trusted_clients)
     servers: list[asyncio.Server] = []
@@ -54,3 +55,4 @@ async def serve(config: RelayNodeConfig) -> None:
             server.close()
         await asyncio.gather(worker, return_exceptions=True)
         queue.close()
+        duplicates.close()

@@ -173,10 +173,10 @@ class RelayHandler:
             arrival=time.time(),
             message_id=message_id(content),
             mail_options=[o for o in envelope.mail_options if o in _FORWARDED_MAIL_OPTIONS],
+            digest=key,  # the queue records it in the duplicate filter with the message
         )
 
         def queued_now() -> None:
-            self.duplicates.remember(key, qid, rcpts)
             emit(
                 self.config.node,
                 "received",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from mxlab.nodes.delivery_id import QUEUE_ID_EXTENSION
 from mxlab.nodes.relay.routing import Hop
 from mxlab.nodes.relay.sessions import SessionCache, quit_session
 
@@ -46,6 +47,7 @@ class Transfer:
     content: bytes
     mail_options: list[str]  # BODY=8BITMIME, SMTPUTF8: offered where the hop supports them
     dsn: DsnParams
+    queue_id: str = ""  # told to a store that advertises XQUEUEID, for exactly once
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,10 @@ async def _on_session(
         if dsn_passed:
             options += transfer.dsn.mail
         per_rcpt = transfer.dsn.rcpt if dsn_passed else {}
+        if hop.lmtp and transfer.queue_id and smtp.supports_extension(QUEUE_ID_EXTENSION):
+            # the store records (queue id, recipient) with each copy it keeps, so a
+            # copy sent again after we died before reading its 250 is not kept twice
+            options.append(f"{QUEUE_ID_EXTENSION}={transfer.queue_id}")
         # LMTP: one recipient per transaction, so its per-recipient DATA replies
         # arrive one per transaction (RFC 2033 §4.2).
         batches = [[r] for r in rcpts] if hop.lmtp else [rcpts]
