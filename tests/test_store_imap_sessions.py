@@ -6,6 +6,13 @@ every change at the moment RFC 3501 §7.4.1 allows. Sans-IO: no sockets."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_session import ImapSession
@@ -14,6 +21,7 @@ from tests.test_store_imap import session, tagged
 from tests.test_store_support import (
     auth_fixture,  # noqa: F401 (the "auth" fixture)
     message,
+    store_config,
     store_fixture,  # noqa: F401 (the "store" fixture)
 )
 
@@ -211,3 +219,106 @@ def test_conditional_store_compares_with_the_index_not_a_stale_copy(
     out = a.receive(b"3 STORE 1 (UNCHANGEDSINCE %s) +FLAGS (\\Seen)\r\n" % known)
     assert tagged(out, "3").startswith("3 OK [MODIFIED 1]")
     assert stored_flags(store)[1] == {"\\Flagged"}
+
+
+# -- a state machine: several sessions against a model mailbox ---------------------------
+
+_FLAGS = ["\\Seen", "\\Deleted", "\\Flagged", "$Work"]
+_FETCHED = re.compile(rb"^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)\)\r$", re.M)
+
+
+class SharedMailbox(RuleBasedStateMachine):
+    """Three sessions, deliveries, STOREs, EXPUNGEs and MOVEs in any interleaving; the
+    model says what the mailbox must hold. After each step the index agrees with the
+    model; at a NOOP each session's view (counted from its EXISTS/EXPUNGE responses)
+    agrees too, and no message is \\Recent in two sessions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="mxlab-imap-sm-"))
+        self.store = MailStore(self.tmp / "mail")
+        auth = Authenticator(store_config(self.tmp))
+        self.sessions = selected(self.store, auth, 3)
+        self.counts = [0, 0, 0]  # what each client believes EXISTS is
+        self.model: dict[int, set[str]] = {}
+        self.trash = 0
+
+    def teardown(self) -> None:
+        for s in self.sessions:
+            s.close()
+        self.store.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _send(self, i: int, command: bytes) -> bytes:
+        out = self.sessions[i].receive(command + b"\r\n")
+        self.counts[i] = replay(out, self.counts[i])
+        assert re.search(rb"^t (OK|NO)", out, re.M), out
+        return out
+
+    @rule()
+    def deliver(self) -> None:
+        self.model[deliver(self.store)] = set()
+
+    @rule(
+        i=st.integers(0, 2),
+        k=st.integers(0, 20),
+        mode=st.sampled_from(["+", "-", ""]),
+        flag=st.sampled_from(_FLAGS),
+    )
+    def store_flag(self, i: int, k: int, mode: str, flag: str) -> None:
+        if not self.model:
+            return
+        uid = sorted(self.model)[k % len(self.model)]
+        self._send(i, f"t UID STORE {uid} {mode}FLAGS.SILENT ({flag})".encode())
+        current = self.model[uid]
+        self.model[uid] = current | {flag} if mode == "+" else current - {flag} if mode else {flag}
+
+    @rule(i=st.integers(0, 2))
+    def expunge(self, i: int) -> None:
+        self._send(i, b"t EXPUNGE")
+        self.model = {u: f for u, f in self.model.items() if "\\Deleted" not in f}
+
+    @rule(i=st.integers(0, 2), k=st.integers(0, 20))
+    def move(self, i: int, k: int) -> None:
+        if not self.model:
+            return
+        uid = sorted(self.model)[k % len(self.model)]
+        self._send(i, f"t UID MOVE {uid} Trash".encode())
+        del self.model[uid]
+        self.trash += 1
+
+    @rule(i=st.integers(0, 2))
+    def fetch_by_number(self, i: int) -> None:
+        """A FETCH may be answered while expunges wait: never with EXPUNGE (§7.4.1)."""
+        if self.counts[i]:
+            assert b"EXPUNGE" not in self._send(i, b"t FETCH 1:* (FLAGS)")
+
+    @rule()
+    def noop_all(self) -> None:
+        recent: dict[int, int] = {}
+        for i in range(3):
+            self._send(i, b"t NOOP")
+            out = self._send(i, b"t FETCH 1:* (UID FLAGS)") if self.counts[i] else b""
+            rows = [(int(n), int(u), set(f.decode().split())) for n, u, f in _FETCHED.findall(out)]
+            assert [n for n, _, _ in rows] == list(range(1, self.counts[i] + 1))
+            assert [u for _, u, _ in rows] == sorted(self.model)
+            for _, uid, flags in rows:
+                assert flags - {"\\Recent"} == self.model[uid]
+                if "\\Recent" in flags:
+                    recent[uid] = recent.get(uid, 0) + 1
+        assert all(n == 1 for n in recent.values()), recent
+
+    @invariant()
+    def index_matches_model(self) -> None:
+        mail = self.store.user(ALICE)
+        assert {m.uid: set(m.flags) for m in mail.messages("INBOX")} == self.model
+        assert len(mail.messages("Trash")) == self.trash
+
+
+TestSharedMailbox = SharedMailbox.TestCase
+TestSharedMailbox.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
