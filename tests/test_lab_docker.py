@@ -42,7 +42,8 @@ def test_up_status_refuse_second_up_down(mxlab_home: Path) -> None:
         assert len(containers) == 5 and len(networks) == 1
         for c in containers:
             assert c.status == "running"
-            assert c.name == f"mxlab-two-domains-{c.labels['mxlab.node']}"
+            assert c.name == f"mxlab-two-domains_{c.labels['mxlab.node']}"
+            assert c.labels["mxlab.home"] == str(mxlab_home.resolve())
             assert c.labels["mxlab.role"] in ("dns", "relay", "store")
             node = plan.nodes[c.labels["mxlab.node"]]
             ip = c.attrs["NetworkSettings"]["Networks"]["mxlab-two-domains"]["IPAddress"]
@@ -52,7 +53,7 @@ def test_up_status_refuse_second_up_down(mxlab_home: Path) -> None:
                      "import socket; print(socket.gethostbyname('mx-beta.beta.test'))")  # fmt: skip
         assert plan.nodes["mx-beta"].address in code.stdout
         again = mxlab("up", str(TWO), "--runtime", "docker", check=False)
-        assert again.returncode == 1 and "already running" in again.stderr
+        assert again.returncode == 2 and "already running" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1
         check = mxlab("check", "--json")
         assert json.loads(check.stdout)["failed"] == 0
@@ -80,7 +81,7 @@ def test_pinned_overlapping_subnet_names_the_other_network(
         path = tmp_path / "lab.yaml"
         path.write_text(TWO.read_text() + "settings:\n  docker_subnet: 10.231.7.0/24\n")
         proc = mxlab("up", str(path), "--runtime", "docker", check=False)
-        assert proc.returncode == 1
+        assert proc.returncode == 2
         assert "mxlab-test-other" in proc.stderr and "10.231.7.0/24" in proc.stderr
     finally:
         other.remove()
@@ -89,20 +90,31 @@ def test_pinned_overlapping_subnet_names_the_other_network(
 def test_gc_removes_labs_whose_nodes_are_gone_and_spares_live_ones(mxlab_home: Path) -> None:
     assert CLIENT is not None
     mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
-    live = CLIENT.networks.create("mxlab-live", labels={"mxlab.lab": "live"})
+    ours = {"mxlab.home": str(mxlab_home.resolve())}
+    live = CLIENT.networks.create("mxlab-live", labels={"mxlab.lab": "live"} | ours)
     keeper = CLIENT.containers.run(
         IMAGE,
         ["python3", "-c", "import time; time.sleep(300)"],
-        name="mxlab-live-n1", labels={"mxlab.lab": "live", "mxlab.node": "n1"}, detach=True,
+        name="mxlab-live_n1", labels={"mxlab.lab": "live", "mxlab.node": "n1"} | ours,
+        detach=True,
+    )  # fmt: skip
+    # a dead lab of another MXLAB_HOME on the same engine: not ours to remove
+    theirs = CLIENT.containers.create(
+        IMAGE, ["true"], name="mxlab-theirs_n1",
+        labels={"mxlab.lab": "theirs", "mxlab.node": "n1", "mxlab.home": "/elsewhere"},
     )  # fmt: skip
     try:
         for c in _labelled("two-domains")[0]:
             c.kill()  # every node dies; the network and containers stay behind
         proc = mxlab("gc")
         removed = proc.stdout.split(":", 1)[-1].replace(",", " ").split()
-        assert "two-domains" in removed and "live" not in removed
+        assert "two-domains" in removed and "live" not in removed and "theirs" not in removed
         assert _labelled("two-domains") == ([], [])
         assert len(_labelled("live")[0]) == 1  # a lab with a running node is left alone
+        assert len(_labelled("theirs")[0]) == 1  # another user's lab is never touched
+        other = mxlab("status", "theirs", check=False)
+        assert other.returncode == 2  # nor shown
     finally:
         keeper.remove(force=True)
+        theirs.remove(force=True)
         live.remove()

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from mxlab.lab import labdir
-from mxlab.lab.checks import build_message, split_trace, submit
-from mxlab.lab.plan import LabPlan
+from mxlab.lab.checks import split_trace
+from mxlab.lab.mail import build_message, submit, tls_context
+from mxlab.lab.plan import LabPlan, default_local_subnet
 
 from .conftest import TOPOLOGIES
 
@@ -28,7 +29,7 @@ TWO = TOPOLOGIES / "two-domains.yaml"
 
 def mxlab(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-c", "from mxlab.lab.cli import main; main()", *args],
+        [sys.executable, "-c", "from mxlab.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,15 +86,15 @@ def test_readme_run_delivers_every_pair(mxlab_home: Path, tmp_path: Path) -> Non
         cross = r["sender"].split("@")[1] != r["rcpt"].split("@")[1]
         assert len(r["hops"]) == (3 if cross else 2), r
     assert 'failures="0"' in junit.read_text() and 'tests="12"' in junit.read_text()
-    # run tears the lab down behind itself
-    plan = labdir.read_plan("two-domains")
-    assert _listening(plan.subnet) == []
+    # run tears the lab down behind itself: no socket, no process, no directory
+    assert _listening(default_local_subnet(str(labdir.lab_dir("two-domains")))) == []
+    assert not labdir.lab_dir("two-domains").exists()
 
 
 def test_table_output_and_down_leaves_nothing(mxlab_home: Path) -> None:
     proc = mxlab("run", str(TWO), "--runtime", "local", "--keep")
     assert "12 passed, 0 failed" in proc.stdout
-    for col in ("from", "to", "fetched by", "latency", "hops"):
+    for col in ("from", "to", "by", "ms", "hops"):
         assert col in proc.stdout
     plan = labdir.read_plan("two-domains")
     assert len(_listening(plan.subnet)) >= 12  # every service of every node
@@ -101,13 +102,14 @@ def test_table_output_and_down_leaves_nothing(mxlab_home: Path) -> None:
     mxlab("down")
     assert _listening(plan.subnet) == []
     assert _lab_processes(plan.lab_dir) == []
-    status = mxlab("status", "two-domains").stdout
-    assert "running" not in status and status.count("stopped") == 5
+    assert not Path(plan.lab_dir).exists()  # mail, queues, keys: nothing remains
+    status = mxlab("status", check=False)
+    assert status.returncode == 2 and "no lab is up" in status.stderr
 
 
 def test_up_twice_refuses(lab: LabPlan) -> None:
     proc = mxlab("up", str(TWO), "--runtime", "local", check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "already running" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -117,6 +119,8 @@ def test_stdlib_clients_work_against_the_lab(lab: LabPlan) -> None:
     msg = build_message(alice.address, ["bob@beta.test"], "stdlib", "hello bob\n")
     with smtplib.SMTP(mx.address, mx.ports["submission"], timeout=10) as smtp:
         smtp.ehlo("client.test")
+        smtp.starttls(context=tls_context(lab))
+        smtp.ehlo("client.test")
         assert smtp.has_extn("auth")
         smtp.login(alice.address, alice.password)
         refused = smtp.send_message(msg)
@@ -125,6 +129,7 @@ def test_stdlib_clients_work_against_the_lab(lab: LabPlan) -> None:
     bob = lab.user("bob@beta.test")
     deadline = time.monotonic() + 30
     with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+        imap.starttls(ssl_context=tls_context(lab))
         imap.login(bob.address, bob.password)
         while True:
             imap.select("INBOX")
@@ -138,6 +143,7 @@ def test_stdlib_clients_work_against_the_lab(lab: LabPlan) -> None:
         assert hops == ["mx-alpha.alpha.test", "mx-beta.beta.test", "store-beta.beta.test"]
         assert body == msg.as_bytes()
     pop = poplib.POP3(store.address, store.ports["pop3"], timeout=10)
+    pop.stls(context=tls_context(lab))
     pop.user(bob.address)
     pop.pass_(bob.password)
     count, _ = pop.stat()
@@ -167,7 +173,7 @@ def test_swaks_submits_with_auth(lab: LabPlan) -> None:
     proc = subprocess.run(
         ["swaks", "--server", mx.address, "--port", str(mx.ports["submission"]),
          "--from", dave.address, "--to", "carol@alpha.test",
-         "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", dave.password,
+         "--tls", "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", dave.password,
          "--header", "Subject: via swaks"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
@@ -176,7 +182,7 @@ def test_swaks_submits_with_auth(lab: LabPlan) -> None:
     bad = subprocess.run(
         ["swaks", "--server", mx.address, "--port", str(mx.ports["submission"]),
          "--from", dave.address, "--to", "carol@alpha.test",
-         "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", "wrong"],
+         "--tls", "--auth", "PLAIN", "--auth-user", dave.address, "--auth-password", "wrong"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert bad.returncode != 0 and "535" in bad.stdout
@@ -185,20 +191,21 @@ def test_swaks_submits_with_auth(lab: LabPlan) -> None:
 def test_killed_relay_delivers_what_it_acknowledged(lab: LabPlan) -> None:
     """Stop the destination MX, submit (250 = queued on disk), SIGKILL the sending relay,
     bring both back: the message arrives exactly once."""
-    mxlab("stop", "mx-beta", "--lab", lab.lab)
+    mxlab("stop", lab.lab, "mx-beta")
     msg = build_message("alice@alpha.test", ["dave@beta.test"], "survives kill", "x\n")
     sent = submit(lab, msg)
     queue = Path(lab.lab_dir) / "nodes" / "mx-alpha" / "state" / "queue"
     assert any(p.is_file() for p in queue.rglob("*")), "acknowledged mail is not on disk"
-    mxlab("kill", "mx-alpha", "--lab", lab.lab)
-    mxlab("start", "mx-beta", "--lab", lab.lab)
-    mxlab("start", "mx-alpha", "--lab", lab.lab)
+    mxlab("kill", lab.lab, "mx-alpha")
+    mxlab("start", lab.lab, "mx-beta")
+    mxlab("start", "mx-alpha")  # the only lab up: its name may be left out
     store = lab.nodes["store-beta"]
     dave = lab.user("dave@beta.test")
     deadline = time.monotonic() + 60
     found: list[bytes] = []
     while time.monotonic() < deadline:
         with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
+            imap.starttls(ssl_context=tls_context(lab))
             imap.login(dave.address, dave.password)
             imap.select("INBOX", readonly=True)
             _, data = imap.search(None, "HEADER", "Message-ID", msg["Message-ID"])
@@ -239,4 +246,4 @@ def test_trace_follows_a_message_from_submission_to_mailbox(lab: LabPlan) -> Non
     proc = mxlab("trace", message_id)
     assert "path: mx-alpha > mx-beta > store-beta" in proc.stdout, proc.stdout
     missing = mxlab("trace", "<nobody@nowhere.test>", check=False)
-    assert missing.returncode == 1 and "no node of lab" in missing.stderr
+    assert missing.returncode == 2 and "no node of lab" in missing.stderr

@@ -22,7 +22,7 @@ def test_docker_without_an_engine_is_one_line_naming_the_fallback(
     no_engine: None, mxlab_home: Path
 ) -> None:
     proc = mxlab("up", str(TWO), "--runtime", "docker", check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "no Docker engine" in lines[0] and "--runtime local" in lines[0]
@@ -37,4 +37,4 @@ def test_auto_falls_back_to_local_and_says_so_first(no_engine: None, mxlab_home:
 
 def test_unknown_runtime_is_refused(mxlab_home: Path) -> None:
     proc = mxlab("up", str(TWO), "--runtime", "vm", check=False)
-    assert proc.returncode == 1 and "use docker, local or auto" in proc.stderr
+    assert proc.returncode == 2 and "use docker, local or auto" in proc.stderr

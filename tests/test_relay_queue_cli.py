@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from mxlab.cli.queue import queue_app
 from mxlab.lab import labdir
-from mxlab.lab.checks import build_message, submit
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up
+from mxlab.lab.mail import build_message, submit
 from mxlab.lab.plan import LabPlan
-from mxlab.lab.queue_cli import queue_app
 from mxlab.lab.runtime import Runtime
 from mxlab.lab.topology import load_topology
 from mxlab.nodes.relay.queue_admin import queue_dir

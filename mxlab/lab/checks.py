@@ -3,31 +3,21 @@ the ``Received:`` chain with the route the plan predicts."""
 
 from __future__ import annotations
 
-import imaplib
-import mimetypes
-import poplib
 import re
-import smtplib
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate
-from pathlib import Path
 
+from mxlab.lab.mail import (
+    MAIL_ERRORS,
+    build_message,
+    imap_by_message_id,
+    pop3_by_message_id,
+    submit,
+)
 from mxlab.lab.plan import LabPlan, predict_route
 
 _TRACE = re.compile(rb"^(received|return-path|delivered-to):", re.I)
 _BY = re.compile(rb"\bby\s+([^\s;()]+)", re.I)
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.I | re.M)
-
-
-def message_id_of(raw: bytes) -> str | None:
-    """The Message-ID header of a message (or of its header lines)."""
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    m = _MESSAGE_ID.search(head)
-    return m.group(1).decode(errors="replace") if m else None
 
 
 @dataclass
@@ -53,6 +43,16 @@ class Result:
     def ok(self) -> bool:
         return self.imap and self.pop3 and self.bytes_equal and self.route_ok and not self.error
 
+    @property
+    def why(self) -> str:
+        """What failed, in words ("" when ok)."""
+        if self.error:
+            return self.error
+        if not self.route_ok:
+            want = " > ".join("|".join(alts) for alts in self.expected)
+            return f"route differs from the plan ({want})"
+        return ""
+
     def as_dict(self) -> dict[str, object]:
         return asdict(self) | {"route_ok": self.route_ok, "ok": self.ok}
 
@@ -75,84 +75,6 @@ def split_trace(raw: bytes) -> tuple[list[str], bytes]:
     return list(reversed(hosts)), b"\r\n".join(lines[i:])
 
 
-def build_message(
-    sender: str,
-    rcpts: list[str],
-    subject: str,
-    body: str,
-    attachments: list[Path] = (),  # type: ignore[assignment]
-) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = sender
-    msg["To"] = ", ".join(rcpts)
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@mxlab.test>"
-    msg.set_content(body)
-    for path in attachments:
-        ctype, _ = mimetypes.guess_type(path.name)
-        maintype, subtype = (ctype or "application/octet-stream").split("/", 1)
-        msg.add_attachment(
-            path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
-        )
-    return msg
-
-
-def submit(plan: LabPlan, msg: EmailMessage, timeout: float = 30.0) -> bytes:
-    """Submit as the sender's user (port 587, AUTH); return the bytes the relay accepted."""
-    sender = msg["From"]
-    user = plan.user(sender)
-    relay = plan.nodes[user.submission]
-    data = msg.as_bytes()
-    with smtplib.SMTP(relay.address, relay.ports["submission"], timeout=timeout) as smtp:
-        smtp.ehlo("checker.mxlab.test")
-        smtp.login(user.address, user.password)
-        rcpts = [a.strip() for a in msg["To"].split(",")]
-        smtp.sendmail(sender, rcpts, data)
-    return data
-
-
-def imap_fetch(plan: LabPlan, rcpt: str, message_ids: list[str]) -> dict[str, bytes]:
-    """The messages among ``message_ids`` now in the recipient's INBOX, by IMAP."""
-    user = plan.user(rcpt)
-    store = plan.nodes[user.store]
-    found: dict[str, bytes] = {}
-    with imaplib.IMAP4(store.address, store.ports["imap"], timeout=10) as imap:
-        imap.login(user.address, user.password)
-        imap.select("INBOX", readonly=True)
-        for mid in message_ids:
-            typ, data = imap.search(None, "HEADER", "Message-ID", mid)
-            nums = data[0].split() if typ == "OK" and data[0] else []
-            if nums:
-                typ, parts = imap.fetch(nums[0], "(BODY.PEEK[])")
-                if typ == "OK" and isinstance(parts[0], tuple):
-                    found[mid] = parts[0][1]
-        imap.logout()
-    return found
-
-
-def pop3_fetch(plan: LabPlan, rcpt: str, message_ids: list[str]) -> dict[str, bytes]:
-    """The same by POP3: scan headers with TOP, RETR the ones we look for."""
-    user = plan.user(rcpt)
-    store = plan.nodes[user.store]
-    wanted = {m.lower() for m in message_ids}
-    found: dict[str, bytes] = {}
-    pop = poplib.POP3(store.address, store.ports["pop3"], timeout=10)
-    try:
-        pop.user(user.address)
-        pop.pass_(user.password)
-        count, _ = pop.stat()
-        for n in range(1, count + 1):
-            _, head, _ = pop.top(n, 0)
-            mid = message_id_of(b"\r\n".join(head))
-            if mid and mid.lower() in wanted:
-                _, lines, _ = pop.retr(n)
-                found[mid] = b"\r\n".join(lines) + b"\r\n"
-    finally:
-        pop.quit()
-    return found
-
-
 def check_pairs(plan: LabPlan, deadline: float = 60.0) -> list[Result]:
     """Mail between every ordered pair of distinct users, then fetch each back."""
     users = [u.address for u in plan.users]
@@ -169,7 +91,7 @@ def check_pairs(plan: LabPlan, deadline: float = 60.0) -> list[Result]:
             try:
                 sent[res.message_id] = submit(plan, msg)
                 submitted_at[res.message_id] = time.monotonic()
-            except (OSError, smtplib.SMTPException) as exc:
+            except MAIL_ERRORS as exc:
                 res.error = f"submission failed: {exc}"
             results.append(res)
     collect(plan, results, sent, submitted_at, time.monotonic() + deadline)
@@ -183,40 +105,42 @@ def collect(
     submitted_at: dict[str, float],
     deadline: float,
 ) -> None:
-    """Poll IMAP until every submitted message is seen or the deadline passes, then
-    fetch each by POP3 too and judge bytes and route."""
+    """Poll IMAP until every submitted copy is seen or the deadline passes, then fetch
+    each by POP3 too and judge bytes and route. A copy is one (recipient, Message-ID):
+    a message to two domains is two copies, each judged on its own route."""
     pending = [r for r in results if r.message_id in sent]
     by_rcpt: dict[str, list[Result]] = {}
     for r in pending:
         by_rcpt.setdefault(r.rcpt, []).append(r)
-    fetched: dict[str, bytes] = {}
+    fetched: dict[tuple[str, str], bytes] = {}
     while True:
         for rcpt, rs in by_rcpt.items():
-            want = [r.message_id for r in rs if r.message_id not in fetched]
+            want = [r.message_id for r in rs if (rcpt, r.message_id) not in fetched]
             if not want:
                 continue
             try:
-                got = imap_fetch(plan, rcpt, want)
-            except (OSError, imaplib.IMAP4.error):
+                got = imap_by_message_id(plan, rcpt, want)
+            except MAIL_ERRORS:
                 continue  # the store may be restarting; poll again
             now = time.monotonic()
             for r in rs:
-                if r.message_id in got:
-                    fetched[r.message_id] = got[r.message_id]
+                if r.message_id in got and (rcpt, r.message_id) not in fetched:
+                    fetched[rcpt, r.message_id] = got[r.message_id]
                     r.imap = True
                     r.latency = now - submitted_at[r.message_id]
-        if all(r.message_id in fetched for r in pending) or time.monotonic() > deadline:
+        done = all((r.rcpt, r.message_id) in fetched for r in pending)
+        if done or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     for rcpt, rs in by_rcpt.items():
         try:
-            popped = pop3_fetch(plan, rcpt, [r.message_id for r in rs])
-        except (OSError, poplib.error_proto) as exc:
+            popped = pop3_by_message_id(plan, rcpt, [r.message_id for r in rs])
+        except MAIL_ERRORS as exc:
             for r in rs:
                 r.error = r.error or f"POP3: {exc}"
             popped = {}
         for r in rs:
-            raw = fetched.get(r.message_id)
+            raw = fetched.get((rcpt, r.message_id))
             if raw is None:
                 r.error = r.error or "not delivered before the deadline"
                 continue

@@ -1,9 +1,15 @@
-"""The lab directory: the plan, each node's config and state, logs — inspectable on disk."""
+"""The lab directory: the plan, each node's config and state, logs — inspectable on disk,
+and private: the directory is 0700, every file in it 0600 (keys, mail, the secrets file
+that alone holds the users' passwords)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from mxlab.lab.errors import LabError
@@ -19,6 +25,61 @@ def lab_dir(lab: str) -> Path:
     return home() / "labs" / lab
 
 
+SECRETS = "secrets.json"
+
+
+@contextlib.contextmanager
+def private() -> Iterator[None]:
+    """Files and folders made inside are 0600/0700 (the lab's state is nobody else's)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextlib.contextmanager
+def lock(lab: str) -> Iterator[None]:
+    """Hold the lab while it is brought up or down: a second `up` of the same lab fails
+    with one line instead of racing the first. The lock file lives beside the lab's
+    folder, so removing the folder does not drop the lock."""
+    root = home() / "labs"
+    with private():
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / f".{lab}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabError(
+                f"lab {lab!r} is being started or stopped by another mxlab: wait for it"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_locked(lab: str) -> bool:
+    """Another process is bringing the lab up or down right now."""
+    path = home() / "labs" / f".{lab}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove(lab: str) -> None:
+    """Nothing of the lab stays on disk: mail, queues, keys, plan."""
+    shutil.rmtree(lab_dir(lab), ignore_errors=True)
+
+
 def node_dir(plan: LabPlan, node: str) -> Path:
     return Path(plan.lab_dir) / "nodes" / node
 
@@ -29,29 +90,39 @@ def write_plan(plan: LabPlan) -> None:
     from mxlab.lab.pki import ensure_ca, issue
 
     root = Path(plan.lab_dir)
-    ca = ensure_ca(root / "ca", plan.lab)
-    (root / "zones").mkdir(parents=True, exist_ok=True)
-    (root / "plan.json").write_text(plan.model_dump_json(indent=2))
-    for name, node in plan.nodes.items():
-        ndir = node_dir(plan, name)
-        (ndir / "state").mkdir(parents=True, exist_ok=True)
-        (ndir / "config.json").write_text(node.config.model_dump_json(indent=2))
-        if getattr(node.config, "tls", None) is not None:
-            tls = ndir / "tls"
-            issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem")
-            shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
-    for zone in plan.zones:
-        (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
+    with private():
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)
+        ca = ensure_ca(root / "ca", plan.lab)
+        (root / "zones").mkdir(parents=True, exist_ok=True)
+        (root / "plan.json").write_text(plan.model_dump_json(indent=2))
+        secrets = {u.address: u.password for u in plan.users}
+        (root / SECRETS).write_text(json.dumps(secrets, indent=2) + "\n")
+        for name, node in plan.nodes.items():
+            ndir = node_dir(plan, name)
+            (ndir / "state").mkdir(parents=True, exist_ok=True)
+            (ndir / "config.json").write_text(node.config.model_dump_json(indent=2))
+            if getattr(node.config, "tls", None) is not None:
+                tls = ndir / "tls"
+                issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem")
+                shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
+        for zone in plan.zones:
+            (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
 
 
 def read_plan(lab: str) -> LabPlan:
+    """The plan with each user's password put back from the secrets file."""
     path = lab_dir(lab) / "plan.json"
     try:
-        return LabPlan.model_validate_json(path.read_bytes())
+        plan = LabPlan.model_validate_json(path.read_bytes())
+        secrets = json.loads((path.parent / SECRETS).read_bytes())
     except FileNotFoundError:
         known = ", ".join(list_labs()) or "none"
         hint = f"labs here: {known}; start one with mxlab up"
         raise LabError(f"no lab named {lab!r} ({hint})") from None
+    for user in plan.users:
+        user.password = secrets.get(user.address, "")
+    return plan
 
 
 def list_labs() -> list[str]:
@@ -59,15 +130,3 @@ def list_labs() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "plan.json").is_file())
-
-
-def only_lab(lab: str | None) -> str:
-    """The lab a command means: the one given, else the only one there is."""
-    if lab:
-        return lab
-    labs = list_labs()
-    if len(labs) == 1:
-        return labs[0]
-    if not labs:
-        raise LabError("no lab is up (start one with: mxlab up TOPOLOGY.yaml)")
-    raise LabError(f"several labs are up ({', '.join(labs)}): name one")

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mxlab.lab.topology import Topology, TopologyError
 from mxlab.nodes.config import (
@@ -33,6 +33,7 @@ from mxlab.nodes.passwords import hash_password
 RuntimeName = Literal["local", "docker"]
 
 STANDARD_PORTS = {"dns": 53, "smtp": 25, "submission": 587, "lmtp": 24, "imap": 143, "pop3": 110}
+STANDARD_PORTS |= {"submissions": 465, "imaps": 993, "pop3s": 995}  # RFC 8314 implicit TLS
 # One lab-wide unprivileged set: every node has its own address, so they never collide.
 UNPRIVILEGED_PORTS = {
     "dns": 5353,
@@ -41,6 +42,9 @@ UNPRIVILEGED_PORTS = {
     "lmtp": 2424,
     "imap": 2143,
     "pop3": 2110,
+    "submissions": 2465,
+    "imaps": 2993,
+    "pop3s": 2995,
 }
 CONTAINER_NODE_DIR = "/mxlab"  # each node's lab directory is mounted here in docker
 START_ORDER = ("dns", "store", "relay")
@@ -61,7 +65,9 @@ class NodePlan(_Model):
 
 class UserPlan(_Model):
     address: str
-    password: str
+    # Never written to plan.json: the lab directory keeps passwords in its 0600 secrets
+    # file only (nodes get hashes); labdir.read_plan puts them back for clients.
+    password: str = Field(default="", exclude=True, repr=False)
     domain: str
     submission: str  # relay node that takes this user's outgoing mail
     store: str  # store node that holds this user's mailbox
@@ -104,9 +110,10 @@ class LabPlan(_Model):
         return sorted(self.nodes.values(), key=lambda n: START_ORDER.index(n.role))
 
 
-def default_local_subnet(lab: str) -> str:
-    """A /24 in 127/8 derived from the lab name, so labs rarely share addresses."""
-    h = int.from_bytes(hashlib.sha256(lab.encode()).digest()[:4], "big")
+def default_local_subnet(lab_dir: str) -> str:
+    """A /24 in 127/8 derived from the lab's directory (its MXLAB_HOME and name), so labs
+    rarely share addresses, even labs of one name in two homes (parallel test runs)."""
+    h = int.from_bytes(hashlib.sha256(lab_dir.encode()).digest()[:4], "big")
     return f"127.{64 + h % 128}.{(h >> 8) % 256}.0/24"
 
 
@@ -127,7 +134,7 @@ def make_plan(
         if runtime == "docker":
             subnet = topo.settings.docker_subnet
         else:
-            subnet = topo.settings.local_subnet or default_local_subnet(topo.name)
+            subnet = topo.settings.local_subnet or default_local_subnet(str(lab_dir))
     if subnet is None:
         raise ValueError("the docker runtime must choose a subnet")
     net = ipaddress.ip_network(subnet)
@@ -185,13 +192,15 @@ def make_plan(
             config = DnsNodeConfig(**base, port=ports["dns"], zones=zones)
             node_ports = {"dns": ports["dns"]}
         elif spec.kind == "store":
-            node_ports = {k: ports[k] for k in ("lmtp", "imap", "pop3")}
+            node_ports = {k: ports[k] for k in ("lmtp", "imap", "pop3", "imaps", "pop3s")}
             served = [d for d, p in domains.items() if p.store == name]
             config = StoreNodeConfig(
                 **base,
                 lmtp_port=ports["lmtp"],
                 imap_port=ports["imap"],
                 pop3_port=ports["pop3"],
+                imaps_port=ports["imaps"],
+                pop3s_port=ports["pop3s"],
                 domains=served,
                 users={
                     u.address: StoreUser(password_hash=hashes[u.address])
@@ -202,7 +211,7 @@ def make_plan(
                 tls=tls,
             )
         else:
-            node_ports = {k: ports[k] for k in ("smtp", "submission")}
+            node_ports = {k: ports[k] for k in ("smtp", "submission", "submissions")}
             config = _relay_config(
                 topo, name, base, ports, addresses, dns, domains, users, hashes, tls
             )
@@ -258,6 +267,7 @@ def _relay_config(
         **base,
         smtp_port=ports["smtp"],
         submission_port=ports["submission"],
+        submissions_port=ports["submissions"],
         remote_smtp_port=ports["smtp"],
         dns=dns,
         local_domains=local,

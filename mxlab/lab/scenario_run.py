@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import imaplib
 import shutil
 import smtplib
 import time
@@ -15,9 +14,18 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mxlab.lab import dns_faults, labdir
-from mxlab.lab.checks import build_message, message_id_of, pop3_fetch, split_trace, submit
+from mxlab.lab.checks import split_trace
 from mxlab.lab.errors import LabError
-from mxlab.lab.lifecycle import bring_up
+from mxlab.lab.lifecycle import bring_up, tear_down
+from mxlab.lab.mail import (
+    MAIL_ERRORS,
+    build_message,
+    imap_messages,
+    message_id_of,
+    pop3_by_message_id,
+    smtp_session,
+    submit,
+)
 from mxlab.lab.plan import LabPlan
 from mxlab.lab.runtime import Runtime
 from mxlab.lab.scenario import (
@@ -101,18 +109,7 @@ class Runner:
 
     # -- mailbox and queue views -------------------------------------------------------
     def _mailbox(self, address: str) -> list[bytes]:
-        """Every message in the user's INBOX, in one IMAP FETCH (read-only)."""
-        user = self.plan.user(address)
-        store = self.plan.nodes[user.store]
-        with imaplib.IMAP4(store.address, store.ports["imap"], timeout=30) as imap:
-            imap.login(user.address, user.password)
-            _, count = imap.select("INBOX", readonly=True)
-            out = []
-            if int(count[0] or 0) > 0:
-                _, parts = imap.fetch("1:*", "(BODY.PEEK[])")
-                out = [p[1] for p in parts if isinstance(p, tuple)]
-            imap.logout()
-        return out
+        return imap_messages(self.plan, address)
 
     def _is_user(self, address: str) -> bool:
         try:
@@ -207,7 +204,7 @@ class Runner:
             try:
                 if done():
                     return ""
-            except (OSError, imaplib.IMAP4.error):
+            except MAIL_ERRORS:
                 pass  # a node may be restarting: poll again
             if time.monotonic() > deadline:
                 raise StepFailed(f"{failure} after {within:g}s")
@@ -223,7 +220,7 @@ class Runner:
             try:
                 data = submit(self.plan, msg)
                 results.append(Sent(sid, step.sender, step.to, msg["Message-ID"], data, True))
-            except (OSError, smtplib.SMTPException) as exc:
+            except MAIL_ERRORS as exc:
                 results.append(
                     Sent(sid, step.sender, step.to, msg["Message-ID"], b"", False, str(exc))
                 )
@@ -244,9 +241,7 @@ class Runner:
     def _reject(self, step: Reject) -> str:
         user = self.plan.user(step.sender) if step.auth else None
         relay = self.plan.nodes[step.node or self.plan.user(step.sender).submission]
-        port = relay.ports["submission" if step.auth else "smtp"]
-        with smtplib.SMTP(relay.address, port, timeout=10) as smtp:
-            smtp.ehlo("scenario.mxlab.test")
+        with smtp_session(self.plan, relay.name, "submission" if step.auth else "smtp") as smtp:
             if user is not None:
                 smtp.login(user.address, user.password)
             code, reply = smtp.mail(step.sender)
@@ -286,7 +281,7 @@ class Runner:
         if step.by in ("pop3", "both"):
             for rcpt in rcpts:
                 ids = [s.message_id for s in acked if rcpt in s.rcpts]
-                missing = len(ids) - len(pop3_fetch(self.plan, rcpt, ids))
+                missing = len(ids) - len(pop3_by_message_id(self.plan, rcpt, ids))
                 if missing:
                     raise StepFailed(f"{missing} of {step.id} not visible by POP3 for {rcpt}")
         summary = routes.pop() if len(routes) == 1 else f"{len(routes)} routes"
@@ -384,7 +379,7 @@ def run_scenario(
         if not outcome.ok:
             outcome.artifacts = str(save_artifacts(plan, runtime, artifacts_root))
     finally:
-        runtime.down(plan.lab)
+        tear_down(plan.lab, progress)
     return outcome
 
 
@@ -403,7 +398,7 @@ def run_steps(
                 detail, ok = runner.run_step(step), True
             except StepFailed as exc:
                 detail, ok = str(exc), False
-            except (OSError, smtplib.SMTPException, imaplib.IMAP4.error, LabError) as exc:
+            except (*MAIL_ERRORS, LabError) as exc:
                 detail, ok = f"{type(exc).__name__}: {exc}", False
             took = time.monotonic() - started
             outcome.steps.append(StepResult(i, title, ok, took, detail))
@@ -420,7 +415,9 @@ def run_steps(
 def save_artifacts(plan: LabPlan, runtime: Runtime, root: Path) -> Path:
     """Logs, queues and generated configs of a failed run, for the CI to keep."""
     dest = root / f"{plan.lab}-{time.strftime('%Y%m%d-%H%M%S')}"
-    shutil.copytree(plan.lab_dir, dest, ignore=shutil.ignore_patterns("*.key", "pid"))
+    shutil.copytree(
+        plan.lab_dir, dest, ignore=shutil.ignore_patterns("*.key", "key.pem", "secrets.json", "pid")
+    )
     for name in plan.nodes:
         (dest / "nodes" / name).mkdir(parents=True, exist_ok=True)
         (dest / "nodes" / name / "runtime.log").write_bytes(runtime.log_bytes(plan, name))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mxlab.lab.errors import LabError
-from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
+from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime, SubnetTaken
 
-__all__ = ["NodeStatus", "Progress", "Runtime", "select"]
+__all__ = ["NodeStatus", "Progress", "Runtime", "SubnetTaken", "select"]
 
 
 def select(name: str, progress: Progress) -> Runtime:

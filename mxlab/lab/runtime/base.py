@@ -14,6 +14,10 @@ from mxlab.lab.topology import Topology
 Progress = Callable[[str], None]
 
 
+class SubnetTaken(LabError):
+    """Another lab took the chosen subnet between choosing and creating: plan again."""
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     node: str
@@ -26,8 +30,9 @@ class NodeStatus:
 class Runtime(ABC):
     name: str
 
-    def choose_subnet(self, topo: Topology) -> str | None:
-        """The subnet for a new lab; None lets the planner use the topology's default."""
+    def choose_subnet(self, topo: Topology, avoid: set[str] | None = None) -> str | None:
+        """The subnet for a new lab, not one of ``avoid``; None lets the planner use the
+        topology's default."""
         return None
 
     @abstractmethod

@@ -1,7 +1,9 @@
 """Docker runtime: each node its own container on a lab bridge network with static IPs.
 
 Everything carries the labels ``mxlab.lab``/``mxlab.node``/``mxlab.role``, so ``down``,
-``status`` and ``gc`` work from the engine alone, without the topology or lab directory.
+``status`` and ``gc`` work from the engine alone, without the topology or lab directory;
+and ``mxlab.home``, the MXLAB_HOME that made it: on a shared engine nobody's ``status``,
+``down`` or ``gc`` touches another user's labs.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from mxlab.lab.image import ensure_image
 from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime import netem
-from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
+from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime, SubnetTaken
 from mxlab.lab.topology import Topology
 
 READY_TIMEOUT = 60.0
 SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per lab
 LAB = "mxlab.lab"
+HOME = "mxlab.home"
 API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
 
 
@@ -47,11 +50,22 @@ def engine_error() -> str | None:
 
 
 def container_name(lab: str, node: str) -> str:
-    return f"mxlab-{lab}-{node}"
+    """Lab and node names are [a-z0-9-]: '_' keeps lab ``a`` node ``b-c`` apart from lab
+    ``a-b`` node ``c``."""
+    return f"mxlab-{lab}_{node}"
 
 
 def network_name(lab: str) -> str:
     return f"mxlab-{lab}"
+
+
+def build_image(force: bool, progress: Progress) -> str:
+    """The node image, with a long engine timeout: a first build takes a minute or two."""
+    return ensure_image(docker.from_env(timeout=900), force=force, progress=progress)
+
+
+def _home() -> str:
+    return str(labdir.home().resolve())
 
 
 class DockerRuntime(Runtime):
@@ -69,9 +83,10 @@ class DockerRuntime(Runtime):
                     used[net.name] = ipaddress.ip_network(cfg["Subnet"], strict=False)
         return used
 
-    def choose_subnet(self, topo: Topology) -> str:
+    def choose_subnet(self, topo: Topology, avoid: set[str] | None = None) -> str:
         """A /24 no existing docker network overlaps; a pinned one is checked, not moved."""
         used = self._used_subnets()
+        used |= {f"tried {s}": ipaddress.ip_network(s) for s in avoid or ()}
         if topo.settings.docker_subnet:
             want = ipaddress.ip_network(topo.settings.docker_subnet)
             for name, net in used.items():
@@ -87,7 +102,7 @@ class DockerRuntime(Runtime):
         raise LabError(f"no free /24 left in {SUBNET_POOL} (run mxlab gc, or pin a subnet)")
 
     def _labels(self, plan: LabPlan, node: NodePlan | None = None) -> dict[str, str]:
-        labels = {LAB: plan.lab}
+        labels = {LAB: plan.lab, HOME: _home()}
         if node is not None:
             labels |= {"mxlab.node": node.name, "mxlab.role": node.role}
         return labels
@@ -106,6 +121,8 @@ class DockerRuntime(Runtime):
                 labels=self._labels(plan),
             )
         except docker.errors.APIError as exc:
+            if "overlap" in str(exc.explanation):
+                raise SubnetTaken(f"{plan.subnet}: {exc.explanation}") from None
             raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
         dns = plan.dns_node
         with ThreadPoolExecutor(max_workers=10) as pool:
@@ -162,13 +179,18 @@ class DockerRuntime(Runtime):
 
         return check
 
+    @staticmethod
+    def _mine(lab: str | None = None) -> dict[str, list[str]]:
+        """The label filter for this MXLAB_HOME's labs (one lab, or all)."""
+        return {"label": [f"{HOME}={_home()}", f"{LAB}={lab}" if lab else LAB]}
+
     def _containers(self, lab: str) -> list[Container]:
-        return self.client.containers.list(all=True, filters={"label": f"{LAB}={lab}"})
+        return self.client.containers.list(all=True, filters=self._mine(lab))
 
     def down(self, lab: str) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda c: c.remove(force=True), self._containers(lab)))
-        for net in self.client.networks.list(filters={"label": f"{LAB}={lab}"}):
+        for net in self.client.networks.list(filters=self._mine(lab)):
             net.remove()
 
     def status(self, lab: str) -> list[NodeStatus]:
@@ -183,20 +205,19 @@ class DockerRuntime(Runtime):
         return sorted(out, key=lambda s: s.node)
 
     def labs(self) -> list[str]:
-        """Every lab with a labelled container or network on this engine."""
-        flt = {"label": LAB}
+        """Every lab of this MXLAB_HOME with a labelled container or network."""
+        flt = self._mine()
         found = {c.labels[LAB] for c in self.client.containers.list(all=True, filters=flt)}
         found |= {n.attrs["Labels"][LAB] for n in self.client.networks.list(filters=flt)}
         return sorted(found)
 
-    def gc(self) -> list[str]:
-        """Remove every lab whose containers are all gone or dead; return their names."""
-        removed = []
-        for lab in self.labs():
-            if all(c.status in ("exited", "dead", "created") for c in self._containers(lab)):
-                self.down(lab)
-                removed.append(lab)
-        return removed
+    def dead_labs(self) -> list[str]:
+        """Labs whose containers are all gone or dead (what a crashed run leaves)."""
+        return [
+            lab
+            for lab in self.labs()
+            if all(c.status in ("exited", "dead", "created") for c in self._containers(lab))
+        ]
 
     def _container(self, plan: LabPlan, node: str) -> Container:
         try:

@@ -48,14 +48,46 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _running_pid(pid_file: Path) -> int | None:
-    """The pid in the file if that process is alive and is a node (not a reused pid)."""
+def _running_pid(pid_file: Path | str) -> int | None:
+    """The pid (in the file) if that process is alive and is a node (not a reused pid)."""
     try:
-        pid = int(pid_file.read_text())
+        pid = int(pid_file if isinstance(pid_file, str) else pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
     return pid if b"mxlab.nodes" in cmdline and _alive(pid) else None
+
+
+def _environ(pid: str) -> dict[bytes, bytes]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(kv.split(b"=", 1) for kv in raw.split(b"\0") if b"=" in kv)
+
+
+def orphans() -> dict[str, list[int]]:
+    """Node processes of this MXLAB_HOME whose lab directory is gone, by lab."""
+    home = str(labdir.home()).encode()
+    found: dict[str, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        env = _environ(pid)
+        lab = env.get(b"MXLAB_LAB", b"").decode()
+        if not lab or env.get(b"MXLAB_HOME") != home or _running_pid(pid) is None:
+            continue
+        if not (labdir.lab_dir(lab) / "plan.json").exists():
+            found.setdefault(lab, []).append(int(pid))
+    return found
+
+
+def stop_pids(pids: list[int]) -> None:
+    """SIGKILL each node's process group and wait until every thread is gone."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _check_free(node: NodePlan) -> None:
@@ -96,7 +128,10 @@ class LocalRuntime(Runtime):
     def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
         ndir = labdir.node_dir(plan, node.name)
         argv = [sys.executable, "-m", "mxlab.nodes", node.role, "--config", "config.json"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The marker gc finds orphans by: a node whose lab directory is gone.
+        env = dict(
+            os.environ, PYTHONUNBUFFERED="1", MXLAB_LAB=plan.lab, MXLAB_HOME=str(labdir.home())
+        )
         with open(_log_file(plan, node.name), "ab") as log:
             proc = subprocess.Popen(
                 argv,
