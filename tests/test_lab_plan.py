@@ -32,10 +32,17 @@ def test_privileged_and_docker_use_standard_ports() -> None:
     assert _plan("two-domains", privileged=True).nodes["mx-alpha"].ports == {
         "smtp": 25,
         "submission": 587,
+        "submissions": 465,
     }
     topo = load_topology(TOPOLOGIES / "two-domains.yaml")
     plan = make_plan(topo, runtime="docker", lab_dir=Path("/x"), subnet="172.29.5.0/24")
-    assert plan.nodes["store-beta"].ports == {"lmtp": 24, "imap": 143, "pop3": 110}
+    assert plan.nodes["store-beta"].ports == {
+        "lmtp": 24,
+        "imap": 143,
+        "pop3": 110,
+        "imaps": 993,
+        "pop3s": 995,
+    }
     assert plan.nodes["ns"].address == "172.29.5.2"  # .1 is the bridge gateway
     assert plan.nodes["ns"].config.state_dir == "/mxlab/state"
 

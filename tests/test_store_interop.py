@@ -1,20 +1,25 @@
 """Real mail clients against the store: fetchmail and getmail6 over POP3, mutt reading
-over IMAP, mbsync syncing both ways. Each is skipped when its binary is missing."""
+over IMAP, mbsync syncing both ways; imapclient and mbsync over IMAPS, getmail6 over
+POP3S (RFC 8314). Each is skipped when its binary is missing."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mxlab.lab.pki import ensure_ca, issue
+from mxlab.nodes.config import TlsFiles
 from tests.test_store_support import (
     PASSWORDS,
     StoreProcess,
     deliver,
+    free_port,
     message,
     running_store,
     unique,
@@ -153,3 +158,88 @@ def test_mbsync_syncs_both_ways(node: StoreProcess, tmp_path: Path) -> None:
     _, data = imap.search(None, "SUBJECT", pushed, "SEEN")
     assert len(data[0].split()) == 1
     imap.logout()
+
+
+# -- implicit TLS (RFC 8314): IMAPS and POP3S from the lab CA ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreProcess]:
+    tmp = tmp_path_factory.mktemp("interop-tls")
+    address = "127.20.0.5"
+    ca = ensure_ca(tmp / "ca", "store-tests")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    issue(ca, "store.alpha.test", address, cert, key)
+    tls = TlsFiles(cert=str(cert), key=str(key), ca=str(tmp / "ca" / "ca.pem"))
+    yield from running_store(
+        tmp, address, tls=tls, imaps_port=free_port(address), pop3s_port=free_port(address)
+    )
+
+
+def test_imapclient_over_imaps(tls_node: StoreProcess) -> None:
+    imapclient = pytest.importorskip("imapclient")
+    subject = unique("imaps")
+    deliver(tls_node, message(subject), [USER])
+    assert tls_node.config.tls is not None and tls_node.config.imaps_port
+    context = ssl.create_default_context(cafile=tls_node.config.tls.ca)  # verifies the IP SAN
+    client = imapclient.IMAPClient(
+        tls_node.address, tls_node.config.imaps_port, ssl=True, ssl_context=context, timeout=10
+    )
+    assert b"STARTTLS" not in client.capabilities()  # already encrypted
+    client.login(USER, PASSWORDS[USER])
+    client.select_folder("INBOX")
+    (uid,) = client.search(["SUBJECT", subject])
+    fetched = client.fetch([uid], ["RFC822.SIZE", "BODY.PEEK[]"])[uid]
+    assert fetched[b"RFC822.SIZE"] == len(fetched[b"BODY[]"])
+    assert fetched[b"BODY[]"].endswith(message(subject).split(b"\r\n\r\n", 1)[1])
+    client.add_flags([uid], [b"\\Seen"])
+    assert b"\\Seen" in client.get_flags([uid])[uid]
+    client.logout()
+
+
+def test_mbsync_over_imaps(tls_node: StoreProcess, tmp_path: Path) -> None:
+    mbsync = need("mbsync")
+    subject = unique("mbsync-imaps")
+    deliver(tls_node, message(subject), [USER])
+    local = tmp_path / "mail"
+    local.mkdir()
+    assert tls_node.config.tls is not None
+    rc = tmp_path / "mbsyncrc"
+    # mbsync checks host names only: trusting the node's own certificate (as well as
+    # the CA) lets it connect by address
+    rc.write_text(
+        f"IMAPAccount lab\nHost {tls_node.address}\nPort {tls_node.config.imaps_port}\n"
+        f"User {USER}\nPass {PASSWORDS[USER]}\nSSLType IMAPS\nAuthMechs PLAIN\n"
+        f"CertificateFile {tls_node.config.tls.cert}\n\n"
+        "IMAPStore remote\nAccount lab\n\n"
+        f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\n\n"
+        "Channel sync\nFar :remote:INBOX\nNear :local:INBOX\nCreate Both\nSyncState *\n"
+        "Sync Pull\n"
+    )
+    run([mbsync, "-c", str(rc), "-a"], tmp_path)
+    pulled = [p.read_bytes() for p in (local / "INBOX" / "new").iterdir()]
+    assert len([p for p in pulled if subject.encode() in p]) == 1
+
+
+def test_getmail_retrieves_over_pop3s(tls_node: StoreProcess, tmp_path: Path) -> None:
+    getmail = need("getmail")
+    subject = unique("getmail-pop3s")
+    sent = message(subject)
+    deliver(tls_node, sent, [USER])
+    assert tls_node.config.tls is not None
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rc = tmp_path / "getmailrc"
+    rc.write_text(
+        "[retriever]\ntype = SimplePOP3SSLRetriever\n"
+        f"server = {tls_node.address}\nport = {tls_node.config.pop3s_port}\n"
+        f"username = {USER}\npassword = {PASSWORDS[USER]}\n"
+        f"ca_certs = {tls_node.config.tls.ca}\n\n"
+        "[destination]\ntype = MDA_external\npath = /bin/sh\n"
+        f'arguments = ("-c", "cat > {drop}/msg.$$")\nallow_root_commands = true\n\n'
+        "[options]\nread_all = true\ndelete = true\n"
+    )
+    run([getmail, "--getmaildir", str(tmp_path), "--rcfile", str(rc)], tmp_path)
+    mine = [f for f in (p.read_bytes() for p in drop.iterdir()) if subject.encode() in f]
+    assert len(mine) == 1
+    assert mine[0].replace(b"\r\n", b"\n").endswith(sent.replace(b"\r\n", b"\n"))

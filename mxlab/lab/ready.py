@@ -16,6 +16,8 @@ from mxlab.lab.plan import NodePlan
 
 # service -> the greeting a ready server sends first
 _GREETINGS = {"smtp": b"220", "submission": b"220", "lmtp": b"220", "imap": b"* OK", "pop3": b"+OK"}
+# implicit-TLS ports (submissions, imaps, pop3s) are not probed: each node binds them
+# before its plaintext ports, so a node whose plaintext ports greet has them too
 
 
 def _greets(host: str, port: int, prefix: bytes, timeout: float) -> bool:
@@ -43,7 +45,9 @@ def is_ready(node: NodePlan, timeout: float = 1.0) -> bool:
             zone = node.config.zones[0].origin  # type: ignore[union-attr]
             if not _answers_soa(node.address, port, zone, timeout):
                 return False
-        elif not _greets(node.address, port, _GREETINGS[service], timeout):
+        elif service in _GREETINGS and not _greets(
+            node.address, port, _GREETINGS[service], timeout
+        ):
             return False
     return True
 

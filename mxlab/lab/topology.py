@@ -40,7 +40,9 @@ class QueueSettings(_Model):
     concurrency_per_destination: int = Field(4, ge=1, le=100)
 
 
-Service = Literal["dns", "smtp", "submission", "lmtp", "imap", "pop3"]
+Service = Literal[
+    "dns", "smtp", "submission", "lmtp", "imap", "pop3", "submissions", "imaps", "pop3s"
+]
 
 
 class Settings(_Model):

@@ -91,6 +91,7 @@ class RelayNodeConfig(NodeBase):
     role: Literal["relay"] = "relay"
     smtp_port: int  # MX traffic (25 in a container or as root)
     submission_port: int  # AUTH submission (587)
+    submissions_port: int | None = None  # the same over implicit TLS (465, RFC 8314 §3.3)
     remote_smtp_port: int  # the port other MX hosts listen on (lab-wide)
     dns: Endpoint  # the lab DNS server asked for MX and A records
     local_domains: dict[str, LocalDomain] = Field(default_factory=dict)

@@ -37,10 +37,14 @@ async def serve(config: RelayNodeConfig) -> None:
     ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
     try:
-        for port, submission in ((config.smtp_port, False), (config.submission_port, True)):
+        listeners = [(config.smtp_port, False, None), (config.submission_port, True, None)]
+        if tls_context is not None and config.submissions_port:  # RFC 8314 §3.3: implicit
+            listeners.insert(0, (config.submissions_port, True, tls_context))  # TLS, bound first
+        for port, submission, implicit in listeners:
             handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
             factory = make_smtp(config, handler, tls_context, budget).clone
-            await listen(config, servers, port, loop.create_server(factory, config.address, port))
+            server = loop.create_server(factory, config.address, port, ssl=implicit)
+            await listen(config, servers, port, server)
         emit(
             config.node,
             "listening",

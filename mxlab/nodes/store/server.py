@@ -179,6 +179,24 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
     servers: list[asyncio.Server] = []
     try:
         address = config.address
+        # RFC 8314 §3.3 implicit TLS first: once the plaintext ports greet (what the
+        # lab's readiness probe checks), these listen too
+        if tls is not None and config.imaps_port:
+            await listen(
+                config,
+                servers,
+                config.imaps_port,
+                asyncio.start_server(
+                    imap_client(True), address, config.imaps_port, limit=READ_SIZE, ssl=tls
+                ),
+            )
+        if tls is not None and config.pop3s_port:
+            await listen(
+                config,
+                servers,
+                config.pop3s_port,
+                asyncio.start_server(pop3_client(True), address, config.pop3s_port, ssl=tls),
+            )
         await listen(
             config,
             servers,
@@ -197,22 +215,6 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
             config.pop3_port,
             asyncio.start_server(pop3_client(False), address, config.pop3_port),
         )
-        if tls is not None and config.imaps_port:  # RFC 8314: implicit TLS
-            await listen(
-                config,
-                servers,
-                config.imaps_port,
-                asyncio.start_server(
-                    imap_client(True), address, config.imaps_port, limit=READ_SIZE, ssl=tls
-                ),
-            )
-        if tls is not None and config.pop3s_port:
-            await listen(
-                config,
-                servers,
-                config.pop3s_port,
-                asyncio.start_server(pop3_client(True), address, config.pop3s_port, ssl=tls),
-            )
         emit(
             config.node,
             "listening",
