@@ -277,10 +277,11 @@ class Lab:
             mail.submit(self.plan, msg, sender=sender, rcpts=rcpts)
         except smtplib.SMTPRecipientsRefused as exc:
             address, (code, reply) = next(iter(exc.recipients.items()))
-            raise SendRefused(code, reply.decode(errors="replace"), f"RCPT {address}") from None
+            raise SendRefused(code, _text(reply), f"RCPT {address}") from None
         except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode(errors="replace") if exc.smtp_error else ""
-            raise SendRefused(exc.smtp_code, text, f"submission as {sender}") from None
+            raise SendRefused(
+                exc.smtp_code, _text(exc.smtp_error), f"submission as {sender}"
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             raise LabError(f"submission as {sender} failed: {exc} (is the lab up?)") from None
         return Sent(str(msg["Message-ID"]), sender, rcpts, data, time.monotonic())
@@ -439,6 +440,11 @@ class Mailbox:
                     f" within {timeout:g}s; {folder} held {subjects}"
                 )
             time.sleep(POLL)
+
+
+def _text(reply: bytes | str) -> str:
+    """An SMTP reply text as smtplib hands it over (bytes, or str for its own errors)."""
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
 def _parse(raw: bytes) -> EmailMessage:

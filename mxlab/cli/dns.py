@@ -41,6 +41,8 @@ def restore(
 ) -> None:
     """Lift DNS faults (all, or one name's)."""
     words = list(args or [])
+    lab: str | None
+    names: list[str]
     if len(words) == 1 and words[0] in mxlab.labs():
         lab, names = words[0], []
     else:

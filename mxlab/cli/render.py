@@ -14,7 +14,6 @@ from rich.table import Table
 from mxlab.lab.checks import Result
 from mxlab.lab.runtime import NodeStatus
 
-
 WHOLE = {"from", "to", "node", "address", "queue id", "state", "role", "time"}
 
 

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import docker
 import docker.errors
@@ -152,8 +153,11 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(Path(rootfs, cache), ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        assert tar.stdout is not None
         try:
-            client.api.import_image_from_stream(_chunks(tar), repository="mxlab-base", tag=tag)
+            client.api.import_image_from_stream(
+                _chunks(tar.stdout), repository="mxlab-base", tag=tag
+            )
         finally:
             tar.stdout.close()
             tar.wait()
@@ -162,8 +166,8 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
     return ref
 
 
-def _chunks(proc: subprocess.Popen) -> Iterator[bytes]:
-    while chunk := proc.stdout.read(1 << 20):
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while chunk := stream.read(1 << 20):
         yield chunk
 
 

@@ -28,7 +28,7 @@ TIMEOUT = 10.0
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.I | re.M)
 
 # What a refused or failed conversation raises; callers turn it into one line.
-MAIL_ERRORS: tuple[type[BaseException], ...] = (
+MAIL_ERRORS = (
     OSError,
     smtplib.SMTPException,
     imaplib.IMAP4.error,

@@ -319,7 +319,9 @@ def _soa(origin: str, ns: str) -> DnsRecord:
     )
 
 
-def _addresses(topo: Topology, net: ipaddress.IPv4Network) -> tuple[list[str], dict[str, str]]:
+def _addresses(
+    topo: Topology, net: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> tuple[list[str], dict[str, str]]:
     """Nodes in start order, and their addresses in that order from .2 up."""
     hosts = iter(net.hosts())
     next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import smtplib
 import time
@@ -44,6 +45,7 @@ from mxlab.lab.scenario import (
     Send,
 )
 from mxlab.lab.topology import Topology
+from mxlab.nodes.config import RelayNodeConfig
 
 POLL = 0.1
 
@@ -124,6 +126,9 @@ class Runner:
         for raw in self._mailbox(address):
             by_id.setdefault((message_id_of(raw) or "").lower(), []).append(raw)
         return by_id
+
+    def _bounced(self, sent: Sent) -> bool:
+        return bool(self._bounces(sent))
 
     def _bounces(self, sent: Sent) -> list[bytes]:
         """DSNs (RFC 3464 multipart/report) in the sender's INBOX naming the message."""
@@ -292,7 +297,7 @@ class Runner:
             if sent.acknowledged:
                 self._poll(
                     step.within,
-                    lambda s=sent: bool(self._bounces(s)),
+                    functools.partial(self._bounced, sent),
                     f"no bounce for {step.id} reached {sent.sender}",
                 )
         return "bounce received"
@@ -310,9 +315,9 @@ class Runner:
         """RFC 5321 §7.1 / Postfix's checks: every unauthenticated foreign relay attempt
         must be refused, however the address is dressed up."""
         relay = self.plan.nodes[step.node]
-        local = next(
-            iter(relay.config.local_domains or relay.config.relay_domains or {"x.test": 0})
-        )  # type: ignore[union-attr]
+        config = relay.config
+        assert isinstance(config, RelayNodeConfig)  # the scenario's validation made sure
+        local = next(iter(config.local_domains or config.relay_domains or {"x.test": 0}))
         probes = [
             "victim@outside.example",
             f"victim%outside.example@{local}",
@@ -398,7 +403,9 @@ def run_steps(
                 detail, ok = runner.run_step(step), True
             except StepFailed as exc:
                 detail, ok = str(exc), False
-            except (*MAIL_ERRORS, LabError) as exc:
+            except MAIL_ERRORS as exc:
+                detail, ok = f"{type(exc).__name__}: {exc}", False
+            except LabError as exc:
                 detail, ok = f"{type(exc).__name__}: {exc}", False
             took = time.monotonic() - started
             outcome.steps.append(StepResult(i, title, ok, took, detail))
