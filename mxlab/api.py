@@ -31,7 +31,7 @@ from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan, predict_route
 from mxlab.lab.runtime import NodeStatus, Progress, Runtime
 from mxlab.lab.topology import Topology, load_topology, parse_topology
-from mxlab.lab.trace import Event, events_for
+from mxlab.lab.trace import Event, events_for, events_since
 
 __all__ = [
     "CheckReport",
@@ -327,6 +327,11 @@ class Lab:
     def trace(self, message_id: str) -> list[Event]:
         """Every node's log events about the message, oldest first."""
         return events_for(self.plan, self._runtime, message_id)
+
+    def events(self, since: float = 0.0) -> list[Event]:
+        """Every node's log events since ``since`` (a ``time.time()``), oldest first: what
+        the lab did during one test, for a failure report."""
+        return events_since(self.plan, self._runtime, since)
 
     def log(self, node: str) -> bytes:
         return self._runtime.log_bytes(self.plan, self._node(node))

@@ -18,10 +18,8 @@ class Event:
     fields: dict[str, Any]
 
 
-def events_for(plan: LabPlan, runtime: Runtime, message_id: str) -> list[Event]:
-    """Every event of every node that names the Message-ID or one of its queue ids,
-    oldest first: a relay logs the queue id on later events, so follow those too."""
-    wanted = message_id.strip().strip("<>").lower()
+def _log_lines(plan: LabPlan, runtime: Runtime) -> list[dict[str, Any]]:
+    """Every structured event line of every node's log."""
     lines: list[dict[str, Any]] = []
     for name in plan.nodes:
         for raw in runtime.log_bytes(plan, name).splitlines():
@@ -31,6 +29,30 @@ def events_for(plan: LabPlan, runtime: Runtime, message_id: str) -> list[Event]:
                 continue  # not one of ours (a traceback, a library's warning)
             if isinstance(line, dict) and "event" in line:
                 lines.append(line)
+    return lines
+
+
+def _event(line: dict[str, Any]) -> Event:
+    return Event(
+        line.get("ts", 0),
+        line.get("node", "?"),
+        line["event"],
+        {k: v for k, v in line.items() if k not in ("ts", "node", "event")},
+    )
+
+
+def events_since(plan: LabPlan, runtime: Runtime, since: float) -> list[Event]:
+    """Every node's events logged at or after ``since`` (a time.time()), oldest first."""
+    found = [line for line in _log_lines(plan, runtime) if line.get("ts", 0) >= since]
+    found.sort(key=lambda line: line.get("ts", 0))
+    return [_event(line) for line in found]
+
+
+def events_for(plan: LabPlan, runtime: Runtime, message_id: str) -> list[Event]:
+    """Every event of every node that names the Message-ID or one of its queue ids,
+    oldest first: a relay logs the queue id on later events, so follow those too."""
+    wanted = message_id.strip().strip("<>").lower()
+    lines = _log_lines(plan, runtime)
     ids = set()
     for line in lines:
         mid = str(line.get("message_id", "")).strip("<>").lower()
@@ -43,12 +65,4 @@ def events_for(plan: LabPlan, runtime: Runtime, message_id: str) -> list[Event]:
         or (line.get("node"), line.get("queue_id")) in ids
     ]
     found.sort(key=lambda line: line.get("ts", 0))
-    return [
-        Event(
-            line.get("ts", 0),
-            line.get("node", "?"),
-            line["event"],
-            {k: v for k, v in line.items() if k not in ("ts", "node", "event")},
-        )
-        for line in found
-    ]
+    return [_event(line) for line in found]
