@@ -1,9 +1,11 @@
-"""SEARCH criteria (RFC 3501 §6.4.4) compiled to predicates over messages; a message's
-file is read only when a criterion needs its header or text."""
+"""SEARCH criteria (RFC 3501 §6.4.4, WITHIN RFC 5032, the saved result "$" RFC 5182)
+compiled to predicates over messages — a message's file is read only when a criterion
+needs its header or text — and the ESEARCH result options (RFC 4731)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +15,14 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
 from mxlab.nodes.store.imap_mime import Part, parse, raw_fields
-from mxlab.nodes.store.imap_parser import ParseError, Ranges, Token, as_text, parse_sequence_set
+from mxlab.nodes.store.imap_parser import (
+    ParseError,
+    Ranges,
+    Token,
+    as_text,
+    format_uid_set,
+    parse_sequence_set,
+)
 from mxlab.nodes.store.imap_wire import parse_date
 from mxlab.nodes.store.index import MessageInfo
 
@@ -144,14 +153,62 @@ _FLAG_KEYS = {
 _ADDRESS_KEYS = {"FROM", "TO", "CC", "BCC"}
 
 
-class SearchParser:
-    """Turns the criteria tokens into one predicate (all criteria AND-ed)."""
+RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
-    def __init__(self, tokens: list[Token], largest_seq: int, largest_uid: int) -> None:
+
+def parse_return(args: list[Token]) -> tuple[set[str] | None, list[Token]]:
+    """RFC 4731 §3.1: ``RETURN (options)`` before the criteria; ``RETURN ()`` means
+    ALL. None without RETURN (a plain SEARCH response is due)."""
+    if not args or not isinstance(args[0], str) or args[0].upper() != "RETURN":
+        return None, args
+    if len(args) < 2 or not isinstance(args[1], list):
+        raise ParseError("RETURN needs a list of options")
+    options = {as_text(o).upper() for o in args[1]}
+    if options - RETURN_OPTIONS:
+        raise ParseError("unknown RETURN option")
+    return options or {"ALL"}, args[2:]
+
+
+def to_save(options: set[str], found: list[int]) -> list[int]:
+    """RFC 5182 §2.1: SAVE with only MIN and/or MAX keeps just those."""
+    if options & {"ALL", "COUNT"} or not options & {"MIN", "MAX"} or not found:
+        return found
+    kept = {found[0]} if "MIN" in options else set()
+    return sorted(kept | ({found[-1]} if "MAX" in options else set()))
+
+
+def esearch(tag: str, uid: bool, options: set[str], found: list[int], modseq: int) -> str | None:
+    """``ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set`` (RFC 4731 §3.1); None
+    for SAVE alone, which answers nothing (RFC 5182 §2.1). ``found`` is ascending."""
+    if options == {"SAVE"}:
+        return None
+    parts = [f'ESEARCH (TAG "{tag}")', *(["UID"] if uid else [])]
+    if found:
+        parts += [f"MIN {found[0]}"] * ("MIN" in options)
+        parts += [f"MAX {found[-1]}"] * ("MAX" in options)
+        parts += [f"ALL {format_uid_set(found)}"] * ("ALL" in options)
+    parts += [f"COUNT {len(found)}"] * ("COUNT" in options)
+    if modseq and found:
+        parts.append(f"MODSEQ {modseq}")  # RFC 7162 §3.1.5
+    return " ".join(parts)
+
+
+class SearchParser:
+    """Turns the criteria tokens into one predicate (all criteria AND-ed). ``saved``
+    is the session's saved result, as UIDs, for "$" (RFC 5182)."""
+
+    def __init__(
+        self,
+        tokens: list[Token],
+        largest_seq: int,
+        largest_uid: int,
+        saved: frozenset[int] = frozenset(),
+    ) -> None:
         self.tokens = tokens
         self.pos = 0
         self.largest_seq = largest_seq
         self.largest_uid = largest_uid
+        self.saved = saved
         self.modseq = False  # a MODSEQ criterion was used (RFC 7162 §3.1.5)
 
     def parse(self) -> Predicate:
@@ -191,7 +248,7 @@ class SearchParser:
     def _key(self) -> Predicate:
         token = self._next()
         if isinstance(token, list):
-            sub = SearchParser(token, self.largest_seq, self.largest_uid)
+            sub = SearchParser(token, self.largest_seq, self.largest_uid, self.saved)
             preds = []
             while sub.pos < len(token):
                 preds.append(sub._key())
@@ -246,6 +303,15 @@ class SearchParser:
             return lambda c: c.info.size < n
         if key == "MODSEQ":
             return self._modseq_key()
+        if key in ("OLDER", "YOUNGER"):  # RFC 5032 §3: seconds, by internal date
+            limit = time.time() - self._number()
+            if key == "OLDER":
+                return lambda c: c.info.internaldate <= limit
+            return lambda c: c.info.internaldate >= limit
+        if key == "$" or (key == "UID" and self._peek_atom() == "$"):  # RFC 5182 §2.1
+            self.pos += key == "UID"
+            saved = self.saved
+            return lambda c: c.info.uid in saved
         if key == "UID":
             ranges = parse_sequence_set(as_text(self._next()), self.largest_uid)
             return lambda c: _in(ranges, c.info.uid)

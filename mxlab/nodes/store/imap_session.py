@@ -31,7 +31,14 @@ from mxlab.nodes.store.imap_parser import (
     tag_of,
     tokenize,
 )
-from mxlab.nodes.store.imap_search import BadCharset, Candidate, SearchParser
+from mxlab.nodes.store.imap_search import (
+    BadCharset,
+    Candidate,
+    SearchParser,
+    esearch,
+    parse_return,
+    to_save,
+)
 from mxlab.nodes.store.imap_wire import flag_list, parse_date_time, string
 from mxlab.nodes.store.index import MessageInfo
 from mxlab.nodes.store.maildir import INBOX, SEPARATOR, BadFolderName
@@ -41,7 +48,7 @@ from mxlab.nodes.store.security import Security
 PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
-    " SPECIAL-USE CONDSTORE"
+    " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN"
 )
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 PRE_AUTH_LITERAL = 8 * 1024  # before login nothing needs a big literal
@@ -85,6 +92,7 @@ class ImapSession:
         self.view: list[MessageInfo] = []
         self.uids: list[int] = []  # the view's UIDs, ascending: seq = index + 1
         self.recent: set[int] = set()
+        self.saved: set[int] = set()  # SEARCHRES "$" (RFC 5182), as UIDs
         self.keywords: set[str] = set()  # the selected mailbox's keywords (§7.2.6)
         self.changes: list[Change] = []
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in every flag update once enabled
@@ -271,6 +279,7 @@ class ImapSession:
         """Forget the message at view index ``i``; \\Recent goes with it, so RECENT
         never counts more than EXISTS."""
         self.recent.discard(self.uids[i])
+        self.saved.discard(self.uids[i])
         del self.view[i], self.uids[i]
 
     def _keywords_in(self, flags: frozenset[str]) -> None:
@@ -302,7 +311,10 @@ class ImapSession:
         return i if i < len(self.uids) and self.uids[i] == uid else None
 
     def _resolve(self, text: Token, uid: bool) -> list[int]:
-        """A sequence or UID set as view indexes, ascending (§6.4.8)."""
+        """A sequence or UID set as view indexes, ascending (§6.4.8); "$" is the
+        saved search result (RFC 5182 §2.1), the same with or without UID."""
+        if text == "$":
+            return [i for i, u in enumerate(self.uids) if u in self.saved]
         if uid:
             ranges = parse_sequence_set(as_text(text), self.uids[-1] if self.uids else 0)
             found: set[int] = set()
@@ -323,6 +335,7 @@ class ImapSession:
         self.view, self.uids, self.changes = [], [], []
         self.recent = set()
         self.keywords = set()
+        self.saved = set()  # RFC 5182 §2.1: "$" is empty in a newly selected mailbox
         if self.state == SELECTED:
             self.state = AUTH
 
@@ -690,26 +703,44 @@ class ImapSession:
         assert self.selected is not None
         self._user().expunge(self.selected, removed, origin=self)
 
-    def _search(self, tag: str, args: list[Token], uid: bool) -> str:
-        parser = SearchParser(args, len(self.view), self.uids[-1] if self.uids else 0)
+    def _matching(self, criteria: list[Token]) -> tuple[SearchParser, list[int]]:
+        """The view indexes (ascending) of the messages the criteria select; shared
+        by SEARCH, SORT and THREAD."""
+        last_uid = self.uids[-1] if self.uids else 0
+        parser = SearchParser(criteria, len(self.view), last_uid, frozenset(self.saved))
         matches = parser.parse()
         found = []
-        highest = 0
         for i, m in enumerate(self.view):
-            candidate = Candidate(i + 1, m, m.uid in self.recent, self._read)
             try:
-                hit = matches(candidate)
+                if matches(Candidate(i + 1, m, m.uid in self.recent, self._read)):
+                    found.append(i)
             except FileNotFoundError:
                 continue  # expunged by another session, not yet reported here
-            if hit:
-                found.append(m.uid if uid else i + 1)
-                highest = max(highest, m.modseq)
-        result = " ".join(["SEARCH", *map(str, found)])
         if parser.modseq:  # RFC 7162 §3.1.5: SEARCH MODSEQ enables CONDSTORE
             self.condstore = True
-            if found:
+        return parser, found
+
+    def _search(self, tag: str, args: list[Token], uid: bool) -> str:
+        options, criteria = parse_return(args)
+        try:
+            parser, indexes = self._matching(criteria)
+        except ParseError:
+            if options and "SAVE" in options:
+                self.saved = set()  # RFC 5182 §2.1: a failed SAVE empties "$"
+            raise
+        found = [self.uids[i] if uid else i + 1 for i in indexes]
+        highest = max((self.view[i].modseq for i in indexes), default=0) if parser.modseq else 0
+        if options is None:
+            result = " ".join(["SEARCH", *map(str, found)])
+            if highest:
                 result += f" (MODSEQ {highest})"
-        self._untagged(result)
+            self._untagged(result)
+            return f"{tag} OK SEARCH completed"
+        if "SAVE" in options:  # RFC 5182: kept as UIDs, so expunges cannot shift it
+            self.saved = set(to_save(options, [self.uids[i] for i in indexes]))
+        response = esearch(tag, uid, options, found, highest)
+        if response is not None:
+            self._untagged(response)
         return f"{tag} OK SEARCH completed"
 
     def _modifier(self, token: Token, name: str) -> int:

