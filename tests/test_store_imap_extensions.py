@@ -119,3 +119,82 @@ def test_within_older_and_younger(store: MailStore, auth: Authenticator) -> None
     assert untagged(s.receive(b"a SEARCH YOUNGER 3600\r\n"), "SEARCH") == ["* SEARCH 2"]
     assert untagged(s.receive(b"b SEARCH OLDER 86400\r\n"), "SEARCH") == ["* SEARCH 1"]
     assert tagged(s.receive(b"c SEARCH OLDER soon\r\n"), "c").startswith("c BAD")
+
+
+# -- SORT and THREAD (RFC 5256) ------------------------------------------------------------
+
+
+def dated(day: int) -> str:
+    return f"Date: Mon, {day:02d} Jan 2024 12:00:00 +0000\r\n"
+
+
+def test_sort_rfc5256_example(store: MailStore, auth: Authenticator) -> None:
+    """§3's ``SORT (SUBJECT REVERSE DATE) UTF-8 ALL`` -> ``* SORT 5 3 4 1 2``, rebuilt
+    with base subjects that need Re:, Fwd:, [blob] and (fwd) taken off."""
+    add(store, subject="Re: C", headers=dated(5))
+    add(store, subject="C", headers=dated(2))
+    add(store, subject="[list] B", headers=dated(4))
+    add(store, subject="Fwd: B (fwd)", headers=dated(3))
+    add(store, subject="a", headers=dated(1))
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    out = s.receive(b"A283 SORT (SUBJECT REVERSE DATE) UTF-8 ALL\r\n")
+    assert untagged(out, "SORT") == ["* SORT 5 3 4 1 2"]
+    out = s.receive(b'A284 SORT (SUBJECT) US-ASCII TEXT "not in mailbox"\r\n')
+    assert untagged(out, "SORT") == ["* SORT"]
+    assert untagged(s.receive(b"u UID SORT (REVERSE ARRIVAL) UTF-8 2:3\r\n"), "SORT") == [
+        "* SORT 3 2"
+    ]
+    assert tagged(s.receive(b"b SORT (REVERSE) UTF-8 ALL\r\n"), "b").startswith("b BAD")
+    out = s.receive(b"c SORT (DATE) KOI8-R ALL\r\n")
+    assert tagged(out, "c").startswith("c NO [BADCHARSET")
+
+
+@pytest.fixture(name="threads")
+def threads_fixture(store: MailStore, auth: Authenticator) -> ImapSession:
+    rows = [
+        ("<a@x>", "", "topic"),
+        ("<b@x>", "References: <a@x>\r\n", "Re: topic"),
+        ("<c@x>", "References: <a@x> <b@x>\r\n", "Re: topic"),
+        ("<d@x>", "In-Reply-To: <a@x>\r\n", "Re: topic"),
+        ("<e@x>", "References: <gone@x>\r\n", "other"),
+        ("<f@x>", "References: <gone@x>\r\n", "Re: other"),
+        ("<g@x>", "", "lonely"),
+        ("<h@x>", "", "Re: lonely"),
+    ]
+    for day, (mid, refs, subject) in enumerate(rows, 1):
+        add(store, subject=subject, headers=f"Message-ID: {mid}\r\n{refs}{dated(day)}")
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    return s
+
+
+def test_thread_references(threads: ImapSession) -> None:
+    """§2.2: replies under their parents, a missing parent as a dummy root holding
+    its children, and a root "Re: lonely" gathered under "lonely" by subject."""
+    out = threads.receive(b"A285 THREAD REFERENCES US-ASCII ALL\r\n")
+    assert untagged(out, "THREAD") == ["* THREAD (1 (2 3)(4))((5)(6))(7 8)"]
+    out = threads.receive(b'A286 UID THREAD REFERENCES UTF-8 TEXT "gewp"\r\n')
+    assert untagged(out, "THREAD") == ["* THREAD"]
+
+
+def test_thread_orderedsubject(threads: ImapSession) -> None:
+    out = threads.receive(b"A283 THREAD ORDEREDSUBJECT UTF-8 ALL\r\n")
+    assert untagged(out, "THREAD") == ["* THREAD (1 (2)(3)(4))(5 6)(7 8)"]
+    assert tagged(threads.receive(b"b THREAD FROB UTF-8 ALL\r\n"), "b").startswith("b BAD")
+
+
+@pytest.mark.parametrize(
+    ("subject", "base"),
+    [
+        ("Re: hello", "HELLO"),
+        ("RE: [list] Fwd: hello (fwd)", "HELLO"),
+        ("[fwd: Re: hello]", "HELLO"),
+        ("  [blob] ", "[BLOB]"),
+        ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "GRÜSSE"),
+    ],
+)
+def test_base_subject(subject: str, base: str) -> None:
+    from mxlab.nodes.store.imap_sort import base_subject
+
+    assert base_subject(subject)[0] == base

@@ -26,7 +26,7 @@ from mxlab.nodes.store.imap_parser import (
 from mxlab.nodes.store.imap_wire import parse_date
 from mxlab.nodes.store.index import MessageInfo
 
-_CHARSETS = {"US-ASCII", "UTF-8"}
+CHARSETS = {"US-ASCII", "UTF-8"}
 
 
 class BadCharset(ParseError):
@@ -215,7 +215,7 @@ class SearchParser:
         if self._peek_atom() == "CHARSET":
             self.pos += 1
             charset = as_text(self._next()).upper()
-            if charset not in _CHARSETS:
+            if charset not in CHARSETS:
                 raise BadCharset(charset)
         preds = []
         while self.pos < len(self.tokens):

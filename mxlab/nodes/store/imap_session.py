@@ -18,6 +18,7 @@ from collections.abc import Callable
 from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
+from mxlab.nodes.store.imap_mime import Part, parse, split_message
 from mxlab.nodes.store.imap_parser import (
     Command,
     CommandReader,
@@ -32,12 +33,22 @@ from mxlab.nodes.store.imap_parser import (
     tokenize,
 )
 from mxlab.nodes.store.imap_search import (
+    CHARSETS,
     BadCharset,
     Candidate,
     SearchParser,
     esearch,
     parse_return,
     to_save,
+)
+from mxlab.nodes.store.imap_sort import base_subject, parse_criteria, sent_date, sort_key
+from mxlab.nodes.store.imap_thread import ALGORITHMS as THREAD_ALGORITHMS
+from mxlab.nodes.store.imap_thread import (
+    Facts,
+    message_ids,
+    ordered_subject,
+    references,
+    thread_list,
 )
 from mxlab.nodes.store.imap_wire import flag_list, parse_date_time, string
 from mxlab.nodes.store.index import MessageInfo
@@ -48,7 +59,8 @@ from mxlab.nodes.store.security import Security
 PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
-    " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN"
+    " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
+    " THREAD=REFERENCES"
 )
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 PRE_AUTH_LITERAL = 8 * 1024  # before login nothing needs a big literal
@@ -743,6 +755,59 @@ class ImapSession:
             self._untagged(response)
         return f"{tag} OK SEARCH completed"
 
+    def _headers(self, indexes: list[int]) -> dict[int, Part]:
+        """The parsed header of each message, for SORT and THREAD keys; a message
+        another session expunged meanwhile is left out."""
+        parts = {}
+        for i in indexes:
+            try:
+                parts[i] = parse(split_message(self._read(self.view[i]))[0])
+            except FileNotFoundError:
+                continue
+        return parts
+
+    def _sort(self, tag: str, args: list[Token], uid: bool) -> str:
+        """RFC 5256 §3: SORT (criteria) charset search-criteria."""
+        criteria = parse_criteria(args[0])
+        if as_text(args[1]).upper() not in CHARSETS:
+            raise BadCharset(as_text(args[1]))
+        _, indexes = self._matching(args[2:])
+        parts = self._headers(indexes)
+        ordered = sorted(
+            parts,
+            key=lambda i: sort_key(criteria, i + 1, self.view[i], lambda: parts[i]),
+        )
+        self._untagged(" ".join(["SORT", *(str(self.uids[i] if uid else i + 1) for i in ordered)]))
+        return f"{tag} OK {'UID ' if uid else ''}SORT completed"
+
+    def _thread(self, tag: str, args: list[Token], uid: bool) -> str:
+        """RFC 5256 §4: THREAD algorithm charset search-criteria."""
+        algorithm = as_text(args[0]).upper()
+        if algorithm not in THREAD_ALGORITHMS:
+            raise ParseError(f"unknown threading algorithm {algorithm[:20]}")
+        if as_text(args[1]).upper() not in CHARSETS:
+            raise BadCharset(as_text(args[1]))
+        _, indexes = self._matching(args[2:])
+        facts = []
+        for i, part in self._headers(indexes).items():
+            subject, is_reply = base_subject(part.headers.get("Subject"))
+            refs = message_ids(part.headers.get("References"))
+            ids = message_ids(part.headers.get("Message-ID"))
+            facts.append(
+                Facts(
+                    number=self.uids[i] if uid else i + 1,
+                    seq=i + 1,
+                    date=sent_date(part, self.view[i].internaldate),
+                    subject=subject,
+                    is_reply=is_reply,
+                    message_id=ids[0] if ids else None,
+                    references=refs or message_ids(part.headers.get("In-Reply-To"))[:1],
+                )
+            )
+        threads = ordered_subject(facts) if algorithm == "ORDEREDSUBJECT" else references(facts)
+        self._untagged(f"THREAD {thread_list(threads)}".rstrip())
+        return f"{tag} OK {'UID ' if uid else ''}THREAD completed"
+
     def _modifier(self, token: Token, name: str) -> int:
         """``(CHANGEDSINCE n)`` / ``(UNCHANGEDSINCE n)`` (RFC 7162 §3.1.3, §3.1.4);
         using either enables CONDSTORE."""
@@ -948,5 +1013,7 @@ _COMMANDS: dict[str, tuple[Callable[..., str | None], tuple[str, ...]]] = {
     "STORE": (ImapSession._store, (SELECTED,)),
     "COPY": (ImapSession._copy, (SELECTED,)),
     "MOVE": (ImapSession._move, (SELECTED,)),
+    "SORT": (ImapSession._sort, (SELECTED,)),
+    "THREAD": (ImapSession._thread, (SELECTED,)),
 }
-_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"}
