@@ -45,6 +45,7 @@ __all__ = [
     "gc",
     "labelled",
     "labs",
+    "preview",
     "run_scenario",
     "validate",
 ]
@@ -108,6 +109,15 @@ def validate(topology: str | Path | dict[str, Any] | Topology) -> Topology:
     if isinstance(topology, dict):
         return parse_topology(yaml.safe_dump(topology), "<dict>")
     return load_topology(topology)
+
+
+def preview(topology: str | Path | dict[str, Any] | Topology) -> LabPlan:
+    """The plan a topology gets on the local runtime, without starting anything: what
+    ``mxlab graph`` and ``mxlab explain`` show for a file."""
+    from mxlab.lab.plan import make_plan
+
+    topo = validate(topology)
+    return make_plan(topo, runtime="local", lab_dir=labdir.lab_dir(topo.name))
 
 
 def labs() -> list[str]:

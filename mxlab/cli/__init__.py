@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from mxlab.cli import check, dns, image, lab, mail, nodes, queue, scenario  # noqa: F401
+from mxlab.cli import check, dns, graph, image, lab, mail, nodes, queue, scenario  # noqa: F401
 from mxlab.cli.app import app, err
 
 __all__ = ["app", "main"]
