@@ -198,3 +198,78 @@ def test_base_subject(subject: str, base: str) -> None:
     from mxlab.nodes.store.imap_sort import base_subject
 
     assert base_subject(subject)[0] == base
+
+
+# -- LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154) ---------------
+
+
+def listed(out: bytes) -> dict[str, tuple[set[str], str]]:
+    """name -> (attributes, extended data) of each LIST line."""
+    found = {}
+    for line in untagged(out, "LIST"):
+        attrs, rest = line[len("* LIST (") :].split(")", 1)
+        name, _, extra = rest.strip()[4:].partition(" ")
+        found[name.strip('"')] = (set(attrs.split()), extra)
+    return found
+
+
+@pytest.fixture(name="fruit")
+def fruit_fixture(store: MailStore, auth: Authenticator) -> ImapSession:
+    """RFC 5258 §5 example 5's mailboxes and subscriptions ("." for "/")."""
+    s = session(store, auth)
+    for box in ("Fruit", "Fruit.Apple", "Fruit.Banana", "Tofu", "Vegetable", "Vegetable.Broccoli"):
+        s.receive(f"c CREATE {box}\r\n".encode())
+    for name in ("INBOX", "Sent", "Drafts", "Trash", "Junk"):
+        s.receive(f"u UNSUBSCRIBE {name}\r\n".encode())
+    for name in ("Fruit.Banana", "Fruit.Peach", "Vegetable", "Vegetable.Broccoli"):
+        s.receive(f"s SUBSCRIBE {name}\r\n".encode())
+    return s
+
+
+def test_list_extended_rfc5258_example(fruit: ImapSession) -> None:
+    out = fruit.receive(b'A02 LIST (SUBSCRIBED) "" "*"\r\n')
+    assert listed(out) == {
+        "Fruit.Banana": ({"\\Subscribed", "\\HasNoChildren"}, ""),
+        "Fruit.Peach": ({"\\Subscribed", "\\NonExistent"}, ""),
+        "Vegetable": ({"\\Subscribed", "\\HasChildren"}, ""),
+        "Vegetable.Broccoli": ({"\\Subscribed", "\\HasNoChildren"}, ""),
+    }
+    out = fruit.receive(b'A03 LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)\r\n')
+    assert listed(out) == {
+        "Fruit": ({"\\HasChildren"}, '("CHILDINFO" ("SUBSCRIBED"))'),
+        "Vegetable": ({"\\Subscribed", "\\HasChildren"}, '("CHILDINFO" ("SUBSCRIBED"))'),
+    }
+    out = fruit.receive(b'A04 LIST "" ("Tofu" "Fruit.*") RETURN (SUBSCRIBED)\r\n')
+    assert set(listed(out)) == {"Tofu", "Fruit.Apple", "Fruit.Banana"}
+    assert "\\Subscribed" in listed(out)["Fruit.Banana"][0]
+    out = fruit.receive(b'A05 LIST (RECURSIVEMATCH) "" "%"\r\n')
+    assert tagged(out, "A05").startswith("A05 BAD")  # §3.1: needs another option
+
+
+def test_list_status_rfc5819_example(fruit: ImapSession, store: MailStore) -> None:
+    add(store, flags=frozenset({"\\Seen"}))
+    add(store)
+    out = fruit.receive(b'A01 LIST "" % RETURN (STATUS (MESSAGES UNSEEN))\r\n')
+    lines = [ln for ln in out.decode().split("\r\n") if ln.startswith("* ")]
+    at = lines.index('* LIST (\\HasNoChildren) "." "INBOX"')
+    assert lines[at + 1] == '* STATUS "INBOX" (MESSAGES 2 UNSEEN 1)'
+    assert '* STATUS "Tofu" (MESSAGES 0 UNSEEN 0)' in lines
+    out = fruit.receive(b'A02 LIST "" % RETURN (STATUS (FROB))\r\n')
+    assert tagged(out, "A02").startswith("A02 BAD") and not untagged(out, "LIST")
+
+
+def test_special_use_list_and_create(store: MailStore, auth: Authenticator) -> None:
+    """RFC 6154 §2 and §3 (CREATE-SPECIAL-USE)."""
+    s = session(store, auth)
+    out = s.receive(b'a LIST (SPECIAL-USE) "" "*" RETURN (SPECIAL-USE)\r\n')
+    assert {n: a for n, (a, _) in listed(out).items()} == {
+        "Drafts": {"\\HasNoChildren", "\\Drafts"},
+        "Junk": {"\\HasNoChildren", "\\Junk"},
+        "Sent": {"\\HasNoChildren", "\\Sent"},
+        "Trash": {"\\HasNoChildren", "\\Trash"},
+    }
+    out = s.receive(b'b CREATE "Important Messages" (USE (\\Flagged))\r\n')
+    assert tagged(out, "b").startswith("b NO [USEATTR]")
+    out = s.receive(b"c CREATE Archive (USE (\\Archive))\r\n")
+    assert tagged(out, "c") == "c OK CREATE completed"
+    assert "\\Archive" in listed(s.receive(b'd LIST "" Archive\r\n'))["Archive"][0]

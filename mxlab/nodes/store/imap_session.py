@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
+from mxlab.nodes.store.imap_list import list_entries, parse_list
 from mxlab.nodes.store.imap_mime import Part, parse, split_message
 from mxlab.nodes.store.imap_parser import (
     Command,
@@ -60,8 +60,10 @@ PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
-    " THREAD=REFERENCES"
+    " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE"
 )
+# RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
+CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 PRE_AUTH_LITERAL = 8 * 1024  # before login nothing needs a big literal
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
@@ -482,11 +484,27 @@ class ImapSession:
 
     def _create(self, tag: str, args: list[Token], uid: bool) -> str:
         name = canonical_mailbox(as_text(args[0]).rstrip(SEPARATOR))
+        use = None
+        if len(args) > 1:  # RFC 6154 §3 CREATE-SPECIAL-USE: (USE (\\Drafts))
+            params = args[1]
+            if (
+                len(args) > 2
+                or not isinstance(params, list)
+                or len(params) != 2
+                or as_text(params[0]).upper() != "USE"
+                or not isinstance(params[1], list)
+            ):
+                raise ParseError("bad CREATE parameters")
+            known = {u.lower(): u for u in CREATABLE_USES}
+            uses = [known.get(as_text(u).lower()) for u in params[1]]
+            if len(uses) != 1 or uses[0] is None:
+                return f"{tag} NO [USEATTR] only one of {' '.join(CREATABLE_USES)}"
+            use = uses[0]
         mail = self._user()
         if mail.mailbox(name) is not None:
             return f"{tag} NO [ALREADYEXISTS] mailbox exists"
         try:
-            mail.create(name)
+            mail.create(name, use)
         except BadFolderName:
             return f"{tag} NO [CANNOT] invalid mailbox name"
         return f"{tag} OK CREATE completed"
@@ -536,64 +554,25 @@ class ImapSession:
         return self._subscribe(tag, args, uid, on=False)
 
     def _list(self, tag: str, args: list[Token], uid: bool, lsub: bool = False) -> str:
-        """§6.3.8: "*" matches across the hierarchy, "%" within one level."""
+        """§6.3.8-9, with RFC 5258 options, RFC 6154 SPECIAL-USE and RFC 5819 STATUS."""
         verb = "LSUB" if lsub else "LIST"
-        if len(args) != 2:
-            raise ParseError(f"{verb} needs a reference and a pattern")
-        reference, pattern = as_text(args[0]), as_text(args[1])
-        if not pattern and not lsub:
-            self._untagged(f'LIST (\\Noselect) "{SEPARATOR}" ""')
+        if lsub and len(args) != 2:
+            raise ParseError("LSUB needs a reference and a pattern")
+        request = parse_list(args)
+        if not lsub and request.patterns == [""] and not request.extended:
+            self._untagged(f'LIST (\\Noselect) "{SEPARATOR}" ""')  # the delimiter (§6.3.8)
             return f"{tag} OK LIST completed"
-        source = "".join(
-            ".*" if c == "*" else f"[^{re.escape(SEPARATOR)}]*" if c == "%" else re.escape(c)
-            for c in reference + pattern
-        )
-        exact, folded = re.compile(source + "$"), re.compile(source + "$", re.I)
         mail = self._user()
         boxes = {m.name: m for m in mail.mailboxes()}
-        # Maildir++ lets "a.b" exist without "a": list such parents as \Noselect
-        parents = {
-            name.rsplit(SEPARATOR, depth)[0]
-            for name in boxes
-            for depth in range(1, name.count(SEPARATOR) + 1)
-        } - set(boxes)
-
-        def matches(name: str) -> bool:
-            shown = canonical_mailbox(name)
-            # §5.1: INBOX matches whatever its case in the pattern
-            return bool(exact.match(shown) or (shown == INBOX and folded.match(shown)))
-
-        if lsub:
-            subscribed = mail.index.subscriptions()
-            # §6.3.9: an unsubscribed parent of a subscribed child that "%" hid is
-            # listed, as \Noselect
-            parents = {
-                name.rsplit(SEPARATOR, depth)[0]
-                for name in subscribed
-                if not matches(name)
-                for depth in range(1, name.count(SEPARATOR) + 1)
-            } - subscribed
-            names = sorted(subscribed | parents)
-        else:
-            names = [*boxes, *sorted(parents)]
-        for name in names:
-            if not matches(name):
-                continue
-            shown = canonical_mailbox(name)
-            attrs = []
-            if name in parents:
-                attrs.append("\\Noselect")
-                if not lsub:
-                    attrs.append("\\HasChildren")
-            elif not lsub:
-                children = any(n.startswith(name + SEPARATOR) for n in boxes)
-                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-                info = boxes.get(name)
-                if info is not None and info.special_use:
-                    attrs.append(info.special_use)
-            elif name not in boxes:
-                attrs.append("\\Noselect")
-            self._untagged(f'{verb} ({" ".join(attrs)}) "{SEPARATOR}" '.encode() + string(shown))
+        _status_items(request.status)  # a bad item is BAD before any LIST line
+        for entry in list_entries(request, boxes, mail.index.subscriptions(), lsub):
+            line = f'{verb} ({" ".join(entry.attributes)}) "{SEPARATOR}" '.encode()
+            line += string(entry.name)
+            if entry.child_info:
+                line += b' ("CHILDINFO" ("SUBSCRIBED"))'  # RFC 5258 §3.5
+            self._untagged(line)
+            if request.status and entry.name in boxes:  # RFC 5819 §2: selectable ones
+                self._untagged(self._status_line(entry.name, request.status))
         return f"{tag} OK {verb} completed"
 
     def _lsub(self, tag: str, args: list[Token], uid: bool) -> str:
@@ -604,10 +583,17 @@ class ImapSession:
         wanted = args[1]
         if not isinstance(wanted, list) or not wanted:
             raise ParseError("STATUS needs a list of items")
+        if self._user().mailbox(name) is None:
+            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        self._untagged(self._status_line(name, wanted))
+        return f"{tag} OK STATUS completed"
+
+    def _status_line(self, name: str, wanted: list[Token]) -> bytes:
+        """``STATUS name (ITEM n ...)`` (§7.2.4) of an existing mailbox; a bad item
+        is a ParseError."""
         mail = self._user()
         info = mail.mailbox(name)
-        if info is None:
-            return f"{tag} NO [NONEXISTENT] no such mailbox"
+        assert info is not None
         total, unseen, recent = mail.index.counts(name, info.recent_uid)
         values = {
             "HIGHESTMODSEQ": info.highestmodseq,  # RFC 7162 §3.1.3
@@ -617,15 +603,10 @@ class ImapSession:
             "UIDVALIDITY": info.uidvalidity,
             "UNSEEN": unseen,
         }
-        items = []
-        for item in wanted:
-            key = as_text(item).upper()
-            if key not in values:
-                raise ParseError(f"unknown STATUS item {key[:20]}")
-            self.condstore |= key == "HIGHESTMODSEQ"
-            items.append(f"{key} {values[key]}")
-        self._untagged(b"STATUS " + string(name) + f" ({' '.join(items)})".encode())
-        return f"{tag} OK STATUS completed"
+        keys = _status_items(wanted)
+        self.condstore |= "HIGHESTMODSEQ" in keys
+        items = " ".join(f"{key} {values[key]}" for key in keys)
+        return b"STATUS " + string(name) + f" ({items})".encode()
 
     def _append(self, tag: str, args: list[Token], uid: bool) -> str:
         name = canonical_mailbox(as_text(args[0]))
@@ -967,6 +948,15 @@ class ImapSession:
 
     def _move(self, tag: str, args: list[Token], uid: bool) -> str:
         return self._copy(tag, args, uid, move=True)
+
+
+def _status_items(wanted: list[Token]) -> list[str]:
+    """The STATUS item names (§6.3.10), upper-cased; an unknown one is a ParseError."""
+    keys = [as_text(item).upper() for item in wanted]
+    for key in keys:
+        if key not in STATUS_ITEMS:
+            raise ParseError(f"unknown STATUS item {key[:20]}")
+    return keys
 
 
 _FLAG_MODES: dict[str, Callable[[frozenset[str]], Callable[[frozenset[str]], frozenset[str]]]] = {
