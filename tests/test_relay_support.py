@@ -156,6 +156,7 @@ def relay_config(tmp_path: Path, **overrides: Any) -> RelayNodeConfig:
         "remote_smtp_port": 2525,
         "dns": Endpoint(host="127.30.0.1", port=5353),
         "queue": {"retry_initial": 0.2, "retry_max": 0.5, "lifetime": 30.0},
+        "allow_plaintext_auth": True,  # most tests AUTH without TLS; the node's default is off
     }
     fields.update(overrides)
     return RelayNodeConfig.model_validate(fields)

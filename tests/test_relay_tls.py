@@ -46,9 +46,11 @@ def test_starttls_then_auth_and_the_trace_says_esmtpsa(tmp_path: Path, sink: Sin
         with relay.smtp(submission=True) as client:
             assert client.has_extn("starttls") and not client.has_extn("auth")
             code, text = client.docmd("AUTH PLAIN AGFsaWNlQGFscGhhLnRlc3QAcHc=")
-            assert (code, text[:6]) == (538, b"5.7.11")
+            # Postfix's smtpd_tls_auth_only reply (RFC 3207 §4)
+            assert (code, text) == (530, b"5.7.0 Must issue a STARTTLS command first")
             # the lab CA's certificate names the node's address: full verification
-            client.starttls(context=ssl.create_default_context(cafile=tls.ca))
+            reply = client.starttls(context=ssl.create_default_context(cafile=tls.ca))
+            assert reply == (220, b"2.0.0 Ready to start TLS")  # RFC 2034, RFC 3207 §4
             client.ehlo("client.test")
             assert not client.has_extn("starttls") and client.has_extn("auth")
             client.login("alice@alpha.test", "pw")

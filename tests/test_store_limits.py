@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from mxlab.nodes.config import LoginLimits
 from mxlab.nodes.store.server import StoreLimits, serve
 from tests.test_store_support import PASSWORDS, free_port, message, store_config
 
@@ -36,7 +37,9 @@ class InProcessStore:
     def __init__(self, tmp: Path, limits: StoreLimits) -> None:
         self.address = f"127.20.{random.randint(100, 199)}.{random.randint(2, 250)}"
         ports = (free_port(self.address), free_port(self.address), free_port(self.address))
-        self.config = store_config(tmp / "state", self.address, ports)
+        # fast failed logins: the fuzz fails many; their delays have tests of their own
+        quick = LoginLimits(failure_delay=0.001, max_delay=0.001)
+        self.config = store_config(tmp / "state", self.address, ports, login_limits=quick)
         self.limits = limits
         self.errors: list[dict[str, Any]] = []
         self.loop: asyncio.AbstractEventLoop | None = None

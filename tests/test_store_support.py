@@ -45,7 +45,7 @@ def store_config(
         pop3_port=pop3,
         domains=["alpha.test"],
         users={a: StoreUser(password_hash=h) for a, h in _HASHES.items()},
-        **extra,
+        **{"allow_plaintext_auth": True, **extra},  # these tests log in without TLS
     )
 
 

@@ -45,6 +45,18 @@ class Zone(_Model):
     records: list[DnsRecord]
 
 
+class LoginLimits(_Model):
+    """Failed logins, as Dovecot limits them: each failure is answered only after a
+    delay (auth_failure_delay, 2 s) that doubles with the failures of the source
+    address, across its connections (Dovecot's auth penalty, up to 15 s, forgotten
+    after an hour); a connection is dropped after ``max_failures``."""
+
+    failure_delay: float = 2.0
+    max_delay: float = 15.0
+    max_failures: int = 3  # per connection
+    penalty_ttl: float = 3600.0
+
+
 class NodeBase(_Model):
     lab: str
     node: str
@@ -97,11 +109,14 @@ class RelayNodeConfig(NodeBase):
     local_domains: dict[str, LocalDomain] = Field(default_factory=dict)
     relay_domains: dict[str, RelayDomain] = Field(default_factory=dict)
     auth_users: dict[str, str] = Field(default_factory=dict)  # address -> password hash
+    # login -> the other addresses it may send as (Postfix's smtpd_sender_login_maps)
+    sender_aliases: dict[str, list[str]] = Field(default_factory=dict)
     trusted_clients: list[str] = Field(default_factory=list)  # may relay anywhere (chains)
     next_hop: Endpoint | None = None  # smarthost for every non-local domain
     max_message_size: int = 10 * 1024 * 1024
     max_received_headers: int = 30  # loop detection
-    allow_plaintext_auth: bool = True
+    allow_plaintext_auth: bool = False  # AUTH before STARTTLS (Postfix's smtpd_tls_auth_only)
+    login_limits: LoginLimits = LoginLimits()
     queue: QueuePolicy = QueuePolicy()
     tls: TlsFiles | None = None
 
@@ -119,7 +134,8 @@ class StoreNodeConfig(NodeBase):
     pop3s_port: int | None = None
     domains: list[str]
     users: dict[str, StoreUser]  # full address -> user
-    allow_plaintext_auth: bool = True
+    allow_plaintext_auth: bool = False  # passwords before TLS (Dovecot's disable_plaintext_auth)
+    login_limits: LoginLimits = LoginLimits()
     tls: TlsFiles | None = None
 
 

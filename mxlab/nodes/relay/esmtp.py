@@ -12,6 +12,7 @@ from collections import Counter
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
+from mxlab.nodes.login_limits import LoginAttempts
 from mxlab.nodes.relay.policy import SOURCE_ROUTE_DENIED, is_source_route
 
 # RFC 3463 codes for the replies aiosmtpd itself sends without one
@@ -49,6 +50,9 @@ _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_DOMAIN})>\s*(.*)\Z", re.S)
 READ_LIMIT = 1 << 16  # bytes the reader buffers before a DATA block is taken
 HARD_ERROR_LIMIT = 20  # error replies before we hang up (Postfix's smtpd_hard_error_limit)
+# RFC 3207 §4 and Postfix's smtpd_tls_auth_only: no password before TLS
+AUTH_NEEDS_TLS = "530 5.7.0 Must issue a STARTTLS command first"
+STARTTLS_READY = "220 2.0.0 Ready to start TLS"  # RFC 3207 §4 with RFC 2034's code
 CONNECTION_LIMIT = 50  # open sessions per client (Postfix's smtpd_client_connection_count_limit)
 
 
@@ -168,6 +172,8 @@ class RelaySMTP(SMTP):
     line_length_limit = READ_LIMIT
     budget: ConnectionBudget | None = None
     errors = 0  # error replies in this session
+    login: LoginAttempts | None = None  # failed AUTHs of this session, once there is one
+    login_hold = 0.0  # seconds the next 535 waits (Dovecot's auth_failure_delay)
 
     def _create_envelope(self) -> RelayEnvelope:
         return RelayEnvelope()
@@ -201,6 +207,18 @@ class RelaySMTP(SMTP):
         }
         return new
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        implicit = self._original_transport is None and transport.get_extra_info("ssl_object")
+        super().connection_made(transport)
+        if implicit:
+            # RFC 8314 §3.3: TLS from the first byte counts as STARTTLS done, for
+            # AUTH (aiosmtpd only knows STARTTLS), EHLO and the trace's ESMTPS
+            self._tls_protocol = transport  # type: ignore[assignment]
+            self.session.ssl = {
+                "ssl_object": implicit,
+                "cipher": transport.get_extra_info("cipher"),
+            }
+
     async def _handle_client(self) -> None:
         client = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
         if self.budget is not None and not self.budget.admit(client):
@@ -215,11 +233,21 @@ class RelaySMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
-            if not self._greeting_reply:
+            if status == "220 Ready to start TLS":  # aiosmtpd's, without a status code
+                status = STARTTLS_READY
+            elif not self._greeting_reply:
                 status = with_enhanced_code(status)
             if status[:1] in "45" and not status.startswith("421"):
                 self.errors += 1
+            if status.startswith("535") and self.login_hold:
+                await asyncio.sleep(self.login_hold)  # a failed AUTH is answered late
+                self.login_hold = 0.0
         await super().push(status)
+        if self.login is not None and self.login.exhausted and self.transport is not None:
+            self.login = None
+            await super().push("421 4.7.0 too many failed authentications, closing")
+            self.transport.close()
+            return
         if self.errors >= HARD_ERROR_LIMIT and self.transport is not None:
             # Postfix's hard error limit: a client that keeps failing is dropped
             self.errors = 0
@@ -241,6 +269,15 @@ class RelaySMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._greeting_reply = False
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """Postfix's reply to AUTH before STARTTLS where TLS is required (aiosmtpd
+        says 538, which RFC 4954 keeps for mechanisms that need encryption)."""
+        if self._auth_require_tls and not self._tls_protocol and self.session.extended_smtp:
+            await self.push(AUTH_NEEDS_TLS)
+            return
+        await super().smtp_AUTH(arg)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:

@@ -34,6 +34,21 @@ def address_error(address: str, *, smtputf8: bool) -> str | None:
     return None
 
 
+def sender_verdict(config: RelayNodeConfig, address: str, login: object) -> str | None:
+    """Postfix's reject_sender_login_mismatch: a logged-in user sends only as their
+    own address or one of its declared aliases; None when ``address`` is fine. The
+    null sender (RFC 5321 §4.5.5) belongs to no one, so anyone may use it."""
+    if not isinstance(login, str) or not address or address == "<>":
+        return None
+    aliases = [
+        a for user, mine in config.sender_aliases.items() if user.lower() == login for a in mine
+    ]
+    owned = {login, *(a.lower() for a in aliases)}
+    if address.lower() in owned:
+        return None
+    return f"553 5.7.1 <{address}>: sender address rejected: not owned by user {login}"
+
+
 def may_relay(config: RelayNodeConfig, *, authenticated: bool, client_ip: str) -> bool:
     """Mail for foreign domains is taken from logged-in users and trusted relays only."""
     return authenticated or client_ip in config.trusted_clients

@@ -10,6 +10,7 @@ import warnings
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.listen import listen
+from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget
@@ -32,6 +33,7 @@ async def serve(config: RelayNodeConfig) -> None:
     delivery = Delivery(config, queue)
     tls_context = server_tls_context(config.tls) if config.tls else None
     budget = ConnectionBudget(config.trusted_clients)
+    throttle = LoginThrottle(config.login_limits)
     servers: list[asyncio.Server] = []
     await delivery.resume()
     ControlChannel(config.state_path, delivery).install()  # mxlab queue
@@ -41,7 +43,9 @@ async def serve(config: RelayNodeConfig) -> None:
         if tls_context is not None and config.submissions_port:  # RFC 8314 §3.3: implicit
             listeners.insert(0, (config.submissions_port, True, tls_context))  # TLS, bound first
         for port, submission, implicit in listeners:
-            handler = RelayHandler(config, queue, delivery, duplicates, submission=submission)
+            handler = RelayHandler(
+                config, queue, delivery, duplicates, throttle, submission=submission
+            )
             factory = make_smtp(config, handler, tls_context, budget).clone
             server = loop.create_server(factory, config.address, port, ssl=implicit)
             await listen(config, servers, port, server)

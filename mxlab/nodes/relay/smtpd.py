@@ -11,11 +11,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget, RelayEnvelope, RelaySMTP
-from mxlab.nodes.relay.policy import address_error, rcpt_verdict
+from mxlab.nodes.relay.policy import address_error, rcpt_verdict, sender_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
 from mxlab.nodes.relay.queue import Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.trace import (
@@ -55,6 +56,7 @@ class RelayHandler:
         queue: Queue,
         delivery: Delivery,
         duplicates: DuplicateFilter,
+        throttle: LoginThrottle,
         *,
         submission: bool,
     ) -> None:
@@ -62,6 +64,7 @@ class RelayHandler:
         self.queue = queue
         self.delivery = delivery
         self.duplicates = duplicates
+        self.throttle = throttle  # the node's, shared by its listeners
         self.submission = submission
 
     def authenticate(
@@ -81,7 +84,11 @@ class RelayHandler:
             stored, auth_data.password.decode("utf-8", "replace")
         )
         emit(self.config.node, "auth", user=login, ok=ok, client=session.peer[0])
-        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+        if not ok and isinstance(server, RelaySMTP):  # answered late; hung up at the cap
+            if server.login is None:
+                server.login = self.throttle.attempts(session.peer[0])
+            server.login_hold = server.login.failed()
+        return AuthResult(success=ok, handled=False, auth_data=login.lower() if ok else None)
 
     async def handle_EHLO(
         self,
@@ -103,8 +110,11 @@ class RelayHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        refusal = address_error(address, smtputf8=envelope.smtp_utf8)
+        refusal = address_error(address, smtputf8=envelope.smtp_utf8) or sender_verdict(
+            self.config, address, session.auth_data if session.authenticated else None
+        )
         if refusal is not None:
+            emit(self.config.node, "sender_refused", **{"from": address}, client=session.peer[0])
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)

@@ -7,12 +7,24 @@ import base64
 import binascii
 
 from mxlab.nodes.config import StoreNodeConfig
+from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.passwords import verify_password
+from mxlab.nodes.store.security import Security
 
 
 class Authenticator:
     def __init__(self, config: StoreNodeConfig) -> None:
         self.hashes = {addr.lower(): user.password_hash for addr, user in config.users.items()}
+        self.throttle = LoginThrottle(config.login_limits)  # IMAP and POP3 alike
+
+    def failed(self, security: Security) -> bool:
+        """A failed login on this connection: sets the delay its answer waits for
+        (Dovecot's auth_failure_delay, growing per source address); True when the
+        connection has used up its failures and must be closed after the answer."""
+        if security.attempts is None:
+            security.attempts = self.throttle.attempts(security.peer)
+        security.hold = security.attempts.failed()
+        return security.attempts.exhausted
 
     def login(self, user: str, password: str) -> str | None:
         """The canonical (lower-case) address when the password is right, else None."""

@@ -429,7 +429,11 @@ class ImapSession:
     def _logged_in(self, tag: str, address: str | None, how: str) -> str:
         emit(self.node, "imap_login", user=address, ok=address is not None)
         if address is None:
-            return f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+            refused = f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+            if self.auth.failed(self.security):  # answered after its delay, then closed
+                self.close()
+                return f"{refused}\r\n* BYE too many failed logins"
+            return refused
         if not self.store.open_session(address):  # RFC 5530 LIMIT
             return f"{tag} NO [LIMIT] too many sessions for this user"
         self.counted = True

@@ -43,9 +43,11 @@ class BadFolderName(ValueError):
 
 
 def check_folder_name(name: str) -> None:
-    """Refuse names that would escape the maildir or leave an empty hierarchy level."""
+    """Refuse names that would escape the maildir or leave an empty hierarchy level,
+    and the LIST wildcards (RFC 3501 §5.1: a name with them could never be listed
+    alone; Dovecot refuses them too)."""
     parts = name.split(SEPARATOR)
-    if not name or "/" in name or "\x00" in name or any(p in ("", "..") for p in parts):
+    if not name or any(c in name for c in "/\x00%*") or any(p in ("", "..") for p in parts):
         raise BadFolderName(name)
 
 

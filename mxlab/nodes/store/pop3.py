@@ -181,6 +181,8 @@ class Pop3Session:
         return _ok("Begin TLS negotiation")
 
     def _user(self, arg: str) -> bytes:
+        if not self.security.plaintext_ok:  # not even the name in the clear
+            return _err("[AUTH] plaintext authentication disallowed before STLS")
         if not arg:
             return _err("USER needs a name")
         self.user_arg = arg.strip()
@@ -188,7 +190,7 @@ class Pop3Session:
 
     def _pass(self, arg: str) -> bytes:
         if not self.security.plaintext_ok:
-            return _err("[AUTH] plaintext passwords need TLS: use STLS first")
+            return _err("[AUTH] plaintext authentication disallowed before STLS")
         if self.user_arg is None:
             return _err("USER first")
         user, self.user_arg = self.user_arg, None
@@ -201,7 +203,7 @@ class Pop3Session:
         if mech.upper() != "PLAIN":
             return _err("unsupported SASL mechanism")
         if not self.security.plaintext_ok:
-            return _err("[AUTH] plaintext passwords need TLS: use STLS first")
+            return _err("[AUTH] plaintext authentication disallowed before STLS")
         if not initial:
             self.pending_sasl = True
             return b"+ \r\n"
@@ -212,6 +214,9 @@ class Pop3Session:
     def _finish_login(self, address: str | None) -> bytes:
         emit(self.node, "pop3_login", user=address, ok=address is not None)
         if address is None:
+            if self.auth.failed(self.security):  # answered after its delay, then closed
+                self.closed = True
+                return _err("[AUTH] invalid user name or password; too many failures, bye")
             return _err("[AUTH] invalid user name or password")
         if address in self.store.pop3_locked:  # RFC 2449 §8.1.1
             return _err("[IN-USE] maildrop already locked by another session")

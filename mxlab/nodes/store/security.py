@@ -1,17 +1,25 @@
-"""A connection's transport security as IMAP and POP3 both see it: is TLS on, can
-STARTTLS/STLS still turn it on, and may a password be sent in the clear now."""
+"""A connection's security as IMAP and POP3 both see it: is TLS on, can
+STARTTLS/STLS still turn it on, may a password be sent in the clear now, and how its
+failed logins stand (``mxlab.nodes.login_limits``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mxlab.nodes.login_limits import LoginAttempts
+
 
 @dataclass
 class Security:
-    allow_plaintext: bool = True  # the lab's allow_plaintext_auth
+    # the node passes its config's allow_plaintext_auth (default off); a session made
+    # without a Security (the sans-IO unit tests) speaks plaintext
+    allow_plaintext: bool = True
     tls_available: bool = False  # the node has a certificate
     secure: bool = False  # TLS is on: implicit (993/995) or after STARTTLS/STLS
     starttls_pending: bool = False  # the I/O layer must start TLS before reading on
+    peer: str = ""  # the client's address, for the per-source login penalty
+    attempts: LoginAttempts | None = None  # failed logins, once there is one
+    hold: float = 0.0  # seconds the I/O layer waits before sending the next reply
 
     @property
     def can_starttls(self) -> bool:
@@ -24,6 +32,11 @@ class Security:
 
     def request_tls(self) -> None:
         self.starttls_pending = True
+
+    def take_hold(self) -> float:
+        """The delay owed before the reply now going out (a failed login's)."""
+        hold, self.hold = self.hold, 0.0
+        return hold
 
     def tls_started(self) -> None:
         """The I/O layer finished the handshake STARTTLS or STLS asked for."""

@@ -66,6 +66,8 @@ async def run_session(
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out whole
     quickack = sock is not None and hasattr(socket, "TCP_QUICKACK")
+    peer = writer.get_extra_info("peername")
+    session.security.peer = peer[0] if isinstance(peer, tuple) else ""  # login penalty
     try:
         writer.write(session.greeting())
         while not session.closed:
@@ -83,7 +85,10 @@ async def run_session(
                 # CRLF until we ACK, and Linux delays that ACK ~40 ms unless told not
                 # to (quick-ACK mode lapses, so it is renewed after every read)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            writer.write(session.receive(data))
+            reply = session.receive(data)
+            if hold := session.security.take_hold():  # a failed login's delay
+                await asyncio.sleep(hold)
+            writer.write(reply)
             await writer.drain()
             if session.security.starttls_pending and tls is not None:
                 await writer.start_tls(tls)  # RFC 3501 §6.2.1, RFC 2595 §4
