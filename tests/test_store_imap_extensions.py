@@ -273,3 +273,38 @@ def test_special_use_list_and_create(store: MailStore, auth: Authenticator) -> N
     out = s.receive(b"c CREATE Archive (USE (\\Archive))\r\n")
     assert tagged(out, "c") == "c OK CREATE completed"
     assert "\\Archive" in listed(s.receive(b'd LIST "" Archive\r\n'))["Archive"][0]
+
+
+# -- MULTIAPPEND (RFC 3502) -----------------------------------------------------------------
+
+_M1 = b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\nSubject: afternoon meeting\r\n\r\nHello\r\n"
+_M2 = b"Date: Mon, 7 Feb 1994 22:43:04 -0800\r\nSubject: re: afternoon\r\n\r\nOK\r\n"
+
+
+def test_multiappend_rfc3502_example(store: MailStore, auth: Authenticator) -> None:
+    s = session(store, auth)
+    s.receive(b"a CREATE saved-messages\r\n")
+    assert s.receive(b"A003 APPEND saved-messages (\\Seen) {%d}\r\n" % len(_M1)) == (
+        b"+ Ready for literal data\r\n"
+    )
+    assert s.receive(_M1 + b' (\\Seen) " 7-Feb-1994 22:43:04 -0800" {%d}\r\n' % len(_M2)) == (
+        b"+ Ready for literal data\r\n"
+    )
+    out = s.receive(_M2 + b"\r\n")
+    reply = tagged(out, "A003")
+    assert reply.startswith("A003 OK [APPENDUID ") and reply.split()[4] == "1:2]"
+    rows = store.user(ALICE).messages("saved-messages")
+    assert [m.flags for m in rows] == [{"\\Seen"}, {"\\Seen"}]
+    assert rows[1].internaldate == 760689784.0  # its own date: 1994-02-08 06:43:04 UTC
+
+
+def test_multiappend_is_all_or_nothing(store: MailStore, auth: Authenticator) -> None:
+    s = session(store, auth)
+    out = s.receive(
+        b"a APPEND INBOX {%d+}\r\n%s (\\Frob) {%d+}\r\n%s\r\n" % (len(_M1), _M1, len(_M2), _M2)
+    )
+    assert tagged(out, "a").startswith("a BAD")
+    out = s.receive(b'b APPEND INBOX {%d+}\r\n%s "not a date" {2+}\r\nx\r\n\r\n' % (len(_M1), _M1))
+    assert tagged(out, "b").startswith("b BAD")
+    assert store.user(ALICE).messages("INBOX") == []
+    assert store.user(ALICE).maildir.files("INBOX") == []

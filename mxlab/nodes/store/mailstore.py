@@ -48,6 +48,15 @@ def canonical_mailbox(name: str) -> str:
     return INBOX if name.upper() == INBOX else name
 
 
+def _described(data: bytes) -> dict[str, bytes]:
+    """ENVELOPE/BODY/BODYSTRUCTURE to cache; none (a cache miss later, never a failed
+    delivery) when the message defeats the parser."""
+    try:
+        return describe(data)
+    except Exception:
+        return {}
+
+
 class UserMail:
     """One user's mailboxes; every method is synchronous and quick except where noted."""
 
@@ -145,20 +154,43 @@ class UserMail:
         mailbox = canonical_mailbox(mailbox)
         (uid,) = self.index.add_messages(mailbox, [(path, size, date or time.time(), flags)])
         if data is not None:
-            try:
-                items = describe(data)
-            except Exception:  # a cache miss later, never a failed delivery
-                items = {}
+            items = _described(data)
             self.index.put_cached(mailbox, {(uid, name): v for name, v in items.items()})
         self._announce(mailbox, Change("exists", (uid,)))
         return uid
 
     def append(self, mailbox: str, data: bytes, flags: frozenset[str], date: float | None) -> int:
-        """APPEND / COPY: write durably (blocking fsync, small for a lab) and index."""
+        """APPEND of one message: write durably (blocking fsync, small for a lab), index."""
+        return self.append_many(mailbox, [(data, flags, date)])[0]
+
+    def append_many(
+        self, mailbox: str, messages: list[tuple[bytes, frozenset[str], float | None]]
+    ) -> list[int]:
+        """MULTIAPPEND (RFC 3502 §6.3.11) and COPY: all or none. Every file is
+        written first (a failure removes the ones written), then all are indexed in
+        one transaction, with consecutive UIDs, and announced as one change."""
+        if not messages:
+            return []
         mailbox = canonical_mailbox(mailbox)
-        data = crlf(data)
-        path = self.maildir.deliver(mailbox, data, mtime=date)
-        return self.add_written(mailbox, path, len(data), flags, date, data)
+        written: list[tuple[str, int, float, frozenset[str]]] = []
+        texts = []
+        try:
+            for data, flags, date in messages:
+                data = crlf(data)
+                path = self.maildir.deliver(mailbox, data, mtime=date)
+                written.append((path, len(data), date or time.time(), flags))
+                texts.append(data)
+        except BaseException:
+            for path, *_ in written:
+                self.maildir.remove(mailbox, path)
+            raise
+        uids = self.index.add_messages(mailbox, written)
+        cache: dict[tuple[int, str], bytes] = {}
+        for uid, data in zip(uids, texts, strict=True):
+            cache.update({(uid, name): v for name, v in _described(data).items()})
+        self.index.put_cached(mailbox, cache)
+        self._announce(mailbox, Change("exists", tuple(uids)))
+        return uids
 
     def set_flags(
         self, mailbox: str, changes: dict[int, frozenset[str]], origin: object = None
