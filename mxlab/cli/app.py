@@ -4,7 +4,7 @@ two consoles, the argument types, and how a command finds its lab."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,11 +23,17 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def argument(metavar: str, **kwargs: Any) -> Any:
+    """A positional parameter shown by its metavar in the usage line only: typer prints
+    an argument's Python type beside it (``<list[str]>``), which is no help to a user.
+    The command's docstring says what the words are."""
+    return typer.Argument(metavar=metavar, hidden=True, **kwargs)
+
+
 # Every parameter names its metavar, so help shows LAB, NODE, SECONDS - never <str>.
-LabArg = Annotated[
-    str | None, typer.Argument(metavar="[LAB]", help="lab name (default: the only lab up)")
-]
-TopologyArg = Annotated[Path, typer.Argument(metavar="TOPOLOGY", help="topology YAML file")]
+LabArg = Annotated[str | None, argument("[LAB]")]
+TopologyArg = Annotated[Path, argument("TOPOLOGY")]
 RuntimeOpt = Annotated[
     str,
     typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import mxlab
-from mxlab.cli.app import LabArg, app, attach, out, split_lab
+from mxlab.cli.app import LabArg, app, argument, attach, out, split_lab
 
 dns_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The lab's DNS.")
 app.add_typer(dns_app, name="dns")
@@ -22,7 +22,7 @@ def zone(lab: LabArg = None) -> None:
 
 @dns_app.command("fail")
 def fail(
-    args: Annotated[list[str], typer.Argument(metavar="[LAB] NAME", help="e.g. beta.test")],
+    args: Annotated[list[str], argument("[LAB] NAME")],
     mode: Annotated[str, typer.Option(metavar="MODE", help="servfail, timeout, or drop_mx")] = (
         "servfail"
     ),
@@ -35,9 +35,7 @@ def fail(
 
 @dns_app.command("restore")
 def restore(
-    args: Annotated[
-        list[str] | None, typer.Argument(metavar="[LAB] [NAME]", help="lift only this name's")
-    ] = None,
+    args: Annotated[list[str] | None, argument("[LAB] [NAME]")] = None,
 ) -> None:
     """Lift DNS faults (all, or one name's)."""
     words = list(args or [])

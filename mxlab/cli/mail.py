@@ -10,7 +10,7 @@ import typer
 
 import mxlab
 from mxlab.cli import render
-from mxlab.cli.app import JsonOpt, LabArg, app, attach, out, split_lab
+from mxlab.cli.app import JsonOpt, LabArg, app, argument, attach, out, split_lab
 from mxlab.lab import report
 
 
@@ -54,7 +54,7 @@ def send(
 
 @app.command()
 def trace(
-    args: Annotated[list[str], typer.Argument(metavar="[LAB] MESSAGE-ID")],
+    args: Annotated[list[str], argument("[LAB] MESSAGE-ID")],
     json_out: JsonOpt = False,
 ) -> None:
     """Follow a message across the lab's nodes by its Message-ID."""

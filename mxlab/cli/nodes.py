@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from mxlab.cli.app import app, attach, out, split_lab
+from mxlab.cli.app import app, argument, attach, out, split_lab
 
-NodeArgs = Annotated[list[str], typer.Argument(metavar="[LAB] NODE")]
+NodeArgs = Annotated[list[str], argument("[LAB] NODE")]
 
 DRILLS = {
     "start": "Start a stopped node and wait until it answers.",
@@ -37,7 +37,7 @@ for _action in DRILLS:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(  # noqa: A001 - the command's name
     ctx: typer.Context,
-    args: Annotated[list[str], typer.Argument(metavar="[LAB] NODE -- CMD [ARGS]...")],
+    args: Annotated[list[str], argument("[LAB] NODE -- CMD [ARGS]...")],
 ) -> None:
     """Run a command in a node (its container; its folder on the local runtime)."""
     import mxlab

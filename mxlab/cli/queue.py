@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 import mxlab
 from mxlab.cli import render
-from mxlab.cli.app import JsonOpt, app, attach, out
+from mxlab.cli.app import JsonOpt, app, argument, attach, out
 
 
 class _ListByDefault(TyperGroup):
@@ -37,7 +37,7 @@ app.add_typer(queue_app, name="queue")
 
 TargetsArg = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[LAB] [NODE] [ID...|ALL]", show_default=False),
+    argument("[LAB] [NODE] [ID...|ALL]"),
 ]
 
 
@@ -53,9 +53,7 @@ def _targets(words: list[str] | None) -> tuple[mxlab.Lab, str | None, list[str]]
 
 @queue_app.command("list")
 def list_queue(
-    targets: Annotated[
-        list[str] | None, typer.Argument(metavar="[LAB] [NODE]", show_default=False)
-    ] = None,
+    targets: Annotated[list[str] | None, argument("[LAB] [NODE]")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List queued messages, each recipient with its state and last reply."""
@@ -76,6 +74,9 @@ def _act(action: str, targets: list[str] | None) -> None:
         raise mxlab.LabError(f"name the queue ids to {action}, or ALL for every message")
     wanted = None if everything else ids
     replies = the_lab.queue_action(action, wanted, node)  # type: ignore[arg-type]
+    unknown = [q for q in wanted or [] if all(q in r.missing for r in replies.values())]
+    if unknown and not any(r.done for r in replies.values()):
+        raise mxlab.LabError(f"not queued at {', '.join(replies)}: {', '.join(unknown)}")
     for name, reply in replies.items():
         parts = [f"{action} {len(reply.done)}"]
         if reply.unchanged:
@@ -85,10 +86,8 @@ def _act(action: str, targets: list[str] | None) -> None:
         if not reply.live:
             parts.append("node stopped: queue files changed, they count when it starts")
         out.print(f"{name}: " + "; ".join(parts))
-    if wanted is not None:
-        unknown = [q for q in wanted if all(q in r.missing for r in replies.values())]
-        if unknown:
-            raise mxlab.LabError(f"not queued at {', '.join(replies)}: {', '.join(unknown)}")
+    if unknown:
+        raise mxlab.LabError(f"not queued at {', '.join(replies)}: {', '.join(unknown)}")
 
 
 def _action(action: str, summary: str):  # noqa: ANN202 - builds the typer command

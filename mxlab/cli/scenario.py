@@ -9,7 +9,7 @@ import typer
 
 import mxlab
 from mxlab.cli import render
-from mxlab.cli.app import JsonOpt, JunitOpt, app, out, say
+from mxlab.cli.app import JsonOpt, JunitOpt, app, argument, out, say
 from mxlab.lab import report
 
 scenario_app = typer.Typer(
@@ -20,7 +20,7 @@ app.add_typer(scenario_app, name="scenario")
 
 @scenario_app.command("run")
 def run(
-    file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="scenario YAML file")],
+    file: Annotated[Path, argument("SCENARIO")],
     runtime: Annotated[
         str | None, typer.Option("--runtime", "-r", metavar="RUNTIME", help="docker or local")
     ] = None,

@@ -132,7 +132,7 @@ class LocalRuntime(Runtime):
         env = dict(
             os.environ, PYTHONUNBUFFERED="1", MXLAB_LAB=plan.lab, MXLAB_HOME=str(labdir.home())
         )
-        with open(_log_file(plan, node.name), "ab") as log:
+        with labdir.private(), open(_log_file(plan, node.name), "ab") as log:
             proc = subprocess.Popen(
                 argv,
                 cwd=ndir,
@@ -142,7 +142,7 @@ class LocalRuntime(Runtime):
                 env=env,
                 start_new_session=True,  # outlives `mxlab up`, killed as a group
             )
-        _pid_file(plan, node.name).write_text(str(proc.pid))
+            _pid_file(plan, node.name).write_text(str(proc.pid))
         self._children[node.name] = proc
 
     def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
