@@ -308,3 +308,44 @@ def test_multiappend_is_all_or_nothing(store: MailStore, auth: Authenticator) ->
     assert tagged(out, "b").startswith("b BAD")
     assert store.user(ALICE).messages("INBOX") == []
     assert store.user(ALICE).maildir.files("INBOX") == []
+
+
+# -- BINARY (RFC 3516) ------------------------------------------------------------------------
+
+_BINARY_MAIL = (
+    b"Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+    b"--B\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=C3=A9 soft=\r\nbreak\r\n"
+    b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"AAECAwQ=\r\n"
+    b"--B\r\nContent-Type: application/x\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"
+    b"begin\r\n"
+    b"--B--\r\n"
+)
+
+
+def test_binary_fetch_decodes_parts(store: MailStore, auth: Authenticator) -> None:
+    store.user(ALICE).append("INBOX", _BINARY_MAIL, frozenset(), None)
+    s = session(store, auth)
+    s.receive(b"s SELECT INBOX\r\n")
+    out = s.receive(b"a FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])\r\n")
+    assert b"BINARY.SIZE[1] 15" in out
+    assert b"BINARY[1] {15}\r\ncaf\xc3\xa9 softbreak" in out  # QP soft break undone
+    assert b"\\Seen" not in out
+    out = s.receive(b"b FETCH 1 (BINARY[2] BINARY.SIZE[2])\r\n")
+    assert b"BINARY[2] ~{5}\r\n\x00\x01\x02\x03\x04" in out  # NUL: literal8 (§4.2)
+    assert b"BINARY.SIZE[2] 5" in out and b"\\Seen" in out  # not PEEK: \Seen (§6.4.5)
+    out = s.receive(b"c FETCH 1 BINARY.PEEK[2]<1.2>\r\n")
+    assert b"BINARY[2]<1> {2}\r\n\x01\x02" in out
+    out = s.receive(b"d FETCH 1 BINARY.PEEK[3]\r\n")
+    assert tagged(out, "d").startswith("d NO [UNKNOWN-CTE]")
+    assert tagged(s.receive(b"e FETCH 1 BINARY[1.MIME]\r\n"), "e").startswith("e BAD")
+
+
+def test_binary_append_takes_literal8(store: MailStore, auth: Authenticator) -> None:
+    s = session(store, auth)
+    data = b"Subject: nul\r\n\r\na\x00b\r\n"
+    out = s.receive(b"a APPEND INBOX ~{%d+}\r\n" % len(data) + data + b"\r\n")
+    assert tagged(out, "a").startswith("a OK [APPENDUID")
+    (row,) = store.user(ALICE).messages("INBOX")
+    assert store.user(ALICE).read("INBOX", row.path) == data

@@ -1,5 +1,5 @@
-"""FETCH data items (RFC 3501 §6.4.5): parse what the client asks for, and write one
-message's FETCH response (§7.4.2)."""
+"""FETCH data items (RFC 3501 §6.4.5, BINARY RFC 3516 §4.2): parse what the client
+asks for, and write one message's FETCH response (§7.4.2)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mxlab.nodes.store.imap_mime import bodystructure, envelope, parse, section
+from mxlab.nodes.store.imap_mime import binary_section, bodystructure, envelope, parse, section
 from mxlab.nodes.store.imap_parser import ParseError, Token
-from mxlab.nodes.store.imap_wire import flag_list, internal_date, literal
+from mxlab.nodes.store.imap_wire import flag_list, internal_date, literal, literal8
 from mxlab.nodes.store.index import MessageInfo
 
 _SECTION = re.compile(
     r"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I | re.S
 )
+_BINARY_SIZE = re.compile(r"^BINARY\.SIZE\[([\d.]*)\]$", re.I)
+_PART = re.compile(r"^(\d+(\.\d+)*)?$")  # RFC 3516 section-binary: part numbers only
 _SPECS = {"", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 _SIMPLE = {
     "FLAGS",
@@ -41,7 +43,7 @@ CACHED = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}  # kept in the index once rendere
 
 @dataclass(frozen=True)
 class FetchItem:
-    name: str  # one of _SIMPLE, or "SECTION" for BODY[...]
+    name: str  # one of _SIMPLE, "SECTION" for BODY[...], "BINARY", "BINARY.SIZE"
     peek: bool = False
     path: tuple[int, ...] = ()
     spec: str = ""
@@ -62,7 +64,9 @@ class FetchItem:
     @property
     def sets_seen(self) -> bool:
         """§6.4.5: reading the text sets \\Seen, except with .PEEK."""
-        return self.name in ("RFC822", "RFC822.TEXT") or (self.name == "SECTION" and not self.peek)
+        return self.name in ("RFC822", "RFC822.TEXT") or (
+            self.name in ("SECTION", "BINARY") and not self.peek
+        )
 
 
 def _section_item(m: re.Match[str]) -> FetchItem:
@@ -104,6 +108,31 @@ def _section_item(m: re.Match[str]) -> FetchItem:
     )
 
 
+def _binary_path(text: str) -> tuple[int, ...]:
+    if not _PART.match(text.strip()):
+        raise ParseError(f"bad binary section [{text[:40]}]")
+    path = tuple(int(n) for n in text.split(".")) if text else ()
+    if 0 in path:
+        raise ParseError("0 is not a part number")
+    return path
+
+
+def _binary_item(m: re.Match[str]) -> FetchItem:
+    """BINARY[part]<origin.count> and BINARY.PEEK (RFC 3516 §4.2)."""
+    origin = int(m.group(3)) if m.group(3) is not None else None
+    count = int(m.group(4)) if m.group(4) is not None else None
+    if origin is not None and count is None:
+        raise ParseError("partial needs <origin.count>")
+    return FetchItem(
+        "BINARY",
+        peek=m.group(1).upper().endswith(".PEEK"),
+        path=_binary_path(m.group(2)),
+        origin=origin,
+        count=count,
+        label=f"BINARY[{m.group(2)}]" + (f"<{origin}>" if origin is not None else ""),
+    )
+
+
 def parse_items(token: Token) -> list[FetchItem]:
     """A macro, one item, or a parenthesized list of items."""
     if isinstance(token, str) and token.upper() in _MACROS:
@@ -117,10 +146,17 @@ def parse_items(token: Token) -> list[FetchItem]:
         if name in _SIMPLE:
             items.append(FetchItem(name, label=name))
             continue
+        size = _BINARY_SIZE.match(t)
+        if size is not None:
+            path = _binary_path(size.group(1))
+            items.append(FetchItem("BINARY.SIZE", path=path, label=f"BINARY.SIZE[{size.group(1)}]"))
+            continue
         m = _SECTION.match(t)
-        if m is None or m.group(1).upper().startswith("BINARY"):
+        if m is None:
             raise ParseError(f"unknown fetch item {t[:40]}")
-        items.append(_section_item(m))
+        items.append(
+            _binary_item(m) if m.group(1).upper().startswith("BINARY") else _section_item(m)
+        )
     if not items:
         raise ParseError("no fetch items")
     return items
@@ -186,6 +222,10 @@ def render(
                 value = literal(tree.header)
             elif name == "RFC822.TEXT":
                 value = literal(tree.body)
+            elif name == "BINARY":
+                value = literal8(_partial(binary_section(tree, list(item.path)), item))
+            elif name == "BINARY.SIZE":
+                value = b"%d" % len(binary_section(tree, list(item.path)))
             else:
                 data = section(tree, list(item.path), item.spec, list(item.fields))
                 value = literal(_partial(data, item))

@@ -4,6 +4,7 @@ BODYSTRUCTURE, §7.4.2). The stdlib parses each header; we keep the byte offsets
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -253,18 +254,50 @@ def bodystructure(part: Part, extended: bool = True) -> bytes:
     return plist(fields)
 
 
-def section(root: Part, path: list[int], spec: str, names: list[str]) -> bytes:
-    """The octets of BODY[<path>.<spec>] (§6.4.5); empty when the part is missing."""
+def _node(root: Part, path: list[int]) -> Part | None:
+    """The part a section path names (§6.4.5 part numbers), or None."""
     node = root
     for depth, n in enumerate(path):
         if depth and node.message is not None:
             node = node.message
         if node.children:
             if n > len(node.children):
-                return b""
+                return None
             node = node.children[n - 1]
         elif n != 1:
-            return b""
+            return None
+    return node
+
+
+class UnknownCte(ValueError):
+    """RFC 3516 §4.3: a transfer encoding BINARY cannot undo: NO [UNKNOWN-CTE]."""
+
+
+def binary_section(root: Part, path: list[int]) -> bytes:
+    """BINARY[<path>] (RFC 3516 §4.2): the part's body with its Content-Transfer-
+    Encoding undone; the whole message, as it is, for an empty path."""
+    node = _node(root, path) if path else None
+    if node is None:
+        return root.raw if not path else b""
+    cte = (node.headers.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if cte in ("7bit", "8bit", "binary"):
+        return node.body
+    try:
+        if cte == "base64":
+            return binascii.a2b_base64(node.body)
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(node.body)
+    except binascii.Error as exc:
+        raise UnknownCte(f"cannot decode {cte}: {exc}") from None
+    raise UnknownCte(f"unknown transfer encoding {cte[:40]}")
+
+
+def section(root: Part, path: list[int], spec: str, names: list[str]) -> bytes:
+    """The octets of BODY[<path>.<spec>] (§6.4.5); empty when the part is missing."""
+    found = _node(root, path)
+    if found is None:
+        return b""
+    node = found
     if not spec:
         return node.body if path else root.raw
     if spec == "MIME":

@@ -18,7 +18,7 @@ from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
 from mxlab.nodes.store.imap_list import list_entries, parse_list
-from mxlab.nodes.store.imap_mime import Part, parse, split_message
+from mxlab.nodes.store.imap_mime import Part, UnknownCte, parse, split_message
 from mxlab.nodes.store.imap_parser import (
     Command,
     CommandReader,
@@ -61,7 +61,7 @@ PRE_AUTH_CAPS = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN"
 POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
-    " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND"
+    " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND BINARY"
 )
 # RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -233,6 +233,8 @@ class ImapSession:
             reply = handler(self, tag, args, uid)
         except BadCharset:
             reply = f"{tag} NO [BADCHARSET (US-ASCII UTF-8)] charset not supported"
+        except UnknownCte as exc:
+            reply = f"{tag} NO [UNKNOWN-CTE] {exc}"  # RFC 3516 §4.3
         except ParseError as exc:
             reply = f"{tag} BAD {exc}"
         except (IndexError, ValueError):

@@ -14,6 +14,12 @@ def literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
 
+def literal8(data: bytes) -> bytes:
+    """RFC 3516 §4.2: ``~{n}`` for content that may hold NUL; a plain literal when
+    it holds none, as every client reads those."""
+    return b"~{%d}\r\n" % len(data) + data if b"\0" in data else literal(data)
+
+
 def string(value: bytes | str) -> bytes:
     """A quoted string (§4.3) for short 7-bit text without CR/LF, else a literal."""
     data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
