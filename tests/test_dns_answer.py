@@ -10,6 +10,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from mxlab.dns.answer import MAX_UDP, Responder
@@ -265,6 +266,19 @@ def test_axfr_over_tcp_is_the_whole_zone_between_soas(responder: Responder) -> N
     assert flat[0][1] == dns.rdatatype.SOA and flat[-1] == flat[0]
     assert len(flat) == len(lab_zones()[0].records) + 1
     assert ("www.alpha.test.", dns.rdatatype.CNAME, "mx1.alpha.test.") in flat
+
+
+def test_authority_records_are_formerr_except_an_ixfr_soa(responder: Responder) -> None:
+    soa = dns.rrset.from_text("alpha.test.", 300, "IN", "SOA", "ns. h. 1 2 3 4 5")
+    ixfr = dns.message.make_query("alpha.test", "IXFR")
+    ixfr.authority.append(soa)
+    answers = [dns.message.from_wire(r) for r in responder.respond(ixfr.to_wire(), tcp=True)]
+    assert answers[0].rcode() == dns.rcode.NOERROR
+    assert answers[0].answer[0].rdtype == dns.rdatatype.SOA  # the full zone, SOA first
+    other = dns.message.make_query("alpha.test", "A")
+    other.authority.append(soa)
+    (reply,) = responder.respond(other.to_wire(), tcp=True)
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
 
 
 def test_axfr_over_udp_or_below_the_apex_is_refused(responder: Responder) -> None:

@@ -189,6 +189,19 @@ def test_axfr_over_tcp_and_refused_over_udp(node: DnsNode) -> None:
         assert dns.message.from_wire(sock.recv(4096)).rcode() == dns.rcode.REFUSED
 
 
+def test_ixfr_is_answered_with_the_full_zone(node: DnsNode) -> None:
+    """RFC 1995 §4: a server may answer IXFR with a full zone transfer; dig sends its
+    SOA (serial 1) in the authority section, which must not be a FORMERR."""
+    out = dig(node, "alpha.test", "IXFR=1")
+    assert "Transfer failed" not in out and "FORMERR" not in out, out
+    records = [line.split() for line in out.splitlines() if line and not line.startswith(";")]
+    assert records[0][3] == "SOA" and records[-1] == records[0]
+    assert len(records) == len(forward_zone().records) + 1
+    udp = dig(node, "+notcp", "alpha.test", "IXFR=1")  # over UDP: our SOA alone (§4)
+    soas = [line for line in udp.splitlines() if "\tSOA\t" in line and not line.startswith(";")]
+    assert len(soas) == 1 and "FORMERR" not in udp, udp
+
+
 def test_faults_reload_on_sighup(tmp_path: Path) -> None:
     node = DnsNode(tmp_path)
     try:

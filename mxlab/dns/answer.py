@@ -179,8 +179,10 @@ class Responder:
         if query.header.opcode != OPCODE.QUERY:
             return [_header_only(wire, RCODE.NOTIMP)]  # RFC 1035 §4.1.1
         opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
-        if len(query.questions) != 1 or query.rr or query.auth or len(opts) > 1:
+        if len(query.questions) != 1 or query.rr or len(opts) > 1:
             return [_header_only(wire, RCODE.FORMERR)]  # RFC 6891 §6.1.1: one OPT at most
+        if query.auth and not _ixfr_soa(query):
+            return [_header_only(wire, RCODE.FORMERR)]  # only IXFR carries an authority
         opt = opts[0] if opts else None
         question = query.questions[0]
         reply = DNSRecord(
@@ -234,6 +236,13 @@ class Responder:
     def _opt_rr(self, do: bool, ext_rcode: int = 0) -> RR:
         """Our OPT: our payload size, version 0, the DO bit copied (RFC 3225 §3)."""
         return EDNS0(udp_len=self.max_udp, flags="do" if do else "", ext_rcode=ext_rcode)
+
+
+def _ixfr_soa(query: DNSRecord) -> bool:
+    """RFC 1995 §3: an IXFR query carries the client's SOA, one record, in the
+    authority section; we answer with the full zone whatever its serial (§4)."""
+    auth = query.auth
+    return query.q.qtype == QTYPE.IXFR and len(auth) == 1 and auth[0].rtype == QTYPE.SOA
 
 
 def _packed(rr: RR) -> bytes:
