@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import ipaddress
 import poplib
 import smtplib
 import socket
@@ -20,11 +21,17 @@ from pathlib import Path
 
 import pytest
 
+from mxlab.lab import labdir
+from mxlab.lab.lifecycle import bring_up, tear_down
+from mxlab.lab.mail import build_message, submit
+from mxlab.lab.plan import make_plan
+from mxlab.lab.topology import parse_topology
 from mxlab.nodes.config import LocalDomain, LoginLimits
 from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.passwords import hash_password
 from mxlab.nodes.store.pop3 import Pop3Session
 from mxlab.nodes.store.security import Security
+from tests.conftest import WHY_NO_DOCKER
 from tests.test_relay_support import (
     RelayProcess,
     Sink,
@@ -401,3 +408,53 @@ def test_oversize_literal_and_line_are_refused(tls_store: tuple) -> None:
     other.login("alice@alpha.test", PASSWORDS["alice@alpha.test"])
     assert other.select("INBOX")[0] == "OK"
     other.logout()
+
+
+# -- a whole lab --------------------------------------------------------------------------
+
+LESSON = "name: lesson\nnodes: {ns: {kind: dns}, mx: {kind: relay}, st: {kind: store}}\n" + (
+    "domains: {a.test: {store: st, mx: [{node: mx, preference: 10}], users: {u: u-pw}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "allowed"), [("", False), ("allow_plaintext_auth: true", True)]
+)
+def test_labs_refuse_plaintext_logins_unless_a_lesson_allows_them(
+    tmp_path: Path, settings: str, allowed: bool
+) -> None:
+    text = LESSON + (f"settings: {{{settings}}}\n" if settings else "")
+    plan = make_plan(parse_topology(text), runtime="local", lab_dir=tmp_path)
+    configs = [n.config for n in plan.nodes.values() if n.role in ("relay", "store")]
+    assert [c.allow_plaintext_auth for c in configs] == [allowed, allowed]  # type: ignore[union-attr]
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or "")
+@pytest.mark.timeout(1200)  # the first docker test to run builds the node image
+@pytest.mark.usefixtures("mxlab_home")
+def test_plaintext_over_the_docker_bridge_is_refused() -> None:
+    """The host reaches the containers over the lab's bridge, a real network path:
+    no password may cross it before TLS, with each protocol's refusal."""
+    plan, _ = bring_up(parse_topology(LESSON.replace("lesson", "plaintext")), "docker", print)
+    try:
+        store, relay = plan.nodes["st"], plan.nodes["mx"]
+        assert not ipaddress.ip_address(store.address).is_loopback
+        imap = imaplib.IMAP4(store.address, store.ports["imap"], timeout=10)
+        assert "LOGINDISABLED" in imap.capabilities
+        typ, data = imap._simple_command("LOGIN", "u@a.test", "u-pw")
+        assert typ == "NO" and b"PRIVACYREQUIRED" in data[0]
+        imap.shutdown()
+        pop = poplib.POP3(store.address, store.ports["pop3"], timeout=10)
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            pop.user("u@a.test")
+        pop.close()
+        with smtplib.SMTP(relay.address, relay.ports["submission"], timeout=10) as smtp:
+            smtp.ehlo("client.test")
+            assert not smtp.has_extn("auth")
+            code, text = smtp.docmd("AUTH PLAIN " + _plain("u@a.test", "u-pw"))
+            assert (code, text) == (530, b"5.7.0 Must issue a STARTTLS command first")
+        msg = build_message("u@a.test", ["u@a.test"], "over tls", "x\n")
+        submit(labdir.read_plan(plan.lab), msg)  # with STARTTLS it all works
+    finally:
+        tear_down(plan.lab, print)

@@ -51,7 +51,7 @@ class Settings(_Model):
     local_subnet: str | None = None  # 127.x.y.0/24 for the local runtime
     docker_subnet: str | None = None  # pinned subnet for the docker runtime
     max_message_size: int = Field(10 * 1024 * 1024, gt=1024)
-    allow_plaintext_auth: bool = True
+    allow_plaintext_auth: bool = False  # true: passwords before TLS, for a lesson
 
     @field_validator("local_subnet", "docker_subnet")
     @classmethod
