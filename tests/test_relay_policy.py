@@ -10,12 +10,12 @@ import pytest
 
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.config import Endpoint, LocalDomain, RelayDomain, RelayNodeConfig
+from mxlab.nodes.message import message_id
 from mxlab.nodes.relay.delivery import retry_delay
 from mxlab.nodes.relay.policy import address_error, is_source_route, rcpt_verdict
 from mxlab.nodes.relay.trace import (
     count_received,
     has_bare_line_ending,
-    message_id,
     protocol_name,
     received_header,
 )

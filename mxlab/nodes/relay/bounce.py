@@ -13,8 +13,8 @@ from email.mime.text import MIMEText
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 
+from mxlab.nodes.message import header_block
 from mxlab.nodes.relay.queue import Envelope, Recipient
-from mxlab.nodes.relay.trace import header_block
 from mxlab.nodes.relay.transport import DsnParams
 
 _ENHANCED = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.message import message_id
 from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.policy import split_address
 from mxlab.nodes.relay.queue import (
@@ -24,7 +25,6 @@ from mxlab.nodes.relay.queue import (
 )
 from mxlab.nodes.relay.routing import RouteError, Router
 from mxlab.nodes.relay.sessions import SessionCache
-from mxlab.nodes.relay.trace import message_id
 from mxlab.nodes.relay.transport import (
     ClientIdentity,
     Outcome,

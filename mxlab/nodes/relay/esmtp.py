@@ -14,32 +14,8 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from mxlab.nodes.login_limits import LoginAttempts
 from mxlab.nodes.relay.policy import SOURCE_ROUTE_DENIED, is_source_route
+from mxlab.nodes.replies import with_enhanced_code
 
-# RFC 3463 codes for the replies aiosmtpd itself sends without one
-_DEFAULT_ENHANCED = {
-    "221": "2.0.0",
-    "250": "2.0.0",
-    "251": "2.1.5",
-    "252": "2.5.0",
-    "421": "4.3.0",
-    "450": "4.2.0",
-    "451": "4.3.0",
-    "452": "4.3.1",
-    "454": "4.7.0",
-    "500": "5.5.2",
-    "501": "5.5.4",
-    "502": "5.5.1",
-    "503": "5.5.1",
-    "504": "5.5.4",
-    "530": "5.7.0",
-    "535": "5.7.8",
-    "550": "5.0.0",
-    "552": "5.3.4",
-    "553": "5.1.3",
-    "554": "5.0.0",
-    "555": "5.5.4",
-}
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 _DSN_PARAM = re.compile(r"[ \t]+(RET|ENVID|NOTIFY|ORCPT)=(\S*)", re.I)
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
 _DISCARD_PIECE = 1 << 16
@@ -54,14 +30,6 @@ HARD_ERROR_LIMIT = 20  # error replies before we hang up (Postfix's smtpd_hard_e
 AUTH_NEEDS_TLS = "530 5.7.0 Must issue a STARTTLS command first"
 STARTTLS_READY = "220 2.0.0 Ready to start TLS"  # RFC 3207 §4 with RFC 2034's code
 CONNECTION_LIMIT = 50  # open sessions per client (Postfix's smtpd_client_connection_count_limit)
-
-
-def with_enhanced_code(reply: str) -> str:
-    """RFC 2034 §3: every reply but the greeting and HELO/EHLO carries a status code."""
-    code = reply[:3]
-    if _HAS_ENHANCED.match(reply) or code not in _DEFAULT_ENHANCED:
-        return reply
-    return f"{reply[:4]}{_DEFAULT_ENHANCED[code]} {reply[4:]}".rstrip()
 
 
 def take_dsn_params(arg: str, names: set[str]) -> tuple[str, dict[str, str]] | str:

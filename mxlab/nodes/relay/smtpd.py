@@ -12,6 +12,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.login_limits import LoginThrottle
+from mxlab.nodes.message import message_id
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
@@ -24,7 +25,6 @@ from mxlab.nodes.relay.trace import (
     count_received,
     has_bare_line_ending,
     longest_line,
-    message_id,
     protocol_name,
     received_header,
 )

@@ -6,14 +6,9 @@ import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+from mxlab.nodes.message import header_block
+
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.I | re.M)
-
-
-def header_block(content: bytes) -> bytes:
-    """The header section: everything before the first empty line (RFC 5322 §2.1)."""
-    end = content.find(b"\r\n\r\n")
-    return content if end < 0 else content[: end + 2]
 
 
 def count_received(content: bytes) -> int:
@@ -35,14 +30,6 @@ def has_bare_line_ending(content: bytes) -> bool:
     """A CR or LF outside a CRLF pair: the raw material of SMTP smuggling, which
     RFC 5321 §2.3.8 forbids in the mail data."""
     return _BARE_EOL.search(content) is not None
-
-
-def message_id(content: bytes) -> str:
-    """The Message-ID field, unfolded, or "" when the message has none."""
-    m = _MESSAGE_ID.search(header_block(content))
-    if m is None:
-        return ""
-    return b" ".join(m.group(1).split()).decode("ascii", "replace")
 
 
 def received_header(

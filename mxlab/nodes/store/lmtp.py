@@ -25,8 +25,8 @@ from aiosmtpd.smtp import Envelope, Session, syntax
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.delivery_id import QUEUE_ID_EXTENSION, take_queue_id
 from mxlab.nodes.events import emit
-from mxlab.nodes.relay.esmtp import with_enhanced_code
-from mxlab.nodes.relay.trace import message_id
+from mxlab.nodes.message import message_id
+from mxlab.nodes.replies import with_enhanced_code
 from mxlab.nodes.seen import SeenLog
 from mxlab.nodes.store.maildir import INBOX
 from mxlab.nodes.store.mailstore import MailStore, UserMail
