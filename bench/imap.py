@@ -129,6 +129,7 @@ def mxlab_store(work: Path) -> Iterator[tuple[str, int]]:
         pop3_port=MXLAB[1] + 2,
         domains=["alpha.test"],
         users={USER: StoreUser(password_hash=hash_password(PASSWORD))},
+        allow_plaintext_auth=True,  # like the Dovecot it is compared with
     )
     path = work / "store.json"
     path.write_text(config.model_dump_json())
