@@ -171,20 +171,22 @@ def chaos_run(runtime_name: str, messages: int, seed: int) -> tuple[dict[str, in
     return counts, tally
 
 
-def _report(counts: dict[str, int], tally: Tally) -> None:
-    print(
-        "chaos accounting: "
-        + ", ".join(f"{k} {v}" for k, v in counts.items())
-        + f"; {sum(tally.kills.values())} SIGKILLs ({dict(tally.kills)}),"
-        f" {tally.resends} client resends"
-    )
+def _report(counts: dict[str, int], tally: Tally, capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed past pytest's capture, so CI's log shows the accounting of every run."""
+    with capsys.disabled():
+        print(
+            "\nchaos accounting: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + f"; {sum(tally.kills.values())} SIGKILLs ({dict(tally.kills)}),"
+            f" {tally.resends} client resends"
+        )
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.usefixtures("mxlab_home")
-def test_chaos_local_exactly_once() -> None:
+def test_chaos_local_exactly_once(capsys: pytest.CaptureFixture[str]) -> None:
     counts, tally = chaos_run("local", messages=300, seed=12)
-    _report(counts, tally)
+    _report(counts, tally, capsys)
     assert len(tally.acked) == 300, "a client gave up"
     assert sum(tally.kills.values()) >= 5, "the fault loop hardly ran"
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts
@@ -195,9 +197,9 @@ def test_chaos_local_exactly_once() -> None:
 @pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or "")
 @pytest.mark.timeout(1200)  # the first docker test to run builds the node image
 @pytest.mark.usefixtures("mxlab_home")
-def test_chaos_docker_exactly_once() -> None:
+def test_chaos_docker_exactly_once(capsys: pytest.CaptureFixture[str]) -> None:
     counts, tally = chaos_run("docker", messages=150, seed=13)
-    _report(counts, tally)
+    _report(counts, tally, capsys)
     assert len(tally.acked) == 150, "a client gave up"
     assert sum(tally.kills.values()) >= 3, "the fault loop hardly ran"
     assert counts["lost"] == 0 and counts["duplicated"] == 0, counts

@@ -154,7 +154,9 @@ def test_smtp_auth_before_starttls_is_refused(tls_relay: tuple) -> None:
         client.login("alice@alpha.test", "alice-pw")  # and after TLS it works
 
 
-def test_smtp_brute_force_is_slowed_capped_and_penalised(tls_relay: tuple) -> None:
+def test_smtp_brute_force_is_slowed_capped_and_penalised(
+    tls_relay: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     relay, _, context = tls_relay
     attacker, bystander = new_address(), new_address()
     took = []
@@ -170,7 +172,8 @@ def test_smtp_brute_force_is_slowed_capped_and_penalised(tls_relay: tuple) -> No
         started = time.monotonic()
         assert client.docmd("AUTH PLAIN " + _plain("alice@alpha.test", "guess"))[0] == 535
         took.append(time.monotonic() - started)
-    print("SMTP failed-AUTH delays (s): " + ", ".join(f"{t:.2f}" for t in took))
+    with capsys.disabled():
+        print("\nSMTP failed-AUTH delays (s): " + ", ".join(f"{t:.2f}" for t in took))
     for n, seconds in enumerate(took):
         assert seconds >= BASE * 2**n * 0.95, took
     started = time.monotonic()
@@ -329,7 +332,9 @@ def test_imap_and_pop3_refuse_passwords_before_tls(tls_store: tuple) -> None:
     pop.quit()
 
 
-def test_imap_brute_force_is_slowed_capped_and_penalised(tls_store: tuple) -> None:
+def test_imap_brute_force_is_slowed_capped_and_penalised(
+    tls_store: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     node, context = tls_store
     attacker, bystander = new_address(), new_address()
     imap = imap_tls(node, context, attacker)
@@ -346,7 +351,8 @@ def test_imap_brute_force_is_slowed_capped_and_penalised(tls_store: tuple) -> No
     with pytest.raises(imaplib.IMAP4.error):
         imap.login("alice@alpha.test", "guess")
     took.append(time.monotonic() - started)
-    print("IMAP failed-LOGIN delays (s): " + ", ".join(f"{t:.2f}" for t in took))
+    with capsys.disabled():
+        print("\nIMAP failed-LOGIN delays (s): " + ", ".join(f"{t:.2f}" for t in took))
     for n, seconds in enumerate(took):
         assert seconds >= BASE * 2**n * 0.95, took
     started = time.monotonic()
