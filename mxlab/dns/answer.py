@@ -107,7 +107,7 @@ class Responder:
         template = self._table.get(key) or self._learn(key)
         if template is None:
             return None
-        if template is _DROP:
+        if not isinstance(template, _Template):  # _DROP, the timeout fault
             return []
         bits = (wire[2] & 1) | ((wire[3] >> 3) & 2)  # RD (RFC 1035 §4.1.1), CD (RFC 4035)
         arcount = wire[11]

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 from mxlab.nodes.login_limits import LoginAttempts
 from mxlab.nodes.relay.policy import SOURCE_ROUTE_DENIED, is_source_route
 from mxlab.nodes.replies import with_enhanced_code
+from mxlab.nodes.smtp_session import client_ip
 
 _DSN_PARAM = re.compile(r"[ \t]+(RET|ENVID|NOTIFY|ORCPT)=(\S*)", re.I)
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
@@ -168,7 +169,7 @@ class RelaySMTP(SMTP):
         )
         new._smtp_methods = {name: getattr(new, f"smtp_{name}") for name in self._smtp_methods}
         new._auth_methods = {
-            name: mech._replace(method=mech.method.__func__.__get__(new))
+            name: mech._replace(method=mech.method.__func__.__get__(new))  # type: ignore[attr-defined]
             if mech.is_builtin
             else mech
             for name, mech in self._auth_methods.items()
@@ -182,13 +183,15 @@ class RelaySMTP(SMTP):
             # RFC 8314 §3.3: TLS from the first byte counts as STARTTLS done, for
             # AUTH (aiosmtpd only knows STARTTLS), EHLO and the trace's ESMTPS
             self._tls_protocol = transport  # type: ignore[assignment]
+            assert self.session is not None  # made by connection_made
             self.session.ssl = {
                 "ssl_object": implicit,
                 "cipher": transport.get_extra_info("cipher"),
             }
 
     async def _handle_client(self) -> None:
-        client = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
+        assert self.session is not None and self.transport is not None  # connected
+        client = client_ip(self.session)
         if self.budget is not None and not self.budget.admit(client):
             await self.push("421 4.7.0 too many connections from your address, try later")
             self.transport.close()
@@ -210,7 +213,7 @@ class RelaySMTP(SMTP):
             if status.startswith("535") and self.login_hold:
                 await asyncio.sleep(self.login_hold)  # a failed AUTH is answered late
                 self.login_hold = 0.0
-        await super().push(status)
+        await super().push(status)  # type: ignore[type-var]
         if self.login is not None and self.login.exhausted and self.transport is not None:
             self.login = None
             await super().push("421 4.7.0 too many failed authentications, closing")
@@ -242,6 +245,7 @@ class RelaySMTP(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         """Postfix's reply to AUTH before STARTTLS where TLS is required (aiosmtpd
         says 538, which RFC 4954 keeps for mechanisms that need encryption)."""
+        assert self.session is not None  # commands come from a connected client
         if self._auth_require_tls and not self._tls_protocol and self.session.extended_smtp:
             await self.push(AUTH_NEEDS_TLS)
             return

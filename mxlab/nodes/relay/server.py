@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import warnings
 
 from mxlab.nodes.config import RelayNodeConfig
@@ -39,7 +40,10 @@ async def serve(config: RelayNodeConfig) -> None:
     ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
     try:
-        listeners = [(config.smtp_port, False, None), (config.submission_port, True, None)]
+        listeners: list[tuple[int, bool, ssl.SSLContext | None]] = [
+            (config.smtp_port, False, None),
+            (config.submission_port, True, None),
+        ]
         if tls_context is not None and config.submissions_port:  # RFC 8314 §3.3: implicit
             listeners.insert(0, (config.submissions_port, True, tls_context))  # TLS, bound first
         for port, submission, implicit in listeners:
@@ -47,8 +51,8 @@ async def serve(config: RelayNodeConfig) -> None:
                 config, queue, delivery, duplicates, throttle, submission=submission
             )
             factory = make_smtp(config, handler, tls_context, budget).clone
-            server = loop.create_server(factory, config.address, port, ssl=implicit)
-            await listen(config, servers, port, server)
+            start = loop.create_server(factory, config.address, port, ssl=implicit)
+            await listen(config, servers, port, start)
         emit(
             config.node,
             "listening",

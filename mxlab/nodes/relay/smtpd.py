@@ -28,6 +28,7 @@ from mxlab.nodes.relay.trace import (
     protocol_name,
     received_header,
 )
+from mxlab.nodes.smtp_session import client_ip
 
 # added to aiosmtpd's SIZE, 8BITMIME, SMTPUTF8, STARTTLS and AUTH; see esmtp.py
 _EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING")
@@ -83,10 +84,10 @@ class RelayHandler:
         ok = stored is not None and verify_password(
             stored, auth_data.password.decode("utf-8", "replace")
         )
-        emit(self.config.node, "auth", user=login, ok=ok, client=session.peer[0])
+        emit(self.config.node, "auth", user=login, ok=ok, client=client_ip(session))
         if not ok and isinstance(server, RelaySMTP):  # answered late; hung up at the cap
             if server.login is None:
-                server.login = self.throttle.attempts(session.peer[0])
+                server.login = self.throttle.attempts(client_ip(session))
             server.login_hold = server.login.failed()
         return AuthResult(success=ok, handled=False, auth_data=login.lower() if ok else None)
 
@@ -114,7 +115,7 @@ class RelayHandler:
             self.config, address, session.auth_data if session.authenticated else None
         )
         if refusal is not None:
-            emit(self.config.node, "sender_refused", **{"from": address}, client=session.peer[0])
+            emit(self.config.node, "sender_refused", **{"from": address}, client=client_ip(session))
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -133,10 +134,10 @@ class RelayHandler:
             self.config,
             address,
             authenticated=bool(session.authenticated),
-            client_ip=session.peer[0],
+            client_ip=client_ip(session),
         )
         if refusal is not None:
-            emit(self.config.node, "rcpt_refused", to=address, client=session.peer[0])
+            emit(self.config.node, "rcpt_refused", to=address, client=client_ip(session))
             return refusal
         if address.lower() not in {a.lower() for a in envelope.rcpt_tos}:  # one copy each
             envelope.rcpt_tos.append(address)
@@ -158,13 +159,13 @@ class RelayHandler:
         key = self.duplicates.key(sender, content)
         known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
         if not rcpts:
-            emit(self.config.node, "duplicate", queue_id=known_id, client=session.peer[0])
+            emit(self.config.node, "duplicate", queue_id=known_id, client=client_ip(session))
             return f"250 2.0.0 Ok: queued as {known_id}"
         qid = new_queue_id()
         started = time.time()
         trace = received_header(
             helo=session.host_name or "unknown",
-            client_ip=session.peer[0],
+            client_ip=client_ip(session),
             by=self.config.fqdn,
             protocol=protocol_name(
                 esmtp=session.extended_smtp,
@@ -193,10 +194,10 @@ class RelayHandler:
                 queue_id=qid,
                 message_id=queued.message_id,
                 **{"from": sender, "to": rcpts},
-                hop=f"{session.host_name or 'unknown'} [{session.peer[0]}]",
+                hop=f"{session.host_name or 'unknown'} [{client_ip(session)}]",
                 status="queued",
                 delay=round(time.time() - started, 3),
-                client=session.peer[0],
+                client=client_ip(session),
                 size=len(content),
             )
 

@@ -28,6 +28,7 @@ from mxlab.nodes.events import emit
 from mxlab.nodes.message import message_id
 from mxlab.nodes.replies import with_enhanced_code
 from mxlab.nodes.seen import SeenLog
+from mxlab.nodes.smtp_session import client_ip
 from mxlab.nodes.store.maildir import INBOX
 from mxlab.nodes.store.mailstore import MailStore, UserMail
 
@@ -101,10 +102,10 @@ class StoreLMTP(LMTP):
         finally:
             self._lhlo_reply = False
 
-    async def push(self, status: str | bytes) -> None:  # type: ignore[override]
+    async def push(self, status: str | bytes) -> None:
         if isinstance(status, str) and not self._lhlo_reply:
             status = with_enhanced_code(status)
-        await super().push(status)
+        await super().push(status)  # type: ignore[type-var]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -154,7 +155,7 @@ class DeliveryHandler:
         rcpt_options: list[str],
     ) -> str:
         if address.lower() not in self.users:
-            emit(self.config.node, "rcpt_refused", to=address, client=session.peer[0])
+            emit(self.config.node, "rcpt_refused", to=address, client=client_ip(session))
             return "550 5.1.1 no such user here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
@@ -194,7 +195,7 @@ class DeliveryHandler:
                     "duplicate",
                     queue_id=queue_id,
                     to=rcpt,
-                    client=session.peer[0],
+                    client=client_ip(session),
                 )
                 return f"250 2.0.0 <{rcpt}> delivered already"
             return await self._deliver_one(session, sender, rcpt, content, key, queue_id)
@@ -223,7 +224,7 @@ class DeliveryHandler:
                 sender=sender,
                 rcpt=rcpt,
                 helo=session.host_name or "unknown",
-                client_ip=session.peer[0],
+                client_ip=client_ip(session),
                 by=self.config.fqdn,
                 delivery_id=delivery_id,
             )
@@ -254,7 +255,7 @@ class DeliveryHandler:
             to=rcpt,
             uid=uid,
             size=len(data),
-            client=session.peer[0],
+            client=client_ip(session),
             **{"from": sender},
         )
         return f"250 2.0.0 <{rcpt}> delivered as {delivery_id}"
