@@ -100,6 +100,28 @@ def test_pop3_session_holds_the_reply_and_hangs_up_after_the_cap(
     assert session.closed
 
 
+def test_imap_session_holds_the_reply_and_says_bye_after_the_cap(tmp_path: Path) -> None:
+    from mxlab.nodes.store.auth import Authenticator
+    from mxlab.nodes.store.imap_session import ImapSession
+    from mxlab.nodes.store.mailstore import MailStore
+    from tests.test_store_support import store_config
+
+    auth = Authenticator(store_config(tmp_path))
+    session = ImapSession(
+        MailStore(tmp_path / "mail"), auth, "h", security=Security(peer="192.0.2.9")
+    )
+    session.greeting()
+    wrong = _plain("alice@alpha.test", "wrong").encode()
+    holds, replies = [], []
+    for n in range(3):  # AUTHENTICATE with its continuation, the other way in
+        assert session.receive(f"a{n} AUTHENTICATE PLAIN\r\n".encode()) == b"+ \r\n"
+        replies.append(session.receive(wrong + b"\r\n"))
+        holds.append(session.security.take_hold())
+    assert holds == [2.0, 4.0, 8.0]
+    assert replies[0] == b"a0 NO [AUTHENTICATIONFAILED] invalid credentials\r\n"
+    assert replies[2].endswith(b"* BYE too many failed logins\r\n") and session.closed
+
+
 # -- live nodes ----------------------------------------------------------------------------
 
 
