@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mxlab.lab.topology import TopologyError, load_topology, parse_topology
+from mxlab.lab.topology import TopologyError, load_topology, max_password_bytes, parse_topology
 
 from .conftest import TOPOLOGIES
 
@@ -25,7 +25,7 @@ def test_shipped_topologies_validate() -> None:
 
 def _mxlab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from mxlab.lab.cli import main; main()", *args],
+        [sys.executable, "-c", "from mxlab.cli import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -163,3 +163,41 @@ def test_validate_good_file_summarises(tmp_path: Path) -> None:
     proc = _mxlab("validate", str(TOPOLOGIES / "two-domains.yaml"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 domains, 4 users" in proc.stdout
+
+
+def _with_user(line: str, base: str = GOOD) -> str:
+    return base.replace("      carol: carol-secret\n", f"      carol: carol-secret\n      {line}\n")
+
+
+def test_password_up_to_the_login_line_limit_validates() -> None:
+    """The longest password that still fits AUTH PLAIN and POP3 PASS lines is accepted;
+    one byte more is refused."""
+    limit = max_password_bytes("erin@alpha.test")
+    parse_topology(_with_user(f"erin: {'p' * limit}"))
+    with pytest.raises(TopologyError, match="login line would not fit"):
+        parse_topology(_with_user(f"erin: {'p' * (limit + 1)}"))
+
+
+def test_anchors_and_merge_keys_still_work() -> None:
+    """Bounding alias expansion and refusing duplicate keys leave ordinary anchors alone."""
+    text = GOOD.replace("  mx-alpha:\n    kind: relay\n", "  mx-alpha: &relay\n    kind: relay\n")
+    text = text.replace("  mx-beta:\n    kind: relay\n", "  mx-beta:\n    <<: *relay\n")
+    text = text.replace("alice: alice-secret", "alice: &pw alice-secret").replace(
+        "carol: carol-secret", "carol: *pw"
+    )
+    topo = parse_topology(text)
+    assert topo.nodes["mx-beta"].kind == "relay"
+    assert topo.domains["alpha.test"].users["carol"] == "alice-secret"
+
+
+def test_a_pinned_larger_subnet_takes_more_nodes() -> None:
+    """Over 253 nodes need more than a /24: pinning /23s for both runtimes is the fix the
+    error names, and it validates (addresses and zones included)."""
+    relays = "".join(f"  r{i}:\n    kind: relay\n" for i in range(300))
+    text = GOOD.replace(
+        "  store-beta:\n    kind: store\n", f"  store-beta:\n    kind: store\n{relays}"
+    )
+    with pytest.raises(TopologyError, match="addresses for 253"):
+        parse_topology(text)
+    pinned = text + "settings:\n  local_subnet: 127.77.0.0/23\n  docker_subnet: 10.231.0.0/23\n"
+    assert len(parse_topology(pinned).nodes) == 305

@@ -11,22 +11,79 @@ steps:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import dns.name
+import dns.rcode
+import dns.rdatatype
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from mxlab.lab.errors import TopologyError
 from mxlab.lab.topology import (
+    StrictModel,
     Topology,
-    TopologyError,
-    load_topology,
-    read_yaml,
+    did_you_mean,
+    is_address,
+    parse_topology,
     validation_error,
 )
+from mxlab.lab.yamlfile import read_source, read_yaml
+
+_DURATION = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")  # tc(8) TIME
+_PERCENT = re.compile(r"^(100(\.0+)?|\d{1,2}(\.\d+)?)%$")
+_RATE = re.compile(r"^\d+(\.\d+)?([kmg]?bit|[kmg]?bps)$")  # tc(8) RATE
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # goes into Message-IDs
 
 
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _matching(pattern: re.Pattern[str], example: str) -> AfterValidator:
+    def check(v: str | None) -> str | None:
+        if v is not None and not pattern.match(v):
+            raise ValueError(f"{v!r} is not like {example}")
+        return v
+
+    return AfterValidator(check)
+
+
+def _address(v: str) -> str:
+    if not is_address(v):
+        raise ValueError(f"{v!r} is not a mail address like bob@beta.test")
+    return v
+
+
+def _one_line(v: str | None) -> str | None:
+    if v is not None and ("\r" in v or "\n" in v):
+        raise ValueError("a header cannot hold CR or LF")
+    return v
+
+
+def _rcode(v: str) -> None:
+    if v != "TIMEOUT":  # no answer at all
+        dns.rcode.from_text(v)
+
+
+def _parses(parse: Callable[[str], object], what: str) -> AfterValidator:
+    """What dnspython will be given at run time must parse now."""
+
+    def check(v: str) -> str:
+        try:
+            parse(v)
+        except Exception:  # dnspython raises a dozen classes, all meaning "does not parse"
+            raise ValueError(f"{v!r} is not {what}") from None
+        return v
+
+    return AfterValidator(check)
+
+
+Address = Annotated[str, AfterValidator(_address)]
+MessageId = Annotated[str, _matching(_MESSAGE_ID, "m1 (letters, digits, . _ -)")]
+Duration = Annotated[str | None, _matching(_DURATION, "100ms")]
+
+
+class _Step(StrictModel):
+    pass
 
 
 class NodeStep(_Step):
@@ -41,10 +98,18 @@ class Impair(_Step):
 
     action: Literal["impair"] = "impair"
     node: str
-    delay: str | None = None  # "100ms"
-    jitter: str | None = None
-    loss: str | None = None  # "5%"
-    rate: str | None = None  # "1mbit"
+    delay: Duration = None  # "100ms"
+    jitter: Duration = None
+    loss: Annotated[str | None, _matching(_PERCENT, "5% (0-100%)")] = None
+    rate: Annotated[str | None, _matching(_RATE, "1mbit")] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Impair:
+        if self.jitter and not self.delay:
+            raise ValueError("jitter needs a delay")
+        if not (self.delay or self.loss or self.rate):
+            raise ValueError("give a delay, loss or rate")
+        return self
 
 
 class DnsFault(_Step):
@@ -62,10 +127,10 @@ class Send(_Step):
     """Submit a message as a lab user (587, AUTH) — or expect it refused."""
 
     action: Literal["send"] = "send"
-    id: str
-    sender: str = Field(alias="from")
-    to: list[str]
-    subject: str | None = None
+    id: MessageId
+    sender: Address = Field(alias="from")
+    to: list[Address] = Field(min_length=1)
+    subject: Annotated[str | None, AfterValidator(_one_line)] = None
     body: str = "mxlab scenario message\n"
     count: int = Field(1, ge=1, le=100000)  # a load: ``count`` messages, ids id-1..id-N
     concurrency: int = Field(1, ge=1, le=100)
@@ -85,8 +150,8 @@ class Reject(_Step):
     """Expect the SMTP reply ``code`` at submission (e.g. 550 unknown user, 554 relay)."""
 
     action: Literal["expect_reject"] = "expect_reject"
-    sender: str = Field(alias="from")
-    to: str
+    sender: Address = Field(alias="from")
+    to: Address
     code: int = Field(ge=400, le=599)
     node: str | None = None  # which relay to talk to; default the sender's submission relay
     auth: bool = True
@@ -115,10 +180,10 @@ class ExpectQueued(_Step):
 
 class ExpectDns(_Step):
     action: Literal["expect_dns"] = "expect_dns"
-    name: str
-    type: str = "A"
+    name: Annotated[str, _parses(dns.name.from_text, "a DNS name")]
+    type: Annotated[str, _parses(dns.rdatatype.from_text, "a DNS type (A, MX...)")] = "A"
     answer: list[str] = Field(default_factory=list)  # rdata strings; empty: NODATA
-    rcode: str = "NOERROR"
+    rcode: Annotated[str, _parses(_rcode, "an rcode (NOERROR, NXDOMAIN...) or TIMEOUT")] = "NOERROR"
 
 
 class OpenRelayProbe(_Step):
@@ -133,8 +198,7 @@ Step = Annotated[
 ]  # fmt: skip
 
 
-class Scenario(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Scenario(StrictModel):
     name: str
     topology: str
     runtime: Literal["auto", "docker", "local"] = "auto"
@@ -142,6 +206,11 @@ class Scenario(BaseModel):
 
 
 _NODE_ACTIONS = {"stop", "start", "kill", "restart", "cut", "restore", "clear"}
+ACTIONS = {
+    action
+    for model in get_args(get_args(Step)[0])
+    for action in get_args(model.model_fields["action"].annotation)
+}
 
 
 def _normalise(step: Any) -> Any:
@@ -151,6 +220,8 @@ def _normalise(step: Any) -> Any:
     if not isinstance(step, dict) or len(step) != 1:
         return step
     ((action, args),) = step.items()
+    if action not in ACTIONS:  # a typo: the action alone gets a did-you-mean
+        return {"action": action}
     if action in _NODE_ACTIONS:
         return {"action": action, "node": args}
     if action == "dns_restore":  # ``- dns_restore: beta.test`` lifts one name's faults
@@ -184,15 +255,22 @@ def topology_checks(topo: Topology, source: str) -> Scenario | None:
     steps = [_normalise(s) for s in topo.checks]
     for i, step in enumerate(steps):
         action = step.get("action") if isinstance(step, dict) else None
-        if action is not None and action not in CHECK_ACTIONS:
+        if action in ACTIONS and action not in CHECK_ACTIONS:
             raise TopologyError(
                 source, f"checks[{i}]", f"{action} is a fault step", "put it in a scenario file"
+            )
+        if action is not None and action not in ACTIONS:
+            raise TopologyError(
+                source,
+                f"checks[{i}]",
+                f"{action!r} is not a check",
+                did_you_mean(str(action), sorted(CHECK_ACTIONS))
+                or f"use one of: {', '.join(sorted(CHECK_ACTIONS))}",
             )
     try:
         scenario = _checks_as_scenario(topo.name, steps)
     except ValidationError as exc:
-        tags = {s.get("action") for s in steps if isinstance(s, dict)}
-        err = validation_error(exc, source, skip=tags)
+        err = validation_error(exc, source, skip=_tags(steps))
         field = err.field.replace("steps", "checks", 1)
         raise TopologyError(source, field, err.message, err.fix) from None
     _check_names(scenario, topo, source, "checks")
@@ -202,26 +280,39 @@ def topology_checks(topo: Topology, source: str) -> Scenario | None:
 def load_scenario(path: Path) -> tuple[Scenario, Topology]:
     """Parse a scenario and its topology; mistakes are one-line ``TopologyError``s."""
     src = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TopologyError(src, "", f"cannot read: {exc.strerror}") from None
-    data = read_yaml(text, src)
-    steps = [_normalise(s) for s in data.get("steps") or []]
-    data["steps"] = steps
+    data = read_yaml(read_source(path), src)
+    steps = data.get("steps")
+    if isinstance(steps, list):
+        data["steps"] = steps = [_normalise(s) for s in steps]
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        tags = {s.get("action") for s in steps if isinstance(s, dict)}
-        raise validation_error(exc, src, skip=tags) from None
-    topo = load_topology((path.parent / scenario.topology).resolve())
+        skip = _tags(steps) if isinstance(steps, list) else set()
+        raise validation_error(exc, src, skip=skip) from None
+    topo_path = (path.parent / scenario.topology).resolve()
+    try:
+        text = read_source(topo_path)
+    except TopologyError as exc:
+        raise TopologyError(src, "topology", f"{topo_path}: {exc.message}", exc.fix) from None
+    topo = parse_topology(text, str(topo_path))
     _check_names(scenario, topo, src)
     return scenario, topo
 
 
+def _tags(steps: list[Any]) -> set[str]:
+    """The action names, which pydantic puts in an error's location; dropped from it."""
+    return {s["action"] for s in steps if isinstance(s, dict) and isinstance(s.get("action"), str)}
+
+
+# steps whose node must be a relay: they look at its queue or talk SMTP to it
+_RELAY_STEPS = (ExpectQueued, OpenRelayProbe, Reject)
+
+
 def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "steps") -> None:
-    """Nodes, users and message ids a step names must exist."""
-    sent: set[str] = set()
+    """Nodes, users and message ids a step names must exist, and be of the right kind."""
+    sent: dict[str, Send] = {}
+    users = {f"{u}@{d}".lower() for d, spec in topo.domains.items() for u in spec.users}
+    relays = [n for n, spec in topo.nodes.items() if spec.kind == "relay"]
     for i, step in enumerate(scenario.steps):
         where = f"{field}[{i}]"
         node = getattr(step, "node", None)
@@ -232,12 +323,37 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
                 f"no node named {node!r}",
                 f"use one of: {', '.join(topo.nodes)}",
             )
+        if node is not None and isinstance(step, _RELAY_STEPS) and node not in relays:
+            raise TopologyError(
+                src,
+                f"{where}.node",
+                f"{node!r} is a {topo.nodes[node].kind}, need a relay",
+                f"use one of: {', '.join(relays)}",
+            )
+        logs_in = isinstance(step, Send) or (isinstance(step, Reject) and step.auth)
+        sender = getattr(step, "sender", "")
+        if logs_in and sender.lower() not in users:  # it logs in as the sender to submit
+            raise TopologyError(
+                src,
+                f"{where}.from",
+                f"{sender} is not a user of lab {topo.name}",
+                f"send as one of: {', '.join(sorted(users))}",
+            )
         if isinstance(step, Send):
             if step.id in sent:
                 raise TopologyError(src, f"{where}.id", f"message id {step.id!r} used twice")
-            sent.add(step.id)
+            sent[step.id] = step
         msg_id = getattr(step, "id", None)
         if not isinstance(step, Send) and msg_id is not None and msg_id not in sent:
             raise TopologyError(
                 src, f"{where}.id", f"no message {msg_id!r} was sent before this step"
             )
+        if isinstance(step, ExpectDelivered):  # it reads each recipient's mailbox
+            strangers = [r for r in sent[step.id].to if r.lower() not in users]
+            if strangers:
+                raise TopologyError(
+                    src,
+                    f"{where}.id",
+                    f"{step.id} goes to {strangers[0]}, who has no mailbox in lab {topo.name}",
+                    "expect_bounce for mail to unknown users",
+                )

@@ -2,94 +2,107 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from mxlab.dns.zones import parse_record
+from mxlab.lab.errors import TopologyError
+from mxlab.lab.yamlfile import read_source, read_yaml
 from mxlab.nodes.config import DnsRecord
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN_RE = re.compile(rf"^({_LABEL}\.)+{_LABEL}$")
 _NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_LOCALPART_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
+# RFC 5322 §3.4.1 dot-atom, restricted to the characters every peer in the lab accepts
+_LOCALPART_RE = re.compile(r"^[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*$")
+_LOCALPART_CHARS = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
-class TopologyError(Exception):
-    """One line: ``file: field: what is wrong (fix)``."""
+class StrictModel(BaseModel):
+    """No unknown fields, no silent coercion (``true`` is not port 1), no inf/nan."""
 
-    def __init__(self, source: str, field: str, message: str, fix: str = "") -> None:
-        self.source, self.field, self.message, self.fix = source, field, message, fix
-        line = f"{source}: {field}: {message}" if field else f"{source}: {message}"
-        super().__init__(f"{line} ({fix})" if fix else line)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DAY = 86400.0
 
 
-class QueueSettings(_Model):
-    retry_initial: float = Field(2.0, gt=0)
-    retry_max: float = Field(30.0, gt=0)
-    lifetime: float = Field(300.0, gt=0)
-    delay_warning: float | None = Field(None, gt=0)
+class QueueSettings(StrictModel):
+    retry_initial: float = Field(2.0, gt=0, le=DAY)
+    retry_max: float = Field(30.0, gt=0, le=DAY)
+    lifetime: float = Field(300.0, gt=0, le=30 * DAY)
+    delay_warning: float | None = Field(None, gt=0, le=30 * DAY)
     concurrency_per_destination: int = Field(4, ge=1, le=100)
 
 
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 Service = Literal[
     "dns", "smtp", "submission", "lmtp", "imap", "pop3", "submissions", "imaps", "pop3s"
 ]
 
 
-class Settings(_Model):
+class Settings(StrictModel):
     queue: QueueSettings = QueueSettings()
     ports: dict[Service, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
     local_subnet: str | None = None  # 127.x.y.0/24 for the local runtime
     docker_subnet: str | None = None  # pinned subnet for the docker runtime
-    max_message_size: int = Field(10 * 1024 * 1024, gt=1024)
+    max_message_size: int = Field(10 * 1024 * 1024, gt=1024, le=1 << 30)
     allow_plaintext_auth: bool = False  # true: passwords before TLS, for a lesson
 
     @field_validator("local_subnet", "docker_subnet")
     @classmethod
-    def _subnet(cls, v: str | None) -> str | None:
+    def _subnet(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         net = ipaddress.ip_network(v, strict=True)
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise ValueError("lab addresses are IPv4: use e.g. 10.231.7.0/24")
         if net.prefixlen > 28:
             raise ValueError("subnet too small: use a /24 or larger")
+        if info.field_name == "local_subnet" and not net.subnet_of(_LOOPBACK):
+            raise ValueError("local nodes bind loopback addresses: use a subnet of 127.0.0.0/8")
         return str(net)
 
 
-class NodeSpec(_Model):
+class NodeSpec(StrictModel):
     kind: Literal["dns", "relay", "store"]
     hostname: str | None = None  # FQDN; default <node>.<first domain that names it>
     next_hop: str | None = None  # relays only: smarthost node
 
 
-class MxSpec(_Model):
+class MxSpec(StrictModel):
     node: str
     preference: int = Field(10, ge=0, le=65535)
 
 
-class DomainSpec(_Model):
+class DomainSpec(StrictModel):
     store: str
     mx: list[MxSpec] = Field(min_length=1)
     submission: str | None = None  # relay that takes its users' mail; default: best MX
     users: dict[str, str] = Field(min_length=1)  # local part -> password
 
 
-class RecordSpec(_Model):
+class RecordSpec(StrictModel):
     name: str
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "PTR", "SRV", "CAA"]
     value: str
     ttl: int = Field(300, ge=0)
 
 
-class Topology(_Model):
+class Topology(StrictModel):
     name: str
     nodes: dict[str, NodeSpec] = Field(min_length=1)
     domains: dict[str, DomainSpec] = Field(min_length=1)
@@ -146,12 +159,7 @@ def _check_refs(topo: Topology, src: str) -> None:
         )
     for dom, spec in topo.domains.items():
         where = f"domains.{dom}"
-        if not _DOMAIN_RE.match(dom):
-            raise TopologyError(src, where, "not a domain name", "use e.g. alpha.test")
-        if not dom.endswith(".test"):
-            raise TopologyError(
-                src, where, "lab domains must end in .test", "RFC 6761 reserves .test for labs"
-            )
+        _check_domain_name(dom, src, where)
         _check_node_ref(topo, src, f"{where}.store", spec.store, "store")
         for i, mx in enumerate(spec.mx):
             _check_node_ref(topo, src, f"{where}.mx[{i}].node", mx.node, "relay")
@@ -159,17 +167,12 @@ def _check_refs(topo: Topology, src: str) -> None:
             _check_node_ref(topo, src, f"{where}.submission", spec.submission, "relay")
         seen: set[str] = set()
         for user, password in spec.users.items():
-            if not _LOCALPART_RE.match(user):
-                raise TopologyError(
-                    src, f"{where}.users.{user}", "bad user name", "use letters, digits, . _ + -"
-                )
+            _check_user(user, dom, password, src, f"{where}.users.{user}")
             if user.lower() in seen:
                 raise TopologyError(
                     src, f"{where}.users.{user}", "duplicate user", "user names are case-blind"
                 )
             seen.add(user.lower())
-            if not password:
-                raise TopologyError(src, f"{where}.users.{user}", "empty password")
     for i, rec in enumerate(topo.records):
         if not _in_lab(topo, rec.name):
             raise TopologyError(
@@ -192,6 +195,162 @@ def _check_refs(topo: Topology, src: str) -> None:
                 f"{node.hostname!r} is outside the lab's domains (its A and PTR could not agree)",
                 f"use a name under {', '.join(topo.domains)}",
             )
+
+
+def is_address(text: str) -> bool:
+    """``local@domain``: a dot-atom local part (RFC 5322 §3.4.1) at a host name, within
+    RFC 5321's lengths (§4.5.3.1)."""
+    local, at, domain = text.rpartition("@")
+    return bool(
+        at
+        and _LOCALPART_RE.match(local)
+        and _DOMAIN_RE.match(domain.lower())
+        and len(local) <= 64
+        and len(text) <= 254
+    )
+
+
+def _check_domain_name(dom: str, src: str, where: str) -> None:
+    if not dom.isascii():
+        raise TopologyError(
+            src, where, "not an ASCII domain name", "write an IDN in its xn-- form (RFC 5890)"
+        )
+    if dom != dom.lower():
+        raise TopologyError(src, where, "domain names are lowercase here", f"use {dom.lower()}")
+    if not _DOMAIN_RE.match(dom):
+        fix = "labels of a-z, 0-9 and '-', 1-63 long, no dot at either end: e.g. alpha.test"
+        raise TopologyError(src, where, "not a domain name", fix)
+    if len(dom) > 253:  # RFC 1035 §2.3.4: 255 octets on the wire
+        raise TopologyError(src, where, "domain name longer than 253 characters")
+    if not dom.endswith(".test"):
+        raise TopologyError(
+            src, where, "lab domains must end in .test", "RFC 6761 reserves .test for labs"
+        )
+
+
+# RFC 5321 §4.5.3.1.4: a command line is 512 octets with its CRLF; AUTH PLAIN sends
+# base64("\0user\0password") on it (RFC 4954 §4, RFC 4616 §2).
+_AUTH_PLAIN_LINE = 512 - len("AUTH PLAIN \r\n")
+# RFC 2449 §4: a POP3 command line is at most 255 octets with its CRLF.
+_POP3_PASS_LINE = 255 - len("PASS \r\n")
+
+
+def max_password_bytes(address: str) -> int:
+    """The longest password whose login still fits an SMTP AUTH PLAIN and a POP3 PASS line."""
+    plain = _AUTH_PLAIN_LINE // 4 * 3 - 2 - len(address.encode())
+    return min(plain, _POP3_PASS_LINE)
+
+
+def _check_user(user: str, dom: str, password: str, src: str, where: str) -> None:
+    """A local part every peer accepts and a password that fits a login line."""
+    if not _LOCALPART_CHARS.match(user):
+        raise TopologyError(src, where, "bad user name", "use letters, digits, . _ + -")
+    if not _LOCALPART_RE.match(user):
+        raise TopologyError(
+            src,
+            where,
+            "a user name cannot start or end with '.' or hold '..'",
+            "RFC 5322 §3.4.1 dot-atom: e.g. alice.smith",
+        )
+    address = f"{user}@{dom}"
+    if len(user) > 64 or len(address) > 254:  # RFC 5321 §4.5.3.1.1, §4.5.3.1.3
+        raise TopologyError(
+            src, where, "address too long", "64 characters before the @, 254 in all (RFC 5321)"
+        )
+    if not password:
+        raise TopologyError(src, where, "empty password", "give the user a password")
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise TopologyError(
+            src, where, "the password holds a control character (CR, LF, NUL, tab...)",
+            "a login line cannot carry it: use printable characters",
+        )  # fmt: skip
+    limit = max_password_bytes(address)
+    if len(password.encode()) > limit:
+        raise TopologyError(
+            src,
+            where,
+            f"the password is {len(password.encode())} bytes: its login line would not fit",
+            f"at most {limit} bytes for {address} (SMTP AUTH PLAIN in 512 octets, "
+            "RFC 5321 §4.5.3.1.4; POP3 PASS in 255, RFC 2449 §4)",
+        )
+
+
+def _check_capacity(topo: Topology, src: str) -> None:
+    """Every node needs an address of the lab's subnet: .0, the gateway .1 and the
+    broadcast address are taken. Both runtimes carve a /24 unless a subnet is pinned."""
+    pinned = (topo.settings.local_subnet, topo.settings.docker_subnet)
+    room = min(ipaddress.ip_network(s or "0.0.0.0/24").num_addresses for s in pinned) - 3
+    if len(topo.nodes) > room:
+        raise TopologyError(
+            src,
+            "nodes",
+            f"{len(topo.nodes)} nodes, but the lab's subnet has addresses for {room}",
+            f"use at most {room} nodes, or pin settings.local_subnet and "
+            "settings.docker_subnet to a larger subnet (a /23 holds 509)",
+        )
+
+
+def _check_hostnames(topo: Topology, src: str) -> None:
+    """Two nodes with one name would share an A record and fight over its PTR."""
+    from mxlab.lab.plan import _hostnames  # the planner builds on this module
+
+    owner: dict[str, str] = {}
+    for name, fqdn in _hostnames(topo).items():
+        if fqdn in owner:
+            raise TopologyError(
+                src,
+                f"nodes.{name}.hostname",
+                f"{fqdn} is already the host name of node {owner[fqdn]}",
+                "give each node its own hostname",
+            )
+        owner[fqdn] = name
+
+
+def _check_ports(topo: Topology, src: str) -> None:
+    """A pinned port must not land on another service's port, under either default set."""
+    from mxlab.lab.plan import STANDARD_PORTS, UNPRIVILEGED_PORTS
+
+    for defaults in (STANDARD_PORTS, UNPRIVILEGED_PORTS):
+        ports = defaults | topo.settings.ports
+        taken: dict[int, str] = {}
+        for service in sorted(ports, key=lambda s: s not in topo.settings.ports):
+            port = ports[service]
+            if port in taken:
+                pinned = service if service in topo.settings.ports else taken[port]
+                other = taken[port] if pinned == service else service
+                raise TopologyError(
+                    src,
+                    f"settings.ports.{pinned}",
+                    f"{pinned} and {other} would both listen on port {port}",
+                    "give each service its own port",
+                )
+            taken[port] = service
+
+
+def _check_queue(topo: Topology, src: str) -> None:
+    """Retry timers that can never fire before the message expires are a typo."""
+    q = topo.settings.queue
+    if q.retry_initial > q.retry_max:
+        raise TopologyError(
+            src,
+            "settings.queue.retry_initial",
+            f"{q.retry_initial:g} s is more than retry_max ({q.retry_max:g} s)",
+            "retries start short and back off up to retry_max",
+        )
+    if q.retry_max > q.lifetime:
+        raise TopologyError(
+            src,
+            "settings.queue.retry_max",
+            f"{q.retry_max:g} s is more than the lifetime ({q.lifetime:g} s)",
+            "a message must be retried at least once before it bounces",
+        )
+    if q.delay_warning is not None and q.delay_warning >= q.lifetime:
+        raise TopologyError(
+            src,
+            "settings.queue.delay_warning",
+            f"{q.delay_warning:g} s is not before the lifetime ({q.lifetime:g} s)",
+            "warn of a delay before the message bounces, or remove it",
+        )
 
 
 def _in_lab(topo: Topology, name: str) -> bool:
@@ -225,28 +384,24 @@ def _check_node_ref(topo: Topology, src: str, field: str, ref: str, kind: str) -
         raise TopologyError(src, field, f"{what}, need a {kind}", f"use one of: {known}")
 
 
-def read_yaml(text: str, source: str) -> dict[str, Any]:
-    """YAML to a mapping; syntax errors and duplicate keys are ``TopologyError``s."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(where, "", f"YAML syntax error: {problem}", "fix the YAML") from None
-    _check_duplicate_keys(text, source)
-    if not isinstance(data, dict):
-        raise TopologyError(source, "", "top level must be a mapping", "start with 'name: ...'")
-    return data
-
-
 def validation_error(
-    exc: ValidationError, source: str, skip: set[Any] = frozenset()
+    exc: ValidationError, source: str, skip: Collection[Any] = frozenset()
 ) -> TopologyError:
     """The first pydantic error as one located line; ``skip`` drops union tags from the path."""
-    err = exc.errors()[0]
-    field = field_path(tuple(p for p in err["loc"] if p not in skip)) or "(top level)"
-    return TopologyError(source, field, _explain(err), _fix(err))
+    errors = exc.errors()
+    # a misspelt field is both unknown and missing: the unknown one gets a did-you-mean,
+    # from the fields missing beside it first
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    missing = [
+        str(e["loc"][-1])
+        for e in errors
+        if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]
+    ]
+    loc = [p for p in err["loc"] if p not in skip]
+    if loc and loc[-1] == "[key]":  # a mapping key of the wrong type or value
+        loc.pop()
+    field = field_path(tuple(loc)) or "(top level)"
+    return TopologyError(source, field, _explain(err), _fix(err, missing))
 
 
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
@@ -257,6 +412,10 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     except ValidationError as exc:
         raise validation_error(exc, source) from None
     _check_refs(topo, source)
+    _check_capacity(topo, source)
+    _check_hostnames(topo, source)
+    _check_ports(topo, source)
+    _check_queue(topo, source)
     from mxlab.lab.plan import check_zones  # the planner builds on this module
 
     check_zones(topo, source)
@@ -266,60 +425,69 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     return topo
 
 
-def _check_duplicate_keys(text: str, source: str) -> None:
-    """YAML loaders keep the last of two equal keys; a lab must not lose a user that way."""
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in node.value:
-                name = str(key.value)
-                here = f"{path}.{name}" if path else name
-                if name in seen:
-                    raise TopologyError(
-                        source,
-                        here,
-                        f"duplicate key (lines {seen[name]} and {key.start_mark.line + 1})",
-                        "keep one of them",
-                    )
-                seen[name] = key.start_mark.line + 1
-                walk(value, here)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, f"{path}[{i}]")
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, "")
-
-
-def _explain(err: dict[str, Any]) -> str:
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+def _explain(err: Mapping[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
         return "unknown field"
-    if err["type"] == "missing":
+    if kind == "missing":
         return "required field is missing"
+    if kind == "literal_error":
+        return f"{err['input']!r} is not one of {', '.join(_choices(err))}"
+    if kind == "union_tag_invalid":
+        return f"{err['ctx']['tag']!r} is not a step"
+    if kind == "union_tag_not_found":
+        return "not a step"
     return msg[0].lower() + msg[1:] if msg else msg
 
 
-def _fix(err: dict[str, Any]) -> str:
+def _fix(err: Mapping[str, Any], missing: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "remove it or check its spelling"
+        word = str(err["loc"][-1])
+        suggest = did_you_mean(word, missing) or did_you_mean(word, _field_names())
+        return suggest or "remove it or check its spelling"
     if kind == "missing":
         return "add it"
     if kind == "literal_error":
-        return f"use {err.get('ctx', {}).get('expected', 'an allowed value')}"
+        return did_you_mean(str(err["input"]), _choices(err)) or "use one of them"
+    if kind == "union_tag_invalid":
+        choices = _choices(err)
+        return did_you_mean(err["ctx"]["tag"], choices) or f"use one of: {', '.join(choices)}"
     if kind.startswith(("less_than", "greater_than")):
         return "use a value in range"
+    if kind == "union_tag_not_found":
+        return "write '- ACTION: {field: value, ...}', or '- stop: NODE' for node faults"
+    if kind == "string_type":
+        return "write it as a string, in quotes if YAML reads it as a number or boolean"
+    if kind in ("int_type", "float_type", "bool_type"):
+        return "write a plain number or boolean, without quotes"
     return ""
+
+
+def _choices(err: Mapping[str, Any]) -> list[str]:
+    ctx = err.get("ctx", {})
+    return re.findall(r"'([^']*)'", ctx.get("expected", ctx.get("expected_tags", "")))
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """A fix suggesting the closest known word, or "" when none is close."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _field_names() -> list[str]:
+    """Every field name of every topology and scenario model, for did-you-mean."""
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [StrictModel]
+    while todo:
+        model = todo.pop()
+        todo.extend(model.__subclasses__())
+        for name, info in model.model_fields.items():
+            names.add(info.alias or name)
+    return sorted(names)
 
 
 def load_topology(path: str | Path) -> Topology:
     """Read a topology file; a missing file is a ``TopologyError`` too."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise TopologyError(str(p), "", f"cannot read: {exc.strerror}") from None
-    return parse_topology(text, str(p))
+    return parse_topology(read_source(p), str(p))
