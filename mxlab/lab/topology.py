@@ -407,6 +407,10 @@ def validation_error(
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
     """Parse and validate topology YAML; every mistake is a ``TopologyError``."""
     data = read_yaml(text, source)
+    if "steps" in data and "nodes" not in data:
+        raise TopologyError(
+            source, "steps", "a scenario file, not a topology", "run it with mxlab scenario run"
+        )
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
