@@ -26,6 +26,7 @@ from mxlab.lab.topology import (
     StrictModel,
     Topology,
     did_you_mean,
+    in_lab,
     is_address,
     parse_topology,
     validation_error,
@@ -348,6 +349,15 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
             raise TopologyError(
                 src, f"{where}.id", f"no message {msg_id!r} was sent before this step"
             )
+        if isinstance(step, DnsFault) and not _served(topo, step.name):
+            raise TopologyError(
+                src,
+                f"{where}.name",
+                f"{step.name!r} is not served by the lab's DNS",
+                f"use a name under {', '.join(topo.domains)}",
+            )
+        if isinstance(step, ExpectDelivered) and step.route:  # Received: by these hosts
+            _check_route(step.route, topo, src, f"{where}.route")
         if isinstance(step, ExpectDelivered):  # it reads each recipient's mailbox
             strangers = [r for r in sent[step.id].to if r.lower() not in users]
             if strangers:
@@ -357,3 +367,25 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
                     f"{step.id} goes to {strangers[0]}, who has no mailbox in lab {topo.name}",
                     "expect_bounce for mail to unknown users",
                 )
+
+
+def _served(topo: Topology, name: str) -> bool:
+    """Names the lab's DNS answers for: its domains and its reverse zone."""
+    return in_lab(topo, name) or name.lower().rstrip(".").endswith(".in-addr.arpa")
+
+
+def _check_route(route: list[str], topo: Topology, src: str, where: str) -> None:
+    """A route lists the host names of lab nodes, as their ``Received: by`` shows them."""
+    from mxlab.lab.plan import _hostnames  # the planner builds on topologies
+
+    fqdns = _hostnames(topo)
+    hosts = sorted(fqdns.values())
+    for i, host in enumerate(route):
+        if host not in hosts:  # compared as written with the Received: chain
+            known = did_you_mean(fqdns[host], hosts) if host in fqdns else ""  # a node name
+            raise TopologyError(
+                src,
+                f"{where}[{i}]",
+                f"no node has the host name {host!r}",
+                known or did_you_mean(host.lower(), hosts) or f"use one of: {', '.join(hosts)}",
+            )

@@ -174,7 +174,7 @@ def _check_refs(topo: Topology, src: str) -> None:
                 )
             seen.add(user.lower())
     for i, rec in enumerate(topo.records):
-        if not _in_lab(topo, rec.name):
+        if not in_lab(topo, rec.name):
             raise TopologyError(
                 src,
                 f"records[{i}].name",
@@ -188,7 +188,7 @@ def _check_refs(topo: Topology, src: str) -> None:
                 src, f"records[{i}].value", str(exc).split(": ", 1)[1], "write it as in a zone file"
             ) from None
     for name, node in topo.nodes.items():
-        if node.hostname and not _in_lab(topo, node.hostname):
+        if node.hostname and not in_lab(topo, node.hostname):
             raise TopologyError(
                 src,
                 f"nodes.{name}.hostname",
@@ -353,7 +353,8 @@ def _check_queue(topo: Topology, src: str) -> None:
         )
 
 
-def _in_lab(topo: Topology, name: str) -> bool:
+def in_lab(topo: Topology, name: str) -> bool:
+    """Whether ``name`` is one of the lab's domains or under one."""
     name = name.rstrip(".").lower()
     return any(name == d or name.endswith("." + d) for d in topo.domains)
 
