@@ -257,6 +257,7 @@ CASES = [
     # -- scenario files (`mxlab scenario run`, refused before anything starts) -------------
     Case("scenario send from a non-user", scenario("send: {id: m1, from: mallory@beta.test, to: [alice@alpha.test]}"), "steps[0].from", "not a user", kind="scenario", subprocess=True),
     Case("scenario reject from a non-user", scenario("expect_reject: {from: eve@alpha.test, to: x@alpha.test, code: 550}"), "steps[0].from", "not a user", kind="scenario"),
+    Case("scenario unauthenticated reject, no relay", scenario("expect_reject: {from: eve@else.test, to: bob@beta.test, code: 554, auth: false}"), "steps[0].from", "give the relay to talk to as node", kind="scenario"),
     Case("scenario send to no address", scenario("send: {id: m1, from: alice@alpha.test, to: [bob]}"), "steps[0].to[0]", "not a mail address", kind="scenario"),
     Case("scenario delivered to a stranger", scenario("send: {id: m1, from: alice@alpha.test, to: [nobody@beta.test]}", "expect_delivered: {id: m1}"), "steps[1].id", "no mailbox", kind="scenario"),
     Case("scenario topology missing", scenario("stop: mx-beta", head="name: drill\ntopology: nowhere.yaml\n"), "topology", "no such file", kind="scenario"),

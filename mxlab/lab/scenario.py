@@ -331,14 +331,17 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
                 f"{node!r} is a {topo.nodes[node].kind}, need a relay",
                 f"use one of: {', '.join(relays)}",
             )
-        logs_in = isinstance(step, Send) or (isinstance(step, Reject) and step.auth)
+        # it logs in as the sender, or finds the relay to talk to by the sender's domain
+        logs_in = isinstance(step, Send) or (
+            isinstance(step, Reject) and (step.auth or step.node is None)
+        )
         sender = getattr(step, "sender", "")
-        if logs_in and sender.lower() not in users:  # it logs in as the sender to submit
+        if logs_in and sender.lower() not in users:
+            fix = f"send as one of: {', '.join(sorted(users))}"
+            if isinstance(step, Reject) and not step.auth:
+                fix = "or give the relay to talk to as node"
             raise TopologyError(
-                src,
-                f"{where}.from",
-                f"{sender} is not a user of lab {topo.name}",
-                f"send as one of: {', '.join(sorted(users))}",
+                src, f"{where}.from", f"{sender} is not a user of lab {topo.name}", fix
             )
         if isinstance(step, Send):
             if step.id in sent:
