@@ -364,6 +364,45 @@ class Lab:
         """Ask the lab's DNS: (rcode or "TIMEOUT", sorted answers)."""
         return dns_faults.ask(self.plan, name, rdtype)
 
+    def dns_add(self, name: str, rdtype: str, value: str, ttl: int = 300) -> None:
+        """Add a record to the running lab's DNS (the DNS node restarts to serve it)."""
+        self.dns_change(add=[(name, rdtype, value)], ttl=ttl)
+
+    def dns_remove(self, name: str, rdtype: str, value: str | None = None) -> None:
+        """Remove a record (every one of that name and type when ``value`` is None)."""
+        self.dns_change(remove=[(name, rdtype, value)])
+
+    def dns_change(
+        self,
+        add: Iterable[tuple[str, str, str]] = (),
+        remove: Iterable[tuple[str, str, str | None]] = (),
+        ttl: int = 300,
+    ) -> None:
+        """Remove, then add records in one step; a change the DNS node would refuse
+        (a CNAME beside other data...) raises ``LabError`` and changes nothing."""
+        from mxlab.lab import records
+
+        new = records.edited(self.plan, list(add), list(remove), ttl)
+        records.apply(self.plan, self._runtime, new)
+        self.plan = new
+
+    def shell(self, node: str) -> int:
+        """An interactive shell in the node: in its container (the docker CLI's
+        ``exec -it``), or in its folder with the node's environment (local runtime)."""
+        import os
+        import shutil
+        import subprocess
+
+        self._node(node)
+        if self.plan.runtime != "docker":
+            return self.exec(node, [os.environ.get("SHELL") or "/bin/sh"])
+        from mxlab.lab.runtime.docker import container_name
+
+        docker = shutil.which("docker")
+        if docker is None:
+            raise LabError("a shell in a container needs the docker CLI; or use mxlab exec")
+        return subprocess.call([docker, "exec", "-it", container_name(self.name, node), "sh"])
+
     # -- faults ----------------------------------------------------------------------
     def start(self, node: str) -> None:
         self._runtime.start(self.plan, self._node(node))

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import sys
 
-from mxlab.cli import check, dns, graph, image, lab, mail, nodes, queue, scenario  # noqa: F401
+from mxlab.cli import (  # noqa: F401 - each module registers its commands
+    check,
+    dns,
+    exercise,
+    explain,
+    graph,
+    image,
+    lab,
+    mail,
+    nodes,
+    queue,
+    records,
+    scenario,
+)
 from mxlab.cli.app import app, err
 
 __all__ = ["app", "main"]

@@ -11,7 +11,7 @@ import typer
 
 import mxlab
 from mxlab.api import preview
-from mxlab.cli.app import app, attach, out
+from mxlab.cli.app import app, argument, attach, out
 from mxlab.lab import graph as drawing
 from mxlab.lab.plan import LabPlan
 
@@ -37,7 +37,7 @@ def plan_or_lab(target: str | None) -> tuple[LabPlan, mxlab.Lab | None]:
 def graph(
     target: Annotated[
         str | None,
-        typer.Argument(metavar="[FILE|LAB]", help="topology file or lab (default: the lab up)"),
+        argument("[FILE|LAB]"),
     ] = None,
     fmt: Annotated[
         str,

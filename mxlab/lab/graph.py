@@ -259,7 +259,7 @@ def svg(g: Graph) -> str:
     for col, boxes in sorted(columns.items()):
         y = 40.0
         for box in boxes:
-            h = PAD * 2 + LINE_H * (1 + len(box.lines))
+            h = float(PAD * 2 + LINE_H * (1 + len(box.lines)))
             pos[box.id] = (20 + col * (box_w + COL_GAP), y, h)
             y += h + ROW_GAP
         height = max(height, y)
