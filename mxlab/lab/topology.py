@@ -442,6 +442,8 @@ def _explain(err: Mapping[str, Any]) -> str:
         return f"{err['ctx']['tag']!r} is not a step"
     if kind == "union_tag_not_found":
         return "not a step"
+    if kind in ("model_type", "dict_type"):
+        return f"{err['input']!r} where a mapping of fields belongs"
     return msg[0].lower() + msg[1:] if msg else msg
 
 
@@ -462,11 +464,23 @@ def _fix(err: Mapping[str, Any], missing: list[str]) -> str:
         return "use a value in range"
     if kind == "union_tag_not_found":
         return "write '- ACTION: {field: value, ...}', or '- stop: NODE' for node faults"
+    if kind == "model_type":
+        fields = ", ".join(f"{f}: ..." for f in _required(err["ctx"]["class_name"]))
+        return f"write it as {{{fields}}}" if fields else "write it as field: value lines"
     if kind == "string_type":
         return "write it as a string, in quotes if YAML reads it as a number or boolean"
     if kind in ("int_type", "float_type", "bool_type"):
         return "write a plain number or boolean, without quotes"
     return ""
+
+
+def _required(class_name: str) -> list[str]:
+    """The required fields of the model named ``class_name``, as a user writes them."""
+    for model in _models():
+        if model.__name__ == class_name:
+            fields = model.model_fields.items()
+            return [info.alias or name for name, info in fields if info.is_required()]
+    return []
 
 
 def _choices(err: Mapping[str, Any]) -> list[str]:
@@ -482,14 +496,18 @@ def did_you_mean(word: str, known: list[str]) -> str:
 
 def _field_names() -> list[str]:
     """Every field name of every topology and scenario model, for did-you-mean."""
-    names: set[str] = set()
+    return sorted({info.alias or n for m in _models() for n, info in m.model_fields.items()})
+
+
+def _models() -> list[type[BaseModel]]:
+    """Every topology and scenario model."""
+    found: list[type[BaseModel]] = []
     todo: list[type[BaseModel]] = [StrictModel]
     while todo:
         model = todo.pop()
+        found.append(model)
         todo.extend(model.__subclasses__())
-        for name, info in model.model_fields.items():
-            names.add(info.alias or name)
-    return sorted(names)
+    return found
 
 
 def load_topology(path: str | Path) -> Topology:
