@@ -197,6 +197,9 @@ CASES = [
     Case("record outside the lab", edit("  - name: alpha.test\n", "  - name: example.org\n"), "records[0].name", "outside the lab"),
     Case("record that does not parse", edit("type: TXT\n    value: '\"v=spf1 mx -all\"'", "type: MX\n    value: ten mx"), "records[0].value", "zone file"),
     Case("CNAME beside other data", edit("records:", "records:\n  - {name: alpha.test, type: CNAME, value: x.test.}"), "records", "CNAME and other records"),
+    Case("record name with a space", edit("  - name: alpha.test\n", "  - name: a b.alpha.test\n"), "records[0].name", "not a DNS name"),
+    Case("record name with a semicolon", edit("  - name: alpha.test\n", "  - name: a;b.alpha.test\n"), "records[0].name", "not a DNS name"),
+    Case("record ttl over 2^31", edit("    type: TXT\n", "    type: TXT\n    ttl: 4294967296\n"), "records[0].ttl", "less than or equal to 2147483647"),
     Case("record ttl negative", edit("    type: TXT\n", "    type: TXT\n    ttl: -5\n"), "records[0].ttl", "greater than or equal to 0"),
     Case("records a mapping", edit("records:\n  - name: alpha.test", "records:\n  name: alpha.test").replace("    type: TXT", "  type: TXT").replace("    value: '\"v", "  value: '\"v"), "records", "valid list"),
     # -- settings -------------------------------------------------------------------------

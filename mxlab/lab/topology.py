@@ -25,6 +25,9 @@ from mxlab.nodes.config import DnsRecord
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN_RE = re.compile(rf"^({_LABEL}\.)+{_LABEL}$")
+# owner names of extra records: host names, plus "_" labels (_dmarc) and a leading "*"
+_OWNER_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_OWNER_RE = re.compile(rf"^(\*\.)?({_OWNER_LABEL}\.)*{_OWNER_LABEL}\.?$")
 _NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 # RFC 5322 §3.4.1 dot-atom, restricted to the characters every peer in the lab accepts
 _LOCALPART_RE = re.compile(r"^[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*$")
@@ -99,7 +102,7 @@ class RecordSpec(StrictModel):
     name: str
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "PTR", "SRV", "CAA"]
     value: str
-    ttl: int = Field(300, ge=0)
+    ttl: int = Field(300, ge=0, le=2**31 - 1)  # RFC 2181 §8
 
 
 class Topology(StrictModel):
@@ -174,6 +177,13 @@ def _check_refs(topo: Topology, src: str) -> None:
                 )
             seen.add(user.lower())
     for i, rec in enumerate(topo.records):
+        if not _OWNER_RE.match(rec.name) or len(rec.name.rstrip(".")) > 253:
+            raise TopologyError(
+                src,
+                f"records[{i}].name",
+                f"{rec.name!r} is not a DNS name",
+                "labels of letters, digits, '-' and '_', joined by dots; '*.' may lead",
+            )
         if not in_lab(topo, rec.name):
             raise TopologyError(
                 src,
