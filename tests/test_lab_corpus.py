@@ -221,7 +221,7 @@ CASES = [
     Case("lifetime a century", settings("queue:\n  lifetime: 3153600000"), "settings.queue.lifetime", "less than or equal"),
     Case("lifetime a word", settings("queue:\n  lifetime: forever"), "settings.queue.lifetime", "valid number"),
     Case("retry above its max", settings("queue:\n  retry_initial: 60\n  retry_max: 30"), "settings.queue.retry_initial", "more than retry_max"),
-    Case("retry above the lifetime", settings("queue:\n  retry_max: 600\n  lifetime: 300"), "settings.queue.retry_max", "more than the lifetime"),
+    Case("retry above the lifetime", settings("queue:\n  retry_initial: 20\n  lifetime: 10"), "settings.queue.retry_initial", "not before the lifetime"),
     Case("warning after bounce", settings("queue:\n  delay_warning: 400"), "settings.queue.delay_warning", "not before the lifetime"),
     Case("concurrency zero", settings("queue:\n  concurrency_per_destination: 0"), "settings.queue.concurrency_per_destination", "greater than or equal to 1"),
     Case("concurrency huge", settings("queue:\n  concurrency_per_destination: 1000"), "settings.queue.concurrency_per_destination", "less than or equal to 100"),

@@ -347,11 +347,11 @@ def _check_queue(topo: Topology, src: str) -> None:
             f"{q.retry_initial:g} s is more than retry_max ({q.retry_max:g} s)",
             "retries start short and back off up to retry_max",
         )
-    if q.retry_max > q.lifetime:
+    if q.retry_initial >= q.lifetime:
         raise TopologyError(
             src,
-            "settings.queue.retry_max",
-            f"{q.retry_max:g} s is more than the lifetime ({q.lifetime:g} s)",
+            "settings.queue.retry_initial",
+            f"{q.retry_initial:g} s is not before the lifetime ({q.lifetime:g} s)",
             "a message must be retried at least once before it bounces",
         )
     if q.delay_warning is not None and q.delay_warning >= q.lifetime:
@@ -461,7 +461,7 @@ def _fix(err: Mapping[str, Any], missing: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         word = str(err["loc"][-1])
-        suggest = did_you_mean(word, missing) or did_you_mean(word, _field_names())
+        suggest = did_you_mean(word, missing) or did_you_mean(word, _field_names(), 0.8)
         return suggest or "remove it or check its spelling"
     if kind == "missing":
         return "add it"
@@ -498,14 +498,15 @@ def _choices(err: Mapping[str, Any]) -> list[str]:
     return re.findall(r"'([^']*)'", ctx.get("expected", ctx.get("expected_tags", "")))
 
 
-def did_you_mean(word: str, known: list[str]) -> str:
+def did_you_mean(word: str, known: list[str], cutoff: float = 0.6) -> str:
     """A fix suggesting the closest known word, or "" when none is close."""
-    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=cutoff)
     return f"did you mean {close[0]!r}?" if close else ""
 
 
 def _field_names() -> list[str]:
-    """Every field name of every topology and scenario model, for did-you-mean."""
+    """Every field name of every topology and scenario model, for did-you-mean (closer
+    matches only: this list is not the fields of the one model the key is in)."""
     return sorted({info.alias or n for m in _models() for n, info in m.model_fields.items()})
 
 
