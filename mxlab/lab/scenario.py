@@ -3,7 +3,7 @@
 topology: ../topologies/backup-mx.yaml
 steps:
   - stop: mx1-beta
-  - send: {id: m1, from: alice@alpha.test, to: bob@beta.test}
+  - send: {id: m1, from: alice@alpha.test, to: [bob@beta.test]}
   - expect_queued: {id: m1, node: mx2-beta, within: 10}
   - start: mx1-beta
   - expect_delivered: {id: m1, within: 30}
@@ -40,6 +40,8 @@ _MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # goes into Mess
 
 
 def _matching(pattern: re.Pattern[str], example: str) -> AfterValidator:
+    """A value handed to tc(8) or a header later must have its shape now."""
+
     def check(v: str | None) -> str | None:
         if v is not None and not pattern.match(v):
             raise ValueError(f"{v!r} is not like {example}")
