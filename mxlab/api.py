@@ -364,6 +364,17 @@ class Lab:
         """Ask the lab's DNS: (rcode or "TIMEOUT", sorted answers)."""
         return dns_faults.ask(self.plan, name, rdtype)
 
+    def graph(self) -> Any:
+        """The lab's drawing (a ``mxlab.lab.graph.Graph``: render it as Mermaid, DOT, SVG
+        or HTML) with each node's state and each relay's queue size."""
+        from mxlab.lab import graph
+
+        states = {s.node: s.state for s in self.status()}
+        sizes = {n.name: 0 for n in self.plan.nodes.values() if n.role == "relay"}
+        for entry in self.queue():
+            sizes[str(entry["node"])] += 1
+        return graph.build(self.plan, states, sizes)
+
     def dns_add(self, name: str, rdtype: str, value: str, ttl: int = 300) -> None:
         """Add a record to the running lab's DNS (the DNS node restarts to serve it)."""
         self.dns_change(add=[(name, rdtype, value)], ttl=ttl)

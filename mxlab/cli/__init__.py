@@ -18,6 +18,7 @@ from mxlab.cli import (  # noqa: F401 - each module registers its commands
     queue,
     records,
     scenario,
+    ui,
 )
 from mxlab.cli.app import app, err
 

@@ -16,15 +16,6 @@ from mxlab.lab import graph as drawing
 from mxlab.lab.plan import LabPlan
 
 
-def live_graph(lab: mxlab.Lab) -> drawing.Graph:
-    """The running lab's drawing: each node's state, each relay's queue size."""
-    states = {s.node: s.state for s in lab.status()}
-    queues = {n.name: 0 for n in lab.plan.nodes.values() if n.role == "relay"}
-    for entry in lab.queue():
-        queues[entry["node"]] = queues.get(entry["node"], 0) + 1
-    return drawing.build(lab.plan, states, queues)
-
-
 def plan_or_lab(target: str | None) -> tuple[LabPlan, mxlab.Lab | None]:
     """A topology file's plan (nothing started), or a running lab by name."""
     if target is not None and (Path(target).is_file() or target.endswith((".yaml", ".yml"))):
@@ -53,7 +44,7 @@ def graph(
     if fmt not in drawing.FORMATS:
         raise mxlab.LabError(f"unknown format {fmt!r} (one of {', '.join(drawing.FORMATS)})")
     plan, lab = plan_or_lab(target)
-    g = live_graph(lab) if lab is not None else drawing.build(plan)
+    g = lab.graph() if lab is not None else drawing.build(plan)
     data = drawing.render(g, fmt)
     if output is not None:
         output.write_bytes(data)
