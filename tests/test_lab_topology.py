@@ -201,3 +201,22 @@ def test_a_pinned_larger_subnet_takes_more_nodes() -> None:
         parse_topology(text)
     pinned = text + "settings:\n  local_subnet: 127.77.0.0/23\n  docker_subnet: 10.231.0.0/23\n"
     assert len(parse_topology(pinned).nodes) == 305
+
+
+def test_plan_refuses_more_nodes_than_its_subnet_holds(tmp_path: Path) -> None:
+    """A topology changed in code after validation (the pytest pool drops pinned subnets)
+    gets a LabError from the plan, not a StopIteration."""
+    from mxlab.lab.errors import LabError
+    from mxlab.lab.plan import make_plan
+
+    relays = "".join(f"  r{i}:\n    kind: relay\n" for i in range(300))
+    text = GOOD.replace(
+        "  store-beta:\n    kind: store\n", f"  store-beta:\n    kind: store\n{relays}"
+    )
+    pins = "settings:\n  local_subnet: 127.77.0.0/23\n  docker_subnet: 10.231.0.0/23\n"
+    topo = parse_topology(text + pins)
+    unpinned = topo.model_copy(
+        update={"settings": topo.settings.model_copy(update={"local_subnet": None})}
+    )
+    with pytest.raises(LabError, match="305 nodes do not fit"):
+        make_plan(unpinned, runtime="local", lab_dir=tmp_path)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mxlab.lab.errors import LabError
 from mxlab.lab.topology import Topology, TopologyError
 from mxlab.nodes.config import (
     DnsNodeConfig,
@@ -326,7 +327,10 @@ def _addresses(
     hosts = iter(net.hosts())
     next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
     order = sorted(topo.nodes, key=lambda n: START_ORDER.index(topo.nodes[n].kind))
-    return order, {name: str(next(hosts)) for name in order}
+    addresses = {name: str(ip) for name, ip in zip(order, hosts, strict=False)}
+    if len(addresses) < len(order):  # validation refuses this; a topology built in code may not
+        raise LabError(f"{len(order)} nodes do not fit {net}: pin a larger subnet in settings")
+    return order, addresses
 
 
 def check_zones(topo: Topology, source: str) -> None:
