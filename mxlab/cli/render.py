@@ -99,15 +99,43 @@ def queue(console: Console, node: str, reply: Any) -> None:
     console.print(t)
 
 
+def _hop_details(e: Any) -> str:
+    """What a student reads off an event: the DNS answers that chose the route, the
+    SMTP reply, why a retry is needed."""
+    f = e.fields
+    if e.event == "route":
+        mx = f"MX {f.get('domain')}: {', '.join(f['mx'])}; " if f.get("mx") else ""
+        return f"{mx}try {', '.join(f.get('hops', []))}"
+    parts = [f"{k}={f[k]}" for k in ("from", "to", "client", "hop") if f.get(k)]
+    if f.get("status"):
+        parts.append(f"reply: {f['status']}")
+    if e.event == "deferred":
+        parts.append(f"retry later (attempt {f.get('attempt', '?')})")
+    rest = [f"{k}={v}" for k, v in f.items() if k not in _SHOWN]
+    return " ".join(parts + rest)
+
+
+_SHOWN = {"message_id", "queue_id", "from", "to", "client", "hop", "status", "attempt",
+          "domain", "mx", "hops", "delay"}  # fmt: skip
+
+
 def trace(console: Console, message_id: str, events: list[Any]) -> None:
-    t = _table(f"trace {message_id}", "time", "node", "event", "details")
+    """A timeline: each event's time, the delay since the one before, its node, and the
+    DNS answers, SMTP replies and retries it logged; then the nodes it crossed."""
+    t = _table(f"trace {message_id}", "time", "+delay", "node", "event", "details")
+    before = None
     for e in events:
         when = datetime.fromtimestamp(e.ts).strftime("%H:%M:%S.%f")[:-3]
-        details = " ".join(f"{k}={v}" for k, v in e.fields.items() if k != "message_id")
-        t.add_row(when, e.node, e.event, details)
+        delay = "" if before is None else f"+{e.ts - before:.3f}s"
+        before = e.ts
+        t.add_row(when, delay, e.node, e.event, _hop_details(e))
     console.print(t)
     path: list[str] = []  # each node once, in the order the message first reached it
     for e in events:
         if e.node not in path:
             path.append(e.node)
     console.print("path: " + " > ".join(path))
+    retries = sum(e.event == "deferred" for e in events)
+    if events:
+        took = events[-1].ts - events[0].ts
+        console.print(f"{len(events)} events over {took:.3f}s, {retries} deferral(s)")

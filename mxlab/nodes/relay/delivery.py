@@ -323,9 +323,20 @@ class Delivery:
         addresses = [r.address for r in rcpts]
         async with self._limits[dest]:
             try:
-                hops = await self.router.hops(split_address(addresses[0])[1])
+                domain = split_address(addresses[0])[1]
+                hops = await self.router.hops(domain)
             except RouteError as exc:
                 return dict.fromkeys(addresses, Outcome(exc.reply, dest))
+            self._emit(  # what DNS (or the config) chose, for mxlab trace
+                "route",
+                queue_id=env.id,
+                message_id=env.message_id,
+                domain=domain,
+                mx=self.router.answers.get(domain, []) if dest == f"smtp:{domain}" else [],
+                hops=[
+                    f"{h.name} {h.address}:{h.port}" + (" (LMTP)" if h.lmtp else "") for h in hops
+                ],
+            )
             transfer = Transfer(
                 env.sender, content, env.mail_options, wire_params(env, rcpts), env.id
             )

@@ -61,6 +61,7 @@ class Router:
         self.resolver.nameservers = [config.dns.host]
         self.resolver.port = config.dns.port
         self.resolver.lifetime = 5.0
+        self.answers: dict[str, list[str]] = {}  # the last MX answer per domain, logged
 
     def destination(self, domain: str) -> str:
         """The key recipients are grouped (and delivery concurrency limited) by."""
@@ -94,6 +95,7 @@ class Router:
             records = [(0, domain)]  # RFC 5321 §5.1: no MX, the domain's own address
         except dns.exception.DNSException as exc:
             raise RouteError(f"451 4.4.3 MX lookup for {domain} failed: {exc}") from None
+        self.answers[domain] = [f"{p} {host}" for p, host in sorted(records)]  # for trace
         if is_null_mx(records):
             raise RouteError(f"556 5.1.10 domain {domain} accepts no mail (null MX)")
         hops: list[Hop] = []

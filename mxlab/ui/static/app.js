@@ -116,10 +116,13 @@ async function trace() {
     const delay = e.delay === null ? "" : ` (+${e.delay.toFixed(3)}s)`;
     const f = e.fields;
     const parts = [];
-    if (f.dns) parts.push("DNS " + JSON.stringify(f.dns));
-    for (const k of ["from", "to", "hop", "status", "attempt", "client", "error"]) {
+    if (f.mx && f.mx.length) parts.push(`DNS: MX ${f.domain} = ${f.mx.join(", ")};`);
+    if (f.hops) parts.push(`try ${f.hops.join(", ")}`);
+    for (const k of ["from", "to", "hop", "client", "error"]) {
       if (f[k] !== undefined && f[k] !== "") parts.push(`${k}=${f[k]}`);
     }
+    if (f.status) parts.push(`reply: ${f.status}`);
+    if (e.event === "deferred") parts.push(`retry later (attempt ${f.attempt})`);
     list.append(el("li", { class: "hop" }, `${when}`, el("span", { class: "delay" }, delay),
       ` ${e.node} ${e.event} ${parts.join(" ")}`));
   }
