@@ -3,6 +3,7 @@ lab DNS's answers, a shell where the node runs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -196,3 +197,20 @@ def shell(args: Annotated[list[str], argument("[LAB] NODE")]) -> None:
     environment (MXLAB_LAB, MXLAB_NODE) on the local runtime."""
     lab, (node,) = split_lab(args, "[LAB] NODE")
     raise typer.Exit(attach(lab).shell(node))
+
+
+@app.command()
+def fetch(args: Annotated[list[str], argument("[LAB] ADDRESS")]) -> None:
+    """Fetch a user's INBOX over IMAP (STARTTLS, the lab CA, the user's password), as the
+    user's mail client would: each message's subject, sender and the servers it crossed."""
+    lab, (address,) = split_lab(args, "[LAB] ADDRESS")
+    messages = attach(lab).mailbox(address).messages()
+    out.print(f"{address}: {len(messages)} message(s) in INBOX", markup=False)
+    for n, msg in enumerate(messages, start=1):
+        received = [" ".join(str(r).split()) for r in reversed(msg.get_all("Received") or [])]
+        out.print(f"{n}. {msg['Subject']!s} - from {msg['From']!s}", markup=False)
+        out.print(f"   Message-ID {msg['Message-ID']!s}", markup=False)
+        for line in received:  # oldest first: the path the message took
+            hop = re.match(r"from (\S+) .*?by (\S+)", line)
+            text = f"from {hop[1]} by {hop[2]}" if hop else line
+            out.print(f"   Received: {text}", markup=False)
