@@ -158,7 +158,17 @@ def test_send_kill_queue_start_drain(
     wait.until(lambda _: "second, while beta is down" in d.find_element(By.ID, "mailbox-list").text)
     assert d.find_element(By.ID, "events").text  # live events arrived over SSE
     shot("4-drained")
+
+    # DNS fail and restore from the page; a link cut on the local runtime says why not
+    d.find_element(By.ID, "dns-fail").click()
+    wait.until(lambda _: lab.dns("beta.test", "MX")[0] == "SERVFAIL")
+    d.find_element(By.ID, "dns-restore").click()
+    wait.until(lambda _: lab.dns("beta.test", "MX") == ("NOERROR", ["10 mx-beta.beta.test."]))
+    click('#node-mx-beta button[data-action="cut"]')
+    wait.until(lambda _: "docker" in d.find_element(By.ID, "send-result").text)
+    shot("5-dns-and-cut")
     assert sorted(p.name for p in shots.iterdir()) == [
-        "1-opened.png", "2-delivered.png", "3-queued.png", "4-drained.png"
+        "1-opened.png", "2-delivered.png", "3-queued.png", "4-drained.png",
+        "5-dns-and-cut.png",
     ]  # fmt: skip
     wait_for(lambda: not lab.queue(), 5, "the API agrees the queue is empty")
