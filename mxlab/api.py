@@ -397,6 +397,20 @@ class Lab:
         records.apply(self.plan, self._runtime, new)
         self.plan = new
 
+    def cert_check(self, node: str) -> tuple[bool, str]:
+        """(trusted, why): the node's TLS certificate as a client trusting the lab CA
+        sees it."""
+        from mxlab.lab import certs
+
+        return certs.verify(self.plan, self._node(node))
+
+    def cert_renew(self, node: str, *, expired: bool = False) -> None:
+        """Reissue the node's certificate from the lab CA and restart it (``expired``:
+        one that expired yesterday, to break a lab on purpose)."""
+        from mxlab.lab import certs
+
+        certs.reissue(self.plan, self._runtime, self._node(node), expired)
+
     def shell(self, node: str) -> int:
         """An interactive shell in the node: in its container (the docker CLI's
         ``exec -it``), or in its folder with the node's environment (local runtime)."""

@@ -67,6 +67,7 @@ class Step(_Model):
     dns_remove: Record | None = None
     dns_fail: dict[str, str] | None = None  # {name, mode}
     stop: str | None = None
+    expired_cert: str | None = None  # node: an expired certificate from the lab CA
     send: dict[str, str] | None = None  # {from, to, subject}
 
 
@@ -80,6 +81,8 @@ class Goal(_Model):
     answers: dict[str, str] | None = None  # {name, type}: NOERROR with an answer
     reverse_matches: str | None = None  # node: PTR of its address is its name, and back
     running: str | None = None  # node
+    tls_trusted: str | None = None  # node: its certificate verifies against the lab CA
+    fetches: str | None = None  # address: its mailbox can be read over IMAP
     queue_empty: str | None = None  # relay node
     delivers: dict[str, Any] | None = None  # {from, to, within}
     arrived: dict[str, Any] | None = None  # {to, subject, within}: sent before the fix
@@ -164,6 +167,8 @@ def apply(lab: Lab, step: Step) -> None:
         lab.dns_fail(step.dns_fail["name"], step.dns_fail.get("mode", "servfail"))
     elif step.stop is not None:
         lab.stop(step.stop)
+    elif step.expired_cert is not None:
+        lab.cert_renew(step.expired_cert, expired=True)
     elif step.send is not None:
         s = step.send
         lab.send(s["from"], [s["to"]], subject=s.get("subject", "sent before the fix"))
@@ -227,6 +232,14 @@ def _judge(lab: Lab, goal: Goal) -> tuple[bool, str]:
         return rcode == "NOERROR" and bool(got), f"{rcode}: {', '.join(got) or 'no answer'}"
     if goal.reverse_matches is not None:
         return _reverse(lab, goal.reverse_matches)
+    if goal.tls_trusted is not None:
+        return lab.cert_check(goal.tls_trusted)
+    if goal.fetches is not None:
+        try:
+            count = len(lab.mailbox(goal.fetches).raw())
+        except (LabError, OSError) as exc:
+            return False, f"IMAP as {goal.fetches}: {exc}"
+        return True, f"{goal.fetches} reads {count} message(s) over IMAP"
     if goal.running is not None:
         state = {s.node: s.state for s in lab.status()}.get(goal.running, "unknown")
         return state == "running", f"{goal.running} is {state}"

@@ -58,6 +58,10 @@ def _fix_missing_ptr(lab: mxlab.Lab) -> None:
     lab.dns_add(reverse, "PTR", "mx-alpha.alpha.test.")
 
 
+def _fix_expired_cert(lab: mxlab.Lab) -> None:
+    lab.cert_renew("store-beta")
+
+
 FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "wrong-mx": _fix_wrong_mx,
     "mx-no-address": _fix_mx_no_address,
@@ -66,6 +70,7 @@ FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "mx-down": _fix_mx_down,
     "dns-servfail": _fix_dns_servfail,
     "missing-ptr": _fix_missing_ptr,
+    "expired-cert": _fix_expired_cert,
 }
 
 

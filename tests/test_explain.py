@@ -107,3 +107,9 @@ def test_trace_timeline_shows_dns_answers_and_retries(lab: mxlab.Lab) -> None:
     assert "+0." in text  # delays between hops
     assert "path: mx-alpha > out-alpha > edge > mx-beta > store-beta" in text
     assert "deferral(s)" in text
+
+
+def test_cert_check(lab: mxlab.Lab) -> None:
+    ok = cli("cert", "check", lab.name, "store-beta")
+    assert ok.returncode == 0 and "trusted (lab CA)" in ok.stdout
+    assert "serves no TLS" in cli("cert", "check", lab.name, "ns").stderr

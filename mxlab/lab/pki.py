@@ -76,11 +76,13 @@ def issue(
     address: str,
     cert_path: Path,
     key_path: Path,
+    expired: bool = False,
 ) -> None:
-    """A server certificate for the node's name and address (RFC 6125 SANs)."""
+    """A server certificate for the node's name and address (RFC 6125 SANs); an
+    ``expired`` one (valid until yesterday) for the certificate exercise."""
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - (VALIDITY + dt.timedelta(days=1) if expired else dt.timedelta())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn)]))
