@@ -471,14 +471,17 @@ class Lab:
         """Mail between every ordered pair of users, fetched back by IMAP and POP3 and
         compared byte for byte and hop by hop; then the topology's declared checks."""
         results = check_pairs(self.plan, deadline=timeout)
-        declared = None
-        if self.plan.checks:
-            from mxlab.lab.scenario import checks_scenario
-            from mxlab.lab.scenario_run import run_steps
-
-            scenario = checks_scenario(self.name, self.plan.checks)
-            declared = run_steps(scenario, self.plan, self._runtime, self._progress)
+        declared = self.run_checks(self.plan.checks) if self.plan.checks else None
         return CheckReport(results, declared)
+
+    def run_checks(self, steps: list[Any]) -> Any:
+        """Scenario check steps (``{"expect_no_open_relay": {"node": "mx-beta"}}``...)
+        run on the lab as it is; returns the scenario ``Outcome`` (``.ok``, ``.steps``)."""
+        from mxlab.lab.scenario import checks_scenario
+        from mxlab.lab.scenario_run import run_steps
+
+        scenario = checks_scenario(self.name, steps)
+        return run_steps(scenario, self.plan, self._runtime, self._progress)
 
 
 class Mailbox:

@@ -10,6 +10,7 @@ like the CLI."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class Step(_Model):
     dns_fail: dict[str, str] | None = None  # {name, mode}
     stop: str | None = None
     expired_cert: str | None = None  # node: an expired certificate from the lab CA
+    open_relay: str | None = None  # relay node: trusts the host's clients to relay anywhere
     send: dict[str, str] | None = None  # {from, to, subject}
 
 
@@ -83,6 +85,7 @@ class Goal(_Model):
     running: str | None = None  # node
     tls_trusted: str | None = None  # node: its certificate verifies against the lab CA
     fetches: str | None = None  # address: its mailbox can be read over IMAP
+    expect: dict[str, Any] | None = None  # a scenario check step, e.g. expect_no_open_relay
     queue_empty: str | None = None  # relay node
     delivers: dict[str, Any] | None = None  # {from, to, within}
     arrived: dict[str, Any] | None = None  # {to, subject, within}: sent before the fix
@@ -141,8 +144,6 @@ def start(exercise: Exercise, runtime: str = "auto", progress: Any = None) -> La
 
 def of_lab(lab: Lab) -> Exercise:
     """The exercise a running lab was started for (or whose topology it runs)."""
-    import json
-
     mark = lab.directory / MARK
     if mark.is_file():
         return load(json.loads(mark.read_text())["exercise"])
@@ -169,9 +170,28 @@ def apply(lab: Lab, step: Step) -> None:
         lab.stop(step.stop)
     elif step.expired_cert is not None:
         lab.cert_renew(step.expired_cert, expired=True)
+    elif step.open_relay is not None:
+        _open_relay(lab, step.open_relay)
     elif step.send is not None:
         s = step.send
         lab.send(s["from"], [s["to"]], subject=s.get("subject", "sent before the fix"))
+
+
+# where the lab sees a host-side client come from: loopback, or a docker network's gateway
+HOST_CLIENTS = ("127.0.0.1",)
+
+
+def _open_relay(lab: Lab, node: str) -> None:
+    """Edit the relay's config file as a careless admin would - trust the host's clients
+    to relay anywhere (Postfix's mynetworks too wide) - and restart it."""
+    path = lab.directory / "nodes" / node / "config.json"
+    config = json.loads(path.read_text())
+    if config.get("role") != "relay":
+        raise LabError(f"open_relay: {node} is not a relay")
+    gateway = str(next(ipaddress.ip_network(lab.plan.subnet).hosts()))
+    config["trusted_clients"] = sorted({*config["trusted_clients"], *HOST_CLIENTS, gateway})
+    path.write_text(json.dumps(config, indent=2))
+    lab.restart(node)
 
 
 @dataclass(frozen=True)
@@ -232,6 +252,9 @@ def _judge(lab: Lab, goal: Goal) -> tuple[bool, str]:
         return rcode == "NOERROR" and bool(got), f"{rcode}: {', '.join(got) or 'no answer'}"
     if goal.reverse_matches is not None:
         return _reverse(lab, goal.reverse_matches)
+    if goal.expect is not None:
+        outcome = lab.run_checks([goal.expect])
+        return outcome.ok, "; ".join(s.detail for s in outcome.steps)
     if goal.tls_trusted is not None:
         return lab.cert_check(goal.tls_trusted)
     if goal.fetches is not None:

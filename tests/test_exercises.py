@@ -5,6 +5,7 @@ those fixes use."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,15 @@ def _fix_expired_cert(lab: mxlab.Lab) -> None:
     lab.cert_renew("store-beta")
 
 
+def _fix_open_relay(lab: mxlab.Lab) -> None:
+    """What the task asks: the relay's config file edited, the relay restarted."""
+    path = lab.directory / "nodes" / "mx-beta" / "config.json"
+    config = json.loads(path.read_text())
+    config["trusted_clients"] = []
+    path.write_text(json.dumps(config))
+    lab.restart("mx-beta")
+
+
 FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "wrong-mx": _fix_wrong_mx,
     "mx-no-address": _fix_mx_no_address,
@@ -71,6 +81,7 @@ FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "dns-servfail": _fix_dns_servfail,
     "missing-ptr": _fix_missing_ptr,
     "expired-cert": _fix_expired_cert,
+    "open-relay": _fix_open_relay,
 }
 
 
