@@ -1,6 +1,7 @@
 """The pytest plugin as users meet it: pytest runs in a subprocess that loads the plugin
 through its entry point, each with a private MXLAB_HOME, and must leave nothing behind:
-no node process, no reaper, no lab directory, even when killed with SIGKILL."""
+no node process, no reaper, no lab directory, even when killed with SIGKILL. The
+examples run the same way, copied out of the repository, plain and with xdist."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import mxlab
 from mxlab.lab.runtime.docker import HOME
 from mxlab.testing.reaper import labs_left
 from mxlab.testing.report import SECTION_CHARS, bounded
-from tests.conftest import DOCKER, needs_docker, wait_for
+from tests.conftest import DOCKER, ROOT, needs_docker, wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -51,7 +53,9 @@ def nothing_left(home: Path) -> bool:
 
 
 @pytest.fixture
-def home(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A private MXLAB_HOME for the inner runs; afterwards nothing of them may be left."""
     path = tmp_path / "mxlab-home"
     monkeypatch.setenv("MXLAB_HOME", str(path))
@@ -286,3 +290,29 @@ def test_a_run_killed_with_sigkill_leaves_nothing_behind(
         "the reaper to remove the lab",
     )
     assert not Path(str(seen["dir"])).exists()
+
+
+# -- the examples, as users run them ------------------------------------------------
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.mark.parametrize("args", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_the_examples_pass(pytester: pytest.Pytester, home: Path, args: list[str]) -> None:
+    shutil.copytree(
+        EXAMPLES, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("ci")
+    )
+    run(pytester, *args).assert_outcomes(passed=5)
+
+
+def test_the_ci_jobs_install_mxlab_and_run_both_runtimes() -> None:
+    github = yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text())
+    gitlab = yaml.safe_load((EXAMPLES / "ci" / "gitlab-ci.yml").read_text())
+    github_runs = {
+        job: [step.get("run", "") for step in spec["steps"]] for job, spec in github["jobs"].items()
+    }
+    gitlab_runs = {job: spec["script"] for job, spec in gitlab.items()}
+    for runs in [*github_runs.values(), *gitlab_runs.values()]:
+        assert any(r.startswith("pip install mxlab") for r in runs)
+    commands = [r for runs in [*github_runs.values(), *gitlab_runs.values()] for r in runs]
+    for runtime in ("local", "docker"):
+        assert sum("pytest" in c and f"--mxlab-runtime {runtime}" in c for c in commands) == 2
