@@ -164,6 +164,8 @@ def test_send_kill_queue_start_drain(
     wait.until(lambda _: lab.dns("beta.test", "MX")[0] == "SERVFAIL")
     d.find_element(By.ID, "dns-restore").click()
     wait.until(lambda _: lab.dns("beta.test", "MX") == ("NOERROR", ["10 mx-beta.beta.test."]))
+    lab.dns_add("www.beta.test", "A", "127.0.0.9")  # a record change shows in the zones
+    wait.until(lambda _: "127.0.0.9" in d.find_element(By.ID, "zones").text)
     click('#node-mx-beta button[data-action="cut"]')
     wait.until(lambda _: "docker" in d.find_element(By.ID, "send-result").text)
     shot("5-dns-and-cut")

@@ -111,7 +111,9 @@ class Dashboard:
         return Response(drawing.svg(g), media_type="image/svg+xml")
 
     async def zones(self, request: Request) -> Response:
-        return Response(self.lab.zones(), media_type="text/plain")
+        """Read afresh: `mxlab dns add/remove` in another process changes the plan."""
+        lab = await asyncio.to_thread(mxlab.Lab.attach, self.lab.name)
+        return Response(lab.zones(), media_type="text/plain")
 
     async def mailbox(self, request: Request) -> Response:
         address = request.query_params.get("address", "")

@@ -151,7 +151,10 @@ $("dns-fail").addEventListener("click", () =>
 $("dns-restore").addEventListener("click", () =>
   post("dns/restore").then(() => $("dns-result").textContent = "DNS restored").catch(showError));
 
-fetch(api("zones")).then((r) => r.text()).then((t) => { $("zones").textContent = t; });
+const refreshZones = () =>
+  fetch(api("zones")).then((r) => r.text()).then((t) => { $("zones").textContent = t; });
+refreshZones();
+setInterval(refreshZones, 5000);
 fetch(api("state")).then((r) => r.json()).then(showState);
 setInterval(refreshMailbox, 2000);
 
