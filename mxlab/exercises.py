@@ -70,6 +70,7 @@ class Step(_Model):
     stop: str | None = None
     expired_cert: str | None = None  # node: an expired certificate from the lab CA
     open_relay: str | None = None  # relay node: trusts the host's clients to relay anywhere
+    hop_to: dict[str, str] | None = None  # {node, to}: node's next hop becomes relay "to"
     send: dict[str, str] | None = None  # {from, to, subject}
 
 
@@ -172,6 +173,8 @@ def apply(lab: Lab, step: Step) -> None:
         lab.cert_renew(step.expired_cert, expired=True)
     elif step.open_relay is not None:
         _open_relay(lab, step.open_relay)
+    elif step.hop_to is not None:
+        _hop_to(lab, step.hop_to["node"], step.hop_to["to"])
     elif step.send is not None:
         s = step.send
         lab.send(s["from"], [s["to"]], subject=s.get("subject", "sent before the fix"))
@@ -181,16 +184,35 @@ def apply(lab: Lab, step: Step) -> None:
 HOST_CLIENTS = ("127.0.0.1",)
 
 
-def _open_relay(lab: Lab, node: str) -> None:
-    """Edit the relay's config file as a careless admin would - trust the host's clients
-    to relay anywhere (Postfix's mynetworks too wide) - and restart it."""
+def _relay_config(lab: Lab, node: str) -> tuple[Path, dict[str, Any]]:
     path = lab.directory / "nodes" / node / "config.json"
     config = json.loads(path.read_text())
     if config.get("role") != "relay":
-        raise LabError(f"open_relay: {node} is not a relay")
+        raise LabError(f"{node} is not a relay")
+    return path, config
+
+
+def _open_relay(lab: Lab, node: str) -> None:
+    """Edit the relay's config file as a careless admin would - trust the host's clients
+    to relay anywhere (Postfix's mynetworks too wide) - and restart it."""
+    path, config = _relay_config(lab, node)
     gateway = str(next(ipaddress.ip_network(lab.plan.subnet).hosts()))
     config["trusted_clients"] = sorted({*config["trusted_clients"], *HOST_CLIENTS, gateway})
     path.write_text(json.dumps(config, indent=2))
+    lab.restart(node)
+
+
+def _hop_to(lab: Lab, node: str, to: str) -> None:
+    """Point a relay's next hop (smarthost) at another relay, which is told to trust it:
+    where ``to`` already sends through ``node``, mail goes round in a loop."""
+    path, config = _relay_config(lab, node)
+    target_path, target = _relay_config(lab, to)
+    address = lab.plan.nodes[to].address
+    config["next_hop"] = {"host": address, "port": lab.plan.nodes[to].ports["smtp"]}
+    target["trusted_clients"] = sorted({*target["trusted_clients"], lab.plan.nodes[node].address})
+    path.write_text(json.dumps(config, indent=2))
+    target_path.write_text(json.dumps(target, indent=2))
+    lab.restart(to)
     lab.restart(node)
 
 

@@ -63,13 +63,21 @@ def _fix_expired_cert(lab: mxlab.Lab) -> None:
     lab.cert_renew("store-beta")
 
 
-def _fix_open_relay(lab: mxlab.Lab) -> None:
-    """What the task asks: the relay's config file edited, the relay restarted."""
-    path = lab.directory / "nodes" / "mx-beta" / "config.json"
+def _edit_config(lab: mxlab.Lab, node: str, field: str, value: object) -> None:
+    """What those tasks ask: the node's config file edited, the node restarted."""
+    path = lab.directory / "nodes" / node / "config.json"
     config = json.loads(path.read_text())
-    config["trusted_clients"] = []
+    config[field] = value
     path.write_text(json.dumps(config))
-    lab.restart("mx-beta")
+    lab.restart(node)
+
+
+def _fix_open_relay(lab: mxlab.Lab) -> None:
+    _edit_config(lab, "mx-beta", "trusted_clients", [])
+
+
+def _fix_relay_loop(lab: mxlab.Lab) -> None:
+    _edit_config(lab, "edge", "next_hop", None)
 
 
 FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
@@ -82,6 +90,7 @@ FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "missing-ptr": _fix_missing_ptr,
     "expired-cert": _fix_expired_cert,
     "open-relay": _fix_open_relay,
+    "relay-loop": _fix_relay_loop,
 }
 
 
