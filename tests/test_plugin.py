@@ -140,11 +140,24 @@ def test_a_marker_chooses_the_topology_per_module(pytester: pytest.Pytester, hom
         def test_default(mail_lab):
             assert list(mail_lab.plan.domains) == ["example.test"]
         """,
+        test_0_default_by_marker="""
+        import pytest
+        from mxlab.testing.pool import DEFAULT_TOPOLOGY
+
+        started = []
+
+        @pytest.mark.mxlab(topology=DEFAULT_TOPOLOGY)
+        def test_marked_with_the_default(mail_lab):
+            started.append({s.node: s.detail for s in mail_lab.status()})
+
+        def test_unmarked_gets_the_same_lab(mail_lab):
+            assert {s.node: s.detail for s in mail_lab.status()} == started[0]
+        """,
     )
     (pytester.path / "marked.yaml").write_text(
         ONE_DOMAIN.format(name="from-file", domain="file.test")
     )
-    run(pytester).assert_outcomes(passed=4)
+    run(pytester).assert_outcomes(passed=6)
 
 
 def test_xdist_workers_each_get_their_own_lab(pytester: pytest.Pytester, home: Path) -> None:

@@ -55,7 +55,9 @@ class LabPool:
         """The session's lab (started on first use, down at the end of the session)."""
         topo = self._prepare(topology)
         key = topo.model_dump_json()
-        if self._session is None:
+        if self._session is None and self._marked is not None and self._marked[0] == key:
+            self._session, self._marked = self._marked, None  # a marker asked for it first
+        elif self._session is None:
             self._session = (key, self._up(key, topo))
         elif self._session[0] != key:
             raise mxlab.LabError(

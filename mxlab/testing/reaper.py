@@ -5,7 +5,8 @@ of a pipe whose read end is the watchdog's stdin. The parent names each lab befo
 starts it ("+NAME") and again once it brought it down itself ("-NAME"). When the pipe
 reaches end of file (the parent exited, or was killed with SIGKILL, which nothing can
 catch), the watchdog brings down every lab still named and then collects what any crashed
-run of this MXLAB_HOME left (``mxlab.gc``).
+run of this MXLAB_HOME left (``mxlab.gc``), as it also does when it starts: the leftovers
+of a run whose reaper died with it are gone by the next run.
 
 Run as ``python -m mxlab.testing.reaper``; :class:`Reaper` starts and feeds it.
 """
