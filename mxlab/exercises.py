@@ -71,6 +71,7 @@ class Step(_Model):
     expired_cert: str | None = None  # node: an expired certificate from the lab CA
     open_relay: str | None = None  # relay node: trusts the host's clients to relay anywhere
     hop_to: dict[str, str] | None = None  # {node, to}: node's next hop becomes relay "to"
+    lmtp_to: dict[str, str] | None = None  # {node, domain, store}: hand domain to store
     send: dict[str, str] | None = None  # {from, to, subject}
 
 
@@ -175,6 +176,8 @@ def apply(lab: Lab, step: Step) -> None:
         _open_relay(lab, step.open_relay)
     elif step.hop_to is not None:
         _hop_to(lab, step.hop_to["node"], step.hop_to["to"])
+    elif step.lmtp_to is not None:
+        _lmtp_to(lab, **step.lmtp_to)
     elif step.send is not None:
         s = step.send
         lab.send(s["from"], [s["to"]], subject=s.get("subject", "sent before the fix"))
@@ -213,6 +216,18 @@ def _hop_to(lab: Lab, node: str, to: str) -> None:
     path.write_text(json.dumps(config, indent=2))
     target_path.write_text(json.dumps(target, indent=2))
     lab.restart(to)
+    lab.restart(node)
+
+
+def _lmtp_to(lab: Lab, node: str, domain: str, store: str) -> None:
+    """Make a relay hand a domain's mail to another store (which knows none of its
+    users), and restart it."""
+    path, config = _relay_config(lab, node)
+    if domain not in config["local_domains"]:
+        raise LabError(f"{node} is not final for {domain}")
+    target = lab.plan.nodes[store]
+    config["local_domains"][domain]["lmtp"] = {"host": target.address, "port": target.ports["lmtp"]}
+    path.write_text(json.dumps(config, indent=2))
     lab.restart(node)
 
 

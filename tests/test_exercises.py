@@ -80,6 +80,13 @@ def _fix_relay_loop(lab: mxlab.Lab) -> None:
     _edit_config(lab, "edge", "next_hop", None)
 
 
+def _fix_wrong_store(lab: mxlab.Lab) -> None:
+    path = lab.directory / "nodes" / "mx-beta" / "config.json"
+    domains = json.loads(path.read_text())["local_domains"]
+    domains["beta.test"]["lmtp"]["host"] = _addr(lab, "store-beta")
+    _edit_config(lab, "mx-beta", "local_domains", domains)
+
+
 FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "wrong-mx": _fix_wrong_mx,
     "mx-no-address": _fix_mx_no_address,
@@ -91,6 +98,7 @@ FIXES: dict[str, Callable[[mxlab.Lab], None]] = {
     "expired-cert": _fix_expired_cert,
     "open-relay": _fix_open_relay,
     "relay-loop": _fix_relay_loop,
+    "wrong-store": _fix_wrong_store,
 }
 
 
