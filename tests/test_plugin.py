@@ -292,11 +292,19 @@ def docker_leftovers(home: Path) -> list[str]:
     return [item.name for item in found]
 
 
-@pytest.mark.parametrize("runtime", ["local", pytest.param("docker", marks=needs_docker)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--mxlab-runtime", "local"],
+        ["--mxlab-runtime", "local", "-n", "2"],  # the workers outlive the controller a while
+        pytest.param(["--mxlab-runtime", "docker"], marks=needs_docker),
+    ],
+    ids=["local", "local-xdist", "docker"],
+)
 def test_a_run_killed_with_sigkill_leaves_nothing_behind(
-    pytester: pytest.Pytester, home: Path, runtime: str
+    pytester: pytest.Pytester, home: Path, args: list[str]
 ) -> None:
-    seen = kill_mid_run(pytester, home, "--mxlab-runtime", runtime)
+    seen = kill_mid_run(pytester, home, *args)
     wait_for(
         lambda: nothing_left(home) and not docker_leftovers(home),
         120,
