@@ -25,7 +25,12 @@ from mxlab.lab.errors import LabError
 from mxlab.nodes.config import RelayNodeConfig
 
 SUFFIX = ".exercise.yaml"
-SHIPPED = Path(__file__).resolve().parent.parent / "topologies" / "exercises"
+# beside the package in a checkout (editable install), else the working directory's
+_PLACES = (Path(__file__).resolve().parent.parent, Path.cwd())
+SHIPPED = next(
+    (p / "topologies" / "exercises" for p in _PLACES if (p / "topologies" / "exercises").is_dir()),
+    _PLACES[0] / "topologies" / "exercises",
+)
 MARK = "exercise.json"  # in the lab directory: which exercise this lab is
 
 
