@@ -6,6 +6,7 @@ LIST-EXTENDED and LIST-STATUS (5258, 5819), CREATE-SPECIAL-USE (6154), MULTIAPPE
 from __future__ import annotations
 
 import time
+import zlib
 
 import pytest
 
@@ -349,3 +350,40 @@ def test_binary_append_takes_literal8(store: MailStore, auth: Authenticator) -> 
     assert tagged(out, "a").startswith("a OK [APPENDUID")
     (row,) = store.user(ALICE).messages("INBOX")
     assert store.user(ALICE).read("INBOX", row.path) == data
+
+
+# -- COMPRESS=DEFLATE (RFC 4978) ------------------------------------------------------------
+
+
+def test_compress_deflate_both_ways(store: MailStore, auth: Authenticator) -> None:
+    add(store, subject="squeezed")
+    s = session(store, auth)
+    assert s.receive(b"a COMPRESS DEFLATE\r\n") == b"a OK DEFLATE active\r\n"  # plain (§3)
+    to_server = zlib.compressobj(wbits=-15)
+    from_server = zlib.decompressobj(wbits=-15)
+
+    def send(line: bytes) -> bytes:
+        data = to_server.compress(line) + to_server.flush(zlib.Z_SYNC_FLUSH)
+        return from_server.decompress(s.receive(data))
+
+    out = send(b"b SELECT INBOX\r\nc FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
+    assert b"* 1 EXISTS\r\n" in out and b"Subject: squeezed\r\n" in out
+    assert tagged(out, "c") == "c OK FETCH completed"
+    out = send(b"d COMPRESS DEFLATE\r\n")
+    assert tagged(out, "d").startswith("d NO [COMPRESSIONACTIVE]")
+    # IDLE pushes go through the same stream
+    assert send(b"i IDLE\r\n") == b"+ idling\r\n"
+    add(store, subject="pushed")
+    assert b"* 2 EXISTS\r\n" in from_server.decompress(s.updates())
+    assert tagged(send(b"DONE\r\n"), "i") == "i OK IDLE terminated"
+    assert b"* BYE" in from_server.decompress(s.timeout_bye())
+
+
+def test_compress_refuses_other_mechanisms_and_corrupt_input(
+    store: MailStore, auth: Authenticator
+) -> None:
+    s = session(store, auth)
+    assert tagged(s.receive(b"a COMPRESS LZW\r\n"), "a").startswith("a BAD")
+    s.receive(b"b COMPRESS DEFLATE\r\n")
+    out = zlib.decompressobj(wbits=-15).decompress(s.receive(b"\xff\xff\xff\xff"))
+    assert out.startswith(b"* BYE") and s.closed

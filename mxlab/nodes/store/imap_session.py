@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
+from mxlab.nodes.store.imap_compress import Deflate
 from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
 from mxlab.nodes.store.imap_list import list_entries, parse_list
 from mxlab.nodes.store.imap_mime import Part, UnknownCte, parse, split_message
@@ -62,6 +64,7 @@ POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
     " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND BINARY"
+    " COMPRESS=DEFLATE"
 )
 # RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -112,6 +115,8 @@ class ImapSession:
         self.changes: list[Change] = []
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in every flag update once enabled
         self.counted = False  # this session holds one of its user's session slots
+        self.compress: Deflate | None = None  # RFC 4978, once active
+        self.compress_next = False
 
     @property
     def closed(self) -> bool:
@@ -130,6 +135,18 @@ class ImapSession:
     # -- I/O boundary ------------------------------------------------------------------
 
     def receive(self, data: bytes) -> bytes:
+        if self.compress is None:
+            self._feed(data)
+            return self._take()
+        try:  # RFC 4978
+            for piece in self.compress.inflate(data):
+                self._feed(piece)
+        except zlib.error:
+            self.close()
+            self.out.append(b"* BYE corrupt DEFLATE stream\r\n")
+        return self._take()
+
+    def _feed(self, data: bytes) -> None:
         for event in self.reader.feed(data):
             if self.closed or self.security.starttls_pending:
                 break
@@ -142,7 +159,6 @@ class ImapSession:
                     self.close()
             else:
                 self._command(event)
-        return self._take()
 
     def updates(self) -> bytes:
         """During IDLE, the untagged responses for what changed meanwhile (RFC 2177)."""
@@ -164,11 +180,16 @@ class ImapSession:
 
     def timeout_bye(self) -> bytes:
         self.close()
-        return b"* BYE autologout: idle too long\r\n"
+        self.out.append(b"* BYE autologout: idle too long\r\n")
+        return self._take()
 
     def _take(self) -> bytes:
         data = b"".join(self.out)
         self.out.clear()
+        if self.compress is not None:
+            data = self.compress.deflate(data)
+        if self.compress_next:  # RFC 4978 §3: after the OK, which went out plain
+            self.compress, self.compress_next = Deflate(), False
         return data
 
     def _send(self, line: str) -> None:
@@ -643,6 +664,15 @@ class ImapSession:
         uids = mail.append_many(name, messages)
         return f"{tag} OK [APPENDUID {info.uidvalidity} {format_uid_set(uids)}] APPEND completed"
 
+    def _compress(self, tag: str, args: list[Token], uid: bool) -> str:
+        """RFC 4978 §3: DEFLATE from the byte after this OK on, both ways."""
+        if len(args) != 1 or as_text(args[0]).upper() != "DEFLATE":
+            raise ParseError("COMPRESS supports DEFLATE only")
+        if self.compress is not None or self.compress_next:
+            return f"{tag} NO [COMPRESSIONACTIVE] DEFLATE is already active"
+        self.compress_next = True
+        return f"{tag} OK DEFLATE active"
+
     def _namespace(self, tag: str, args: list[Token], uid: bool) -> str:
         self._untagged(f'NAMESPACE (("" "{SEPARATOR}")) NIL NIL')  # RFC 2342 §5
         return f"{tag} OK NAMESPACE completed"
@@ -1003,6 +1033,7 @@ _COMMANDS: dict[str, tuple[Callable[..., str | None], tuple[str, ...]]] = {
     "STATUS": (ImapSession._status, _AUTHED),
     "APPEND": (ImapSession._append, _AUTHED),
     "NAMESPACE": (ImapSession._namespace, _AUTHED),
+    "COMPRESS": (ImapSession._compress, _AUTHED),
     "ENABLE": (ImapSession._enable, _AUTHED),
     "IDLE": (ImapSession._idle, _AUTHED),
     "CHECK": (ImapSession._check, (SELECTED,)),
