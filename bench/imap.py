@@ -1,8 +1,18 @@
-"""IMAP under a mixed client load, for the mxlab store and for Dovecot in the same
-run, and their ratio (commands per second); then SELECT and FETCH-all times on a
-big mailbox for both.
+"""IMAP under client load, for the mxlab store and for Dovecot in the same run, and
+their ratio (commands per second) with the protocol errors each saw; then SELECT and
+FETCH-all times on a big mailbox for both.
 
-    python bench/imap.py [--messages 200] [--clients 4] [--seconds 10] [--big 10000]
+    python bench/imap.py [--messages 200] [--clients 4] [--shared 10] [--seconds 10]
+                         [--big 10000]
+
+Three load profiles, each run in alternating short rounds against both servers:
+- "mixed": --clients sessions, each logged in for its round (below);
+- "shared": --shared sessions kept open on the one mailbox for the whole run, the
+  same mix — a phone, a laptop and a webmail at once (issue 11);
+- "login-per-command": --shared clients that each connect, log in, SELECT, run one
+  command of the mix and log out, over and over.
+A protocol error is a NO/BAD/BYE or a broken connection where OK was due, or an
+untagged RECENT above the EXISTS just reported (RFC 3501 §2.3.2).
 
 Both servers get the same mailbox (APPENDed over IMAP) and the same workload: each
 client logs in, SELECTs INBOX, then loops over FETCH of flags and sizes, a UID FETCH
@@ -32,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,6 +84,9 @@ service imap-login {{
 }}
 service imap {{
   process_limit = 64
+}}
+protocol imap {{
+  mail_max_userip_connections = 200
 }}
 """
 
@@ -162,46 +175,146 @@ def seed(address: tuple[str, int], messages: int) -> None:
     imap.logout()
 
 
-def client(address: tuple[str, int], stop: float, counts: list[int], slot: int) -> None:
-    """The mixed load; counts[slot] is this client's completed commands."""
-    rng = random.Random(slot)
+class Tally:
+    """Completed commands and protocol errors of one client."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.errors = 0
+
+    def check_recent(self, imap: imaplib.IMAP4) -> None:
+        """RECENT may never exceed the EXISTS reported with it (§2.3.2, §7.3.2)."""
+        _, exists = imap.response("EXISTS")
+        _, recent = imap.response("RECENT")
+        if exists and recent and exists[-1] and recent[-1] and int(recent[-1]) > int(exists[-1]):
+            self.errors += 1
+
+
+def one_round(imap: imaplib.IMAP4, rng: random.Random, total: int, tally: Tally) -> None:
+    """The mix: FETCH flags and sizes, a whole message, SEARCH, STORE, NOOP."""
+    n = rng.randint(1, total)
+    imap.fetch("1:*", "(UID FLAGS RFC822.SIZE)")
+    imap.uid("FETCH", str(n), "(BODY.PEEK[])")
+    imap.search(None, "UNSEEN")
+    imap.store(str(rng.randint(1, total)), "+FLAGS", "(\\Seen)")
+    imap.noop()
+    tally.check_recent(imap)
+    tally.done += 5
+
+
+def churn(imap: imaplib.IMAP4, slot: int, total: int, tally: Tally) -> None:
+    """The mailbox keeps its size: append one message, expunge it by UID."""
+    typ, data = imap.append("INBOX", None, None, sample_message(total + slot))
+    uid = data[0].split(b"APPENDUID ")[1].split()[1].rstrip(b"]").decode()
+    imap.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+    imap.uid("EXPUNGE", uid)
+    tally.done += 3
+
+
+def opened(address: tuple[str, int]) -> tuple[imaplib.IMAP4, int]:
     imap = imaplib.IMAP4(*address)
     imap.login(USER, PASSWORD)
-    typ, data = imap.select("INBOX")
-    total = int(data[0])
-    done = 2
+    _, data = imap.select("INBOX")
+    return imap, int(data[0])
+
+
+Session = tuple[imaplib.IMAP4, int]  # a logged-in connection and its EXISTS at SELECT
+
+
+def session_loop(
+    address: tuple[str, int], session: Session, stop: float, tally: Tally, slot: int
+) -> Session:
+    """The mix on one open session until ``stop``; a broken connection is an error
+    and is replaced. Returns the session in use at the end."""
+    rng = random.Random(slot)
     rounds = 0
     while time.monotonic() < stop:
-        n = rng.randint(1, total)
-        imap.fetch("1:*", "(UID FLAGS RFC822.SIZE)")
-        imap.uid("FETCH", str(n), "(BODY.PEEK[])")
-        imap.search(None, "UNSEEN")
-        imap.store(str(n), "+FLAGS", "(\\Seen)")
-        imap.noop()
-        done += 5
-        rounds += 1
-        if rounds % 10 == 0:  # the mailbox keeps its size: append one, expunge it
-            typ, data = imap.append("INBOX", None, None, sample_message(total + slot))
-            uid = data[0].split(b"APPENDUID ")[1].split()[1].rstrip(b"]").decode()
-            imap.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
-            imap.uid("EXPUNGE", uid)
-            done += 3
-    imap.logout()
-    counts[slot] = done + 1
+        imap, total = session
+        try:
+            one_round(imap, rng, total, tally)
+            rounds += 1
+            if rounds % 10 == 0:
+                churn(imap, slot, total, tally)
+        except imaplib.IMAP4.abort:
+            tally.errors += 1
+            session = opened(address)
+        except imaplib.IMAP4.error:
+            tally.errors += 1
+    return session
 
 
-def measure(address: tuple[str, int], clients: int, seconds: float) -> float:
-    counts = [0] * clients
+def mixed_client(address: tuple[str, int], stop: float, tally: Tally, slot: int) -> None:
+    """One session for the round, logged in and out once."""
+    session = session_loop(address, opened(address), stop, tally, slot)
+    session[0].logout()
+    tally.done += 3  # LOGIN, SELECT, LOGOUT
+
+
+def per_command_client(address: tuple[str, int], stop: float, tally: Tally, slot: int) -> None:
+    """Connect, LOGIN, SELECT, one command of the mix, LOGOUT; each counts."""
+    rng = random.Random(slot)
+    step = 0
+    while time.monotonic() < stop:
+        try:
+            imap, total = opened(address)
+            n = str(rng.randint(1, total))
+            step += 1
+            if step % 5 == 0:
+                imap.fetch("1:*", "(UID FLAGS RFC822.SIZE)")
+            elif step % 5 == 1:
+                imap.uid("FETCH", n, "(BODY.PEEK[])")
+            elif step % 5 == 2:
+                imap.search(None, "UNSEEN")
+            elif step % 5 == 3:
+                imap.store(n, "+FLAGS", "(\\Seen)")
+            else:
+                imap.noop()
+            tally.check_recent(imap)
+            imap.logout()
+            tally.done += 4
+        except imaplib.IMAP4.error:
+            tally.errors += 1
+
+
+def run_clients(target: Callable[[int, float, Tally], None], clients: int, seconds: float) -> Tally:
+    """``target(slot, stop, tally)`` in ``clients`` threads for ``seconds``; the summed
+    tally, ``done`` as commands per second."""
+    tallies = [Tally() for _ in range(clients)]
     stop = time.monotonic() + seconds
     started = time.monotonic()
-    threads = [
-        threading.Thread(target=client, args=(address, stop, counts, i)) for i in range(clients)
-    ]
+    threads = [threading.Thread(target=target, args=(i, stop, tallies[i])) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.monotonic() - started)
+    total = Tally()
+    total.done = round(sum(t.done for t in tallies) / (time.monotonic() - started))
+    total.errors = sum(t.errors for t in tallies)
+    return total
+
+
+def measure(address: tuple[str, int], clients: int, seconds: float, profile: str) -> Tally:
+    client = per_command_client if profile == "login-per-command" else mixed_client
+    return run_clients(lambda slot, stop, t: client(address, stop, t, slot), clients, seconds)
+
+
+class SharedSessions:
+    """--shared sessions opened once and kept open across every round ("shared")."""
+
+    def __init__(self, address: tuple[str, int], clients: int) -> None:
+        self.address = address
+        self.sessions = [opened(address) for _ in range(clients)]
+
+    def measure(self, seconds: float) -> Tally:
+        def run(slot: int, stop: float, tally: Tally) -> None:
+            self.sessions[slot] = session_loop(self.address, self.sessions[slot], stop, tally, slot)
+
+        return run_clients(run, len(self.sessions), seconds)
+
+    def close(self) -> None:
+        for imap, _ in self.sessions:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                imap.logout()
 
 
 class RawImap:
@@ -300,7 +413,8 @@ def time_big(address: tuple[str, int], messages: int, repeats: int = 5) -> dict[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="mixed profile")
+    parser.add_argument("--shared", type=int, default=10, help="shared and per-command")
     parser.add_argument("--seconds", type=float, default=10.0, help="per server, in total")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=10_000, help="big-mailbox size; 0 skips it")
@@ -308,28 +422,44 @@ def main() -> int:
     if shutil.which("dovecot") is None:
         print("dovecot is not installed: nothing to compare against", file=sys.stderr)
         return 2
-    rates: dict[str, list[float]] = {"dovecot": [], "mxlab": []}
+    profiles = ("mixed", "shared", "login-per-command")
+    runs: dict[str, dict[str, list[Tally]]] = {p: {"dovecot": [], "mxlab": []} for p in profiles}
     big: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mxlab-bench-imap-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # Dovecot's auth process (user dovecot) reads the passwd-file
         with dovecot(work) as dove, mxlab_store(work) as ours:
-            for address in (dove, ours):
+            servers = (("dovecot", dove), ("mxlab", ours))
+            for _, address in servers:
                 seed(address, args.messages)
+            shared = {name: SharedSessions(address, args.shared) for name, address in servers}
             # alternate short rounds, so drift in the machine's load hits both alike
+            each = args.seconds / args.rounds
             for _ in range(args.rounds):
-                for name, address in (("dovecot", dove), ("mxlab", ours)):
-                    rates[name].append(measure(address, args.clients, args.seconds / args.rounds))
+                for name, address in servers:
+                    runs["mixed"][name].append(measure(address, args.clients, each, "mixed"))
+                    runs["shared"][name].append(shared[name].measure(each))
+                    runs["login-per-command"][name].append(
+                        measure(address, args.shared, each, "login-per-command")
+                    )
+            for sessions in shared.values():
+                sessions.close()
             if args.big:
-                for name, address in (("dovecot", dove), ("mxlab", ours)):
+                for name, address in servers:
                     started = time.perf_counter()
                     seed_big(address, args.big)
                     seeded = time.perf_counter() - started
                     big[name] = {"APPEND all (seeding)": seeded, **time_big(address, args.big)}
-    for name, values in rates.items():
-        print(f"{name:8} {statistics.median(values):8.0f} commands/s (median of {len(values)})")
-    ratios = [m / d for m, d in zip(rates["mxlab"], rates["dovecot"], strict=True)]
-    print(f"ratio mxlab/dovecot: {statistics.median(ratios):.2f} (median of rounds)")
+    print(f"{'profile':18} {'dovecot':>9} {'mxlab':>9}  ratio  errors (dovecot/mxlab)")
+    for profile, by_server in runs.items():
+        rate = {n: statistics.median(t.done for t in ts) for n, ts in by_server.items()}
+        errors = {n: sum(t.errors for t in ts) for n, ts in by_server.items()}
+        pairs = zip(by_server["mxlab"], by_server["dovecot"], strict=True)
+        ratio = statistics.median(m.done / max(d.done, 1) for m, d in pairs)
+        print(
+            f"{profile:18} {rate['dovecot']:7.0f}/s {rate['mxlab']:7.0f}/s {ratio:6.2f}"
+            f"  {errors['dovecot']}/{errors['mxlab']}"
+        )
     if big:
         print(f"\n{args.big}-message mailbox   dovecot     mxlab   mxlab/dovecot time")
         for what in big["mxlab"]:
