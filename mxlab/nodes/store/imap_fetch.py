@@ -57,7 +57,7 @@ class FetchItem:
         """The label as sent, ready to prefix each value (FETCH 1:* repeats it)."""
         return self.label.encode("utf-8", "surrogateescape") + b" "
 
-    @property
+    @functools.cached_property
     def needs_content(self) -> bool:
         return self.name not in _NO_CONTENT
 

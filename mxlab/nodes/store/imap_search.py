@@ -222,6 +222,8 @@ class SearchParser:
             preds.append(self._key())
         if not preds:
             raise ParseError("SEARCH needs a criterion")
+        if len(preds) == 1:  # the usual SEARCH UNSEEN: no generator per message
+            return preds[0]
         return lambda c: all(p(c) for p in preds)
 
     def _peek_atom(self) -> str | None:
