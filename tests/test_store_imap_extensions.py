@@ -5,6 +5,7 @@ LIST-EXTENDED and LIST-STATUS (5258, 5819), CREATE-SPECIAL-USE (6154), MULTIAPPE
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 
@@ -387,3 +388,43 @@ def test_compress_refuses_other_mechanisms_and_corrupt_input(
     s.receive(b"b COMPRESS DEFLATE\r\n")
     out = zlib.decompressobj(wbits=-15).decompress(s.receive(b"\xff\xff\xff\xff"))
     assert out.startswith(b"* BYE") and s.closed
+
+
+# -- QRESYNC (RFC 7162 §3.2) ------------------------------------------------------------------
+
+
+def test_qresync_select_fetch_vanished_and_expunge(store: MailStore, auth: Authenticator) -> None:
+    for n in range(6):
+        add(store, subject=f"m{n}")
+    s = session(store, auth)
+    out = s.receive(b"a SELECT INBOX\r\n")
+    validity = re.search(rb"UIDVALIDITY (\d+)", out).group(1)  # type: ignore[union-attr]
+    known = re.search(rb"HIGHESTMODSEQ (\d+)", out).group(1)  # type: ignore[union-attr]
+    s.receive(b"b LOGOUT\r\n")
+    other = session(store, auth)
+    other.receive(b"a SELECT INBOX\r\nb STORE 2,4 +FLAGS (\\Deleted)\r\nc EXPUNGE\r\n")
+    other.receive(b"d UID STORE 5 +FLAGS (\\Answered)\r\n")
+    s = session(store, auth)
+    out = s.receive(b"A01 SELECT INBOX (QRESYNC (%s %s 1:6))\r\n" % (validity, known))
+    assert tagged(out, "A01").startswith("A01 BAD")  # §3.2.5: ENABLE QRESYNC first
+    assert untagged(s.receive(b"A02 ENABLE QRESYNC\r\n"), "ENABLED") == ["* ENABLED QRESYNC"]
+    out = s.receive(b"A03 SELECT INBOX (QRESYNC (%s %s 1:6))\r\n" % (validity, known))
+    assert untagged(out, "VANISHED") == ["* VANISHED (EARLIER) 2,4"]
+    changed = untagged(out, "")
+    assert any(ln.startswith("* 3 FETCH (UID 5 FLAGS (\\Answered") for ln in changed), out
+    assert tagged(out, "A03").startswith("A03 OK [READ-WRITE]")
+    out = s.receive(b"A04 UID FETCH 1:* (FLAGS) (CHANGEDSINCE %s VANISHED)\r\n" % known)
+    assert untagged(out, "VANISHED") == ["* VANISHED (EARLIER) 2,4"]
+    assert [ln.split()[1] for ln in untagged(out, "") if "FETCH" in ln] == ["3"]
+    out = s.receive(b"A05 UID FETCH 3:* (FLAGS) (CHANGEDSINCE %s VANISHED)\r\n" % known)
+    assert untagged(out, "VANISHED") == ["* VANISHED (EARLIER) 4"]
+    # stale UIDVALIDITY: an ordinary SELECT, nothing resynchronised
+    out = s.receive(b"A06 SELECT INBOX (QRESYNC (1 %s))\r\n" % known)
+    assert "* OK [CLOSED] previous mailbox closed" in out.decode() and b"VANISHED" not in out
+    # expunges are VANISHED now (§3.2.10), mine and another session's
+    out = s.receive(b"A07 UID STORE 1,6 +FLAGS.SILENT (\\Deleted)\r\nA08 EXPUNGE\r\n")
+    assert untagged(out, "VANISHED") == ["* VANISHED 1,6"] and b"EXPUNGE\r\n" not in out
+    other.receive(b"e UID STORE 3 +FLAGS (\\Deleted)\r\nf UID EXPUNGE 3\r\n")
+    assert untagged(s.receive(b"A09 NOOP\r\n"), "VANISHED") == ["* VANISHED 3"]
+    out = s.receive(b"A10 FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n")
+    assert tagged(out, "A10").startswith("A10 BAD")  # not a UID FETCH

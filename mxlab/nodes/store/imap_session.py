@@ -64,7 +64,7 @@ POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
     " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND BINARY"
-    " COMPRESS=DEFLATE"
+    " COMPRESS=DEFLATE QRESYNC"
 )
 # RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -114,6 +114,7 @@ class ImapSession:
         self.keywords: set[str] = set()  # the selected mailbox's keywords (§7.2.6)
         self.changes: list[Change] = []
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in every flag update once enabled
+        self.qresync = False  # RFC 7162 §3.2.3: VANISHED instead of EXPUNGE once enabled
         self.counted = False  # this session holds one of its user's session slots
         self.compress: Deflate | None = None  # RFC 4978, once active
         self.compress_next = False
@@ -287,11 +288,8 @@ class ImapSession:
                 if not allow_expunge:
                     kept.append(change)
                     continue
-                for uid in sorted(change.uids, reverse=True):
-                    i = self._index_of(uid)
-                    if i is not None:
-                        self._drop(i)
-                        self._untagged(f"{i + 1} EXPUNGE")
+                indexes = (self._index_of(uid) for uid in change.uids)
+                self._forget(sorted(i for i in indexes if i is not None), report=True)
             elif change.kind == "flags":
                 for uid, flags in change.flags.items():
                     i = self._index_of(uid)
@@ -467,14 +465,15 @@ class ImapSession:
 
     def _select(self, tag: str, args: list[Token], uid: bool, readonly: bool = False) -> str:
         name = canonical_mailbox(as_text(args[0]))
-        if len(args) > 1:  # RFC 4466 §2.1 select parameters; we know one
+        resync: list[Token] | None = None
+        if len(args) > 1:  # RFC 4466 §2.1 select parameters
             params = args[1]
             if len(args) > 2 or not isinstance(params, list):
                 raise ParseError("bad SELECT parameters")
-            if [as_text(p).upper() for p in params] != ["CONDSTORE"]:
-                raise ParseError("unknown SELECT parameter")
-            self.condstore = True  # RFC 7162 §3.1.8
+            resync = self._select_params(list(params))
         mail = self._user()
+        if self.selected is not None:  # RFC 7162 §3.2.11
+            self._untagged("OK [CLOSED] previous mailbox closed")
         self._deselect()
         info = mail.mailbox(name)
         if info is None:
@@ -500,8 +499,49 @@ class ImapSession:
         self._untagged(f"OK [HIGHESTMODSEQ {info.highestmodseq}] modseqs persist")  # §3.1.2.1
         permanent = "" if readonly else "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
         self._untagged(f"OK [PERMANENTFLAGS ({permanent})] flags permitted")
+        if resync is not None:
+            self._resync(info.uidvalidity, resync)
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         return f"{tag} OK [{mode}] {'EXAMINE' if readonly else 'SELECT'} completed"
+
+    def _select_params(self, params: list[Token]) -> list[Token] | None:
+        """CONDSTORE (RFC 7162 §3.1.8) and QRESYNC (uidvalidity modseq [known-uids
+        [seq-match]]) (§3.2.5), which needs ENABLE QRESYNC first."""
+        resync = None
+        while params:
+            word = as_text(params.pop(0)).upper()
+            if word == "CONDSTORE":
+                self.condstore = True
+            elif word == "QRESYNC" and params and isinstance(params[0], list):
+                if not self.qresync:
+                    raise ParseError("QRESYNC parameter before ENABLE QRESYNC")
+                resync = params.pop(0)
+                if not 2 <= len(resync) <= 4 or not all(as_text(t).isdigit() for t in resync[:2]):
+                    raise ParseError("bad QRESYNC parameter")
+            else:
+                raise ParseError("unknown SELECT parameter")
+        return resync
+
+    def _resync(self, uidvalidity: int, resync: list[Token]) -> None:
+        """RFC 7162 §3.2.5.2: what the client missed since its mod-sequence — the
+        UIDs expunged (VANISHED (EARLIER)) and the messages changed (FETCH) — when
+        its UIDVALIDITY is still right; the seq-match hint is not needed here."""
+        if int(as_text(resync[0])) != uidvalidity:
+            return
+        since = int(as_text(resync[1]))
+        last = max(self.uids[-1] if self.uids else 0, 1)
+        known = parse_sequence_set(as_text(resync[2]), last) if len(resync) > 2 else None
+
+        def wanted(uid: int) -> bool:
+            return known is None or any(lo <= uid <= hi for lo, hi in known)
+
+        assert self.selected is not None
+        gone = [u for u in self._user().index.vanished_since(self.selected, since) if wanted(u)]
+        if gone:
+            self._untagged(f"VANISHED (EARLIER) {format_uid_set(gone)}")
+        for i, m in enumerate(self.view):
+            if m.modseq > since and wanted(m.uid):
+                self.out.append(self._flag_update(i, m, with_uid=True))
 
     def _examine(self, tag: str, args: list[Token], uid: bool) -> str:
         return self._select(tag, args, uid, readonly=True)
@@ -681,9 +721,11 @@ class ImapSession:
         """RFC 5161 §3.1: list what got enabled; unknown names are ignored."""
         if not args:
             raise ParseError("ENABLE needs a capability")
-        enabled = [as_text(a).upper() for a in args if as_text(a).upper() == "CONDSTORE"]
-        self.condstore |= bool(enabled)
-        self._untagged(" ".join(["ENABLED", *enabled[:1]]))
+        asked = {as_text(a).upper() for a in args}
+        enabled = [name for name in ("CONDSTORE", "QRESYNC") if name in asked]
+        self.condstore |= bool(enabled)  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+        self.qresync |= "QRESYNC" in enabled
+        self._untagged(" ".join(["ENABLED", *enabled]))
         return f"{tag} OK ENABLE completed"
 
     def _idle(self, tag: str, args: list[Token], uid: bool) -> None:
@@ -727,11 +769,16 @@ class ImapSession:
         self._forget([i for m in gone if (i := self._index_of(m.uid)) is not None], report)
 
     def _forget(self, indexes: list[int], report: bool) -> None:
-        """Drop view entries (ascending indexes), with §7.4.1 EXPUNGE responses."""
+        """Drop view entries (ascending indexes), with §7.4.1 EXPUNGE responses, or
+        one VANISHED once QRESYNC is enabled (RFC 7162 §3.2.10)."""
+        gone = []
         for i in reversed(indexes):
+            gone.append(self.uids[i])
             self._drop(i)
-            if report:
+            if report and not self.qresync:
                 self._untagged(f"{i + 1} EXPUNGE")
+        if report and self.qresync and gone:
+            self._untagged(f"VANISHED {format_uid_set(sorted(gone))}")
 
     def _remove(self, indexes: list[int], report: bool) -> None:
         removed = [self.view[i] for i in indexes]
@@ -832,6 +879,17 @@ class ImapSession:
         self._untagged(f"THREAD {thread_list(threads)}".rstrip())
         return f"{tag} OK {'UID ' if uid else ''}THREAD completed"
 
+    def _fetch_modifiers(self, token: Token, uid: bool) -> tuple[int, bool]:
+        """``(CHANGEDSINCE n [VANISHED])``: VANISHED only for UID FETCH once QRESYNC
+        is enabled (RFC 7162 §3.2.6)."""
+        if not isinstance(token, list):
+            raise ParseError("expected FETCH modifiers")
+        rest = [t for t in token if not (isinstance(t, str) and t.upper() == "VANISHED")]
+        vanished = len(rest) < len(token)
+        if vanished and not (uid and self.qresync):
+            raise ParseError("VANISHED needs UID FETCH and ENABLE QRESYNC")
+        return self._modifier(rest, "CHANGEDSINCE"), vanished
+
     def _modifier(self, token: Token, name: str) -> int:
         """``(CHANGEDSINCE n)`` / ``(UNCHANGEDSINCE n)`` (RFC 7162 §3.1.3, §3.1.4);
         using either enables CONDSTORE."""
@@ -847,7 +905,7 @@ class ImapSession:
         if len(args) not in (2, 3):
             raise ParseError("FETCH needs a set and items")
         items = parse_items(args[1])
-        since = self._modifier(args[2], "CHANGEDSINCE") if len(args) == 3 else None
+        since, vanished = self._fetch_modifiers(args[2], uid) if len(args) == 3 else (None, False)
         names = {i.name for i in items}
         if uid and "UID" not in names:
             items.insert(0, FetchItem("UID", label="UID"))  # §6.4.8
@@ -856,10 +914,19 @@ class ImapSession:
         elif since is not None:
             items.append(FetchItem("MODSEQ", label="MODSEQ"))  # RFC 7162 §3.1.4.1
         indexes = self._resolve(args[0], uid)
-        if since is not None:
-            indexes = [i for i in indexes if self.view[i].modseq > since]
         assert self.selected is not None
         mail = self._user()
+        if since is not None:
+            indexes = [i for i in indexes if self.view[i].modseq > since]
+        if vanished and since is not None:  # RFC 7162 §3.2.6
+            asked = parse_sequence_set(as_text(args[0]), self.uids[-1] if self.uids else 0)
+            gone = [
+                u
+                for u in mail.index.vanished_since(self.selected, since)
+                if any(lo <= u <= hi for lo, hi in asked)
+            ]
+            if gone:
+                self._untagged(f"VANISHED (EARLIER) {format_uid_set(gone)}")
         # §6.4.5: reading the text sets \Seen; stored first, so the reply can show it
         seen: dict[int, frozenset[str]] = {}
         if not self.readonly and any(i.sets_seen for i in items):

@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS message (
     modseq INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (mailbox, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (
     mailbox TEXT NOT NULL,
     uid INTEGER NOT NULL,
@@ -140,6 +146,7 @@ class Index:
 
     def delete_mailbox(self, name: str) -> None:
         self.db.execute("DELETE FROM cache WHERE mailbox=?", (name,))
+        self.db.execute("DELETE FROM expunged WHERE mailbox=?", (name,))
         self.db.execute("DELETE FROM message WHERE mailbox=?", (name,))
         self.db.execute("DELETE FROM mailbox WHERE name=?", (name,))
         self.db.commit()
@@ -149,6 +156,7 @@ class Index:
         self.db.execute("UPDATE mailbox SET name=? WHERE name=?", (new, old))
         self.db.execute("UPDATE message SET mailbox=? WHERE mailbox=?", (new, old))
         self.db.execute("UPDATE cache SET mailbox=? WHERE mailbox=?", (new, old))
+        self.db.execute("UPDATE expunged SET mailbox=? WHERE mailbox=?", (new, old))
         self.db.commit()
 
     def claim_recent(self, name: str, uid: int) -> int:
@@ -314,12 +322,23 @@ class Index:
         keys = [(mailbox, u) for u in uids]
         self.db.executemany("DELETE FROM message WHERE mailbox=? AND uid=?", keys)
         self.db.executemany("DELETE FROM cache WHERE mailbox=? AND uid=?", keys)
-        self._next_modseq(mailbox)
+        modseq = self._next_modseq(mailbox)
+        # RFC 7162 §3.2.5.2: remembered, so QRESYNC can report them as VANISHED
+        self.db.executemany(
+            "INSERT OR REPLACE INTO expunged VALUES (?,?,?)", [(*k, modseq) for k in keys]
+        )
 
     def remove_messages(self, mailbox: str, uids: list[int]) -> None:
         """Expunge rows; HIGHESTMODSEQ rises too, so a client comparing it notices."""
         self._delete_rows(mailbox, uids)
         self.db.commit()
+
+    def vanished_since(self, mailbox: str, modseq: int) -> list[int]:
+        """UIDs expunged after ``modseq`` (RFC 7162 §3.2.5.2, §3.2.6), ascending."""
+        rows = self.db.execute(
+            "SELECT uid FROM expunged WHERE mailbox=? AND modseq>? ORDER BY uid", (mailbox, modseq)
+        )
+        return [uid for (uid,) in rows]
 
     def counts(self, mailbox: str, recent_uid: int) -> tuple[int, int, int]:
         """(messages, unseen, recent) for STATUS without loading every row."""
