@@ -428,3 +428,44 @@ def test_qresync_select_fetch_vanished_and_expunge(store: MailStore, auth: Authe
     assert untagged(s.receive(b"A09 NOOP\r\n"), "VANISHED") == ["* VANISHED 3"]
     out = s.receive(b"A10 FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n")
     assert tagged(out, "A10").startswith("A10 BAD")  # not a UID FETCH
+
+
+# -- CATENATE (RFC 4469) ----------------------------------------------------------------------
+
+_DRAFT = (
+    b"From: alice@alpha.test\r\nSubject: draft\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n"
+    b"--XX\r\nContent-Type: text/plain\r\n\r\nkept part\r\n--XX--\r\n"
+)
+
+
+def test_catenate_rfc4469_example(store: MailStore, auth: Authenticator) -> None:
+    """§5's shape: the header and a part of a draft by URL, new text around them."""
+    uid = store.user(ALICE).append("Drafts", _DRAFT, frozenset(), None)
+    validity = store.user(ALICE).mailbox("Drafts").uidvalidity  # type: ignore[union-attr]
+    base = f"/Drafts;UIDVALIDITY={validity}/;UID={uid}".encode()
+    s = session(store, auth)
+    delim = b"\r\n--YY\r\n"
+    out = s.receive(
+        b"A003 APPEND Drafts (\\Seen \\Draft $MDNSent) CATENATE (URL \"" + base
+        + b'/;section=HEADER" TEXT {%d+}\r\n' % len(delim) + delim
+        + b' URL "' + base + b'/;section=1.MIME" URL "' + base + b'/;section=1"'
+        + b" TEXT {10+}\r\n\r\n--YY--\r\n)\r\n"
+    )  # fmt: skip
+    assert tagged(out, "A003").startswith("A003 OK [APPENDUID")
+    built = store.user(ALICE).messages("Drafts")[-1]
+    header = _DRAFT.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    expected = (
+        header + delim + b"Content-Type: text/plain\r\n\r\n" + b"kept part" + b"\r\n--YY--\r\n"
+    )
+    assert store.user(ALICE).read("Drafts", built.path) == expected
+    assert built.flags == {"\\Seen", "\\Draft", "$MDNSent"}
+    bad = b'A004 APPEND Drafts CATENATE (URL "/Drafts;UIDVALIDITY=1/;UID=1")\r\n'
+    assert tagged(s.receive(bad), "A004") == (
+        "A004 NO [BADURL /Drafts;UIDVALIDITY=1/;UID=1] cannot use this URL"
+    )
+    s.receive(b"s SELECT Drafts\r\n")  # a URL relative to the selected mailbox
+    out = s.receive(b'A005 APPEND Trash CATENATE (URL ";UID=%d/;SECTION=1")\r\n' % uid)
+    assert tagged(out, "A005").startswith("A005 OK")
+    (row,) = store.user(ALICE).messages("Trash")
+    assert store.user(ALICE).read("Trash", row.path) == b"kept part"

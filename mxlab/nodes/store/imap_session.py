@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 from mxlab.nodes.events import emit
 from mxlab.nodes.store.auth import Authenticator
+from mxlab.nodes.store.imap_catenate import BadUrl, MessageUrl, catenate
 from mxlab.nodes.store.imap_compress import Deflate
 from mxlab.nodes.store.imap_fetch import CACHED, FetchItem, parse_items, render
 from mxlab.nodes.store.imap_list import list_entries, parse_list
-from mxlab.nodes.store.imap_mime import Part, UnknownCte, parse, split_message
+from mxlab.nodes.store.imap_mime import Part, UnknownCte, parse, section, split_message
 from mxlab.nodes.store.imap_parser import (
     Command,
     CommandReader,
@@ -64,7 +65,7 @@ POST_AUTH_CAPS = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS MOVE"
     " SPECIAL-USE CONDSTORE ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT"
     " THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE MULTIAPPEND BINARY"
-    " COMPRESS=DEFLATE QRESYNC"
+    " COMPRESS=DEFLATE QRESYNC CATENATE"
 )
 # RFC 6154 §2: the uses a real folder can have (\\All and \\Flagged are virtual views)
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -674,13 +675,20 @@ class ImapSession:
 
     def _append(self, tag: str, args: list[Token], uid: bool) -> str:
         """§6.3.11 APPEND; MULTIAPPEND (RFC 3502): several messages, each with its own
-        optional flags and date, stored all or none; BINARY's literal8 (RFC 3516)."""
+        optional flags and date, stored all or none; BINARY's literal8 (RFC 3516);
+        CATENATE (RFC 4469) builds a message from text and URLs."""
         name = canonical_mailbox(as_text(args[0]))
         messages: list[tuple[bytes, frozenset[str], float | None]] = []
         flags: frozenset[str] = frozenset()
         date: float | None = None
         extras = 0
-        for token in args[1:]:
+        tokens = iter(args[1:])
+        for token in tokens:
+            if isinstance(token, str) and token.upper() == "CATENATE":
+                try:
+                    token = Literal(catenate(next(tokens, None), self._url_data))
+                except BadUrl as exc:
+                    return f"{tag} NO [BADURL {exc.url}] cannot use this URL"
             if isinstance(token, Literal):
                 messages.append((token, flags, date))
                 flags, date, extras = frozenset(), None, 0
@@ -712,6 +720,26 @@ class ImapSession:
             return f"{tag} NO [COMPRESSIONACTIVE] DEFLATE is already active"
         self.compress_next = True
         return f"{tag} OK DEFLATE active"
+
+    def _url_data(self, url: MessageUrl) -> bytes:
+        """The octets an IMAP URL names, from this user's own mail (RFC 4469 §5)."""
+        mail = self._user()
+        name = canonical_mailbox(url.mailbox) if url.mailbox is not None else self.selected
+        info = mail.mailbox(name) if name is not None else None
+        if info is None or url.uidvalidity not in (None, info.uidvalidity):
+            raise BadUrl("")  # catenate() names the URL
+        found = [m for m in mail.messages(info.name, url.uid - 1)[:1] if m.uid == url.uid]
+        try:
+            raw = mail.read(info.name, found[0].path)
+        except (IndexError, FileNotFoundError):
+            raise BadUrl("") from None  # catenate() names the URL
+        if not url.section:
+            return raw
+        try:
+            (item,) = parse_items(f"BODY[{url.section}]")
+        except ParseError:
+            raise BadUrl("") from None  # catenate() names the URL
+        return section(parse(raw), list(item.path), item.spec, list(item.fields))
 
     def _namespace(self, tag: str, args: list[Token], uid: bool) -> str:
         self._untagged(f'NAMESPACE (("" "{SEPARATOR}")) NIL NIL')  # RFC 2342 §5
