@@ -77,24 +77,32 @@ def test_fetchmail_retrieves_and_deletes(node: StoreProcess, tmp_path: Path) -> 
     assert not any(s.encode() in b" ".join(inbox_subjects(node)) for s in subjects)
 
 
-def test_getmail_retrieves_over_pop3(node: StoreProcess, tmp_path: Path) -> None:
-    getmail = need("getmail")
-    subject = unique("getmail")
-    sent = message(subject)
-    deliver(node, sent, [USER])
+def getmail(
+    retriever: str, port: int, node: StoreProcess, tmp_path: Path, extra: str = ""
+) -> list[bytes]:
+    """Run getmail6 once with ``retriever`` against ``port``: the messages it delivered."""
+    binary = need("getmail")
     drop = tmp_path / "drop"
     drop.mkdir()
     rc = tmp_path / "getmailrc"
     rc.write_text(
-        "[retriever]\ntype = SimplePOP3Retriever\n"
-        f"server = {node.address}\nport = {node.config.pop3_port}\n"
-        f"username = {USER}\npassword = {PASSWORDS[USER]}\n\n"
+        f"[retriever]\ntype = {retriever}\n"
+        f"server = {node.address}\nport = {port}\n"
+        f"username = {USER}\npassword = {PASSWORDS[USER]}\n{extra}\n"
         "[destination]\ntype = MDA_external\npath = /bin/sh\n"
         f'arguments = ("-c", "cat > {drop}/msg.$$")\nallow_root_commands = true\n\n'
         "[options]\nread_all = true\ndelete = true\n"
     )
-    run([getmail, "--getmaildir", str(tmp_path), "--rcfile", str(rc)], tmp_path)
-    fetched = [p.read_bytes() for p in drop.iterdir()]
+    run([binary, "--getmaildir", str(tmp_path), "--rcfile", str(rc)], tmp_path)
+    return [p.read_bytes() for p in drop.iterdir()]
+
+
+def test_getmail_retrieves_over_pop3(node: StoreProcess, tmp_path: Path) -> None:
+    need("getmail")
+    subject = unique("getmail")
+    sent = message(subject)
+    deliver(node, sent, [USER])
+    fetched = getmail("SimplePOP3Retriever", node.config.pop3_port, node, tmp_path)
     mine = [f for f in fetched if subject.encode() in f]
     assert len(mine) == 1
     # getmail adds its own Delivered-To/Return-Path on top of ours: strip and compare
@@ -222,24 +230,18 @@ def test_mbsync_over_imaps(tls_node: StoreProcess, tmp_path: Path) -> None:
 
 
 def test_getmail_retrieves_over_pop3s(tls_node: StoreProcess, tmp_path: Path) -> None:
-    getmail = need("getmail")
+    need("getmail")
     subject = unique("getmail-pop3s")
     sent = message(subject)
     deliver(tls_node, sent, [USER])
-    assert tls_node.config.tls is not None
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    rc = tmp_path / "getmailrc"
-    rc.write_text(
-        "[retriever]\ntype = SimplePOP3SSLRetriever\n"
-        f"server = {tls_node.address}\nport = {tls_node.config.pop3s_port}\n"
-        f"username = {USER}\npassword = {PASSWORDS[USER]}\n"
-        f"ca_certs = {tls_node.config.tls.ca}\n\n"
-        "[destination]\ntype = MDA_external\npath = /bin/sh\n"
-        f'arguments = ("-c", "cat > {drop}/msg.$$")\nallow_root_commands = true\n\n'
-        "[options]\nread_all = true\ndelete = true\n"
+    assert tls_node.config.tls is not None and tls_node.config.pop3s_port
+    fetched = getmail(
+        "SimplePOP3SSLRetriever",
+        tls_node.config.pop3s_port,
+        tls_node,
+        tmp_path,
+        f"ca_certs = {tls_node.config.tls.ca}\n",
     )
-    run([getmail, "--getmaildir", str(tmp_path), "--rcfile", str(rc)], tmp_path)
-    mine = [f for f in (p.read_bytes() for p in drop.iterdir()) if subject.encode() in f]
+    mine = [f for f in fetched if subject.encode() in f]
     assert len(mine) == 1
     assert mine[0].replace(b"\r\n", b"\n").endswith(sent.replace(b"\r\n", b"\n"))

@@ -339,3 +339,34 @@ def test_imaplib_search_charset_utf8_with_a_literal(node: StoreProcess) -> None:
         typ, data = imap.search("UTF-8", key)
         assert typ == "OK" and len(data[0].split()) == 1, (key, data)
     imap.logout()
+
+
+def test_three_live_sessions_share_one_mailbox(node: StoreProcess) -> None:
+    """Issue 11 over real sockets: a phone, a laptop and a webmail on one INBOX.
+    B's undelete beats A's stale \\Deleted at EXPUNGE, both STOREs on one message
+    land, and the new message is \\Recent in exactly one of them."""
+    user = "bob@alpha.test"
+    mail = [node.imap(user) for _ in range(3)]
+    for imap in mail:
+        imap.select("INBOX")
+    subject = unique("shared")
+    deliver(node, message(subject), [user])
+    recent = []
+    for imap in mail:
+        imap.noop()
+        _, found = imap.uid("SEARCH", None, "SUBJECT", subject)
+        _, flags = imap.uid("FETCH", found[0].decode(), "(FLAGS)")
+        recent.append(b"\\Recent" in flags[-1])
+    assert sorted(recent) == [False, False, True]
+    uid = found[0].decode()
+    a, b, c = mail
+    a.uid("STORE", uid, "+FLAGS", "(\\Deleted \\Seen)")
+    b.uid("STORE", uid, "-FLAGS", "(\\Deleted)")
+    c.uid("STORE", uid, "+FLAGS", "(\\Flagged)")
+    a.expunge()
+    _, flags = a.uid("FETCH", uid, "(FLAGS)")
+    last = flags[-1]  # imaplib also hands back the unsolicited FETCHes of earlier commands
+    assert last is not None and b"\\Seen" in last and b"\\Flagged" in last
+    assert b"\\Deleted" not in last
+    for imap in mail:
+        imap.logout()

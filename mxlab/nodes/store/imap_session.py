@@ -1,10 +1,14 @@
 """IMAP4rev1 (RFC 3501) server state machine, sans-IO: bytes in, bytes out.
 
 Extensions: IDLE 2177, UIDPLUS 4315, MOVE 6851, LITERAL+ 7888, NAMESPACE 2342,
-ENABLE 5161, UNSELECT 3691, ID 2971, SPECIAL-USE 6154, SASL-IR 4959, CHILDREN 3348,
-CONDSTORE 7162 (without QRESYNC).
-Changes other sessions make reach this one through ``mailbox_changed`` and are
-reported as untagged EXISTS/EXPUNGE/FETCH at the next command or at once in IDLE.
+ENABLE 5161, UNSELECT 3691, ID 2971, SPECIAL-USE and CREATE-SPECIAL-USE 6154,
+SASL-IR 4959, CHILDREN 3348, CONDSTORE and QRESYNC 7162, ESEARCH 4731, SEARCHRES
+5182, WITHIN 5032, SORT and THREAD 5256 (imap_sort, imap_thread), LIST-EXTENDED 5258
+and LIST-STATUS 5819 (imap_list), MULTIAPPEND 3502, BINARY 3516, CATENATE 4469
+(imap_catenate), COMPRESS=DEFLATE 4978 (imap_compress). Not IMAP4rev2 (RFC 9051):
+its required changes (no \\Recent, STATUS SIZE, LIST-only, ...) are not made.
+Changes other sessions make reach this one through ``mailbox_changed``: flag changes
+and new mail are applied before each command, expunges reported after it (§7.4.1).
 """
 
 from __future__ import annotations
