@@ -118,3 +118,30 @@ def test_gc_removes_labs_whose_nodes_are_gone_and_spares_live_ones(mxlab_home: P
         keeper.remove(force=True)
         theirs.remove(force=True)
         live.remove()
+
+
+def test_two_labs_coming_up_at_once_both_get_a_subnet(mxlab_home: Path, tmp_path: Path) -> None:
+    """Both `up`s pick the same free /24 first; the loser plans again on the next one."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name in ("race-a", "race-b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TWO.read_text().replace("name: two-domains", f"name: {name}"))
+        paths.append(path)
+    cmd = [sys.executable, "-c", "from mxlab.cli import main; main()", "up", "-r", "docker"]
+    mxlab("image", "build", timeout=1200)  # both ups then race for the network, not the image
+    procs = [
+        subprocess.Popen([*cmd, str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in paths
+    ]
+    try:
+        outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+        assert [code for code, _ in outcomes] == [0, 0], outcomes
+        subnets = {labdir.read_plan(n).subnet for n in ("race-a", "race-b")}
+        assert len(subnets) == 2
+    finally:
+        for name in ("race-a", "race-b"):
+            mxlab("down", name, check=False)
+    assert _labelled("race-a") == ([], []) and _labelled("race-b") == ([], [])
