@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mxlab.cli import app
 from mxlab.dns.zonefile import render_zone
 from mxlab.dns.zones import load_zone
 from mxlab.lab import labdir
-from mxlab.cli import app
 from mxlab.lab.plan import LabPlan, make_plan
 from mxlab.lab.topology import load_topology
 from mxlab.nodes.config import DnsRecord, Zone

@@ -154,7 +154,7 @@ CASES = [
     Case("uppercase domain", edit("beta.test:", "Beta.test:"), "domains.Beta.test", "lowercase"),
     Case("trailing dot", edit("beta.test:", "beta.test.:"), "domains.beta.test.", "not a domain name"),
     Case("leading hyphen", edit("beta.test:", "-beta.test:"), "domains.-beta.test", "not a domain name"),
-    Case("emoji code in a field", edit("beta.test:", "b:smile:.test:"), "domains.b:smile:.test", "not a domain name", xfail="mxlab/cli prints errors through rich with emoji codes on: :smile: becomes a glyph"),
+    Case("emoji code in a field", edit("beta.test:", "b:smile:.test:"), "domains.b:smile:.test", "not a domain name"),
     Case("bare TLD", edit("beta.test:", "test:"), "domains.test", "not a domain name"),
     Case("label over 63", edit("beta.test:", "b" * 64 + ".test:"), "domains.bbbb", "not a domain name"),
     Case("domain over 253", edit("beta.test:", ("b" * 60 + ".") * 5 + "test:"), "domains.bbbb", "longer than 253"),

@@ -20,8 +20,8 @@ app = typer.Typer(
     help="Spin up a mail cluster as a lab and prove mail crosses it.",
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def argument(metavar: str, **kwargs: Any) -> Any:

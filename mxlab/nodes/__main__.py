@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(module: Any, config: Any) -> None:
     """Run the node; SIGTERM/SIGINT cancel it so ``serve`` can close its listeners."""
     task = asyncio.current_task()
+    assert task is not None  # asyncio.run() runs this coroutine as a task
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)

@@ -39,7 +39,7 @@ def parse_list(args: list[Token]) -> ListRequest:
     selection: set[str] = set()
     extended = False
     if args and isinstance(args[0], list):
-        selection = {as_text(t).upper() for t in args.pop(0)}
+        selection = {as_text(t).upper() for t in args.pop(0)}  # type: ignore[arg-type]
         extended = True
         if selection - SELECTION:
             raise ParseError("unknown LIST selection option")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -456,7 +457,11 @@ class ImapSession:
     def _logged_in(self, tag: str, address: str | None, how: str) -> str:
         emit(self.node, "imap_login", user=address, ok=address is not None)
         if address is None:
-            return f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+            refused = f"{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+            if self.auth.failed(self.security):  # answered after its delay, then closed
+                self.close()
+                return f"{refused}\r\n* BYE too many failed logins"
+            return refused
         if not self.store.open_session(address):  # RFC 5530 LIMIT
             return f"{tag} NO [LIMIT] too many sessions for this user"
         self.counted = True
@@ -521,11 +526,11 @@ class ImapSession:
                 if not self.qresync:
                     raise ParseError("QRESYNC parameter before ENABLE QRESYNC")
                 resync = params.pop(0)
-                if not 2 <= len(resync) <= 4 or not all(as_text(t).isdigit() for t in resync[:2]):
+                if not 2 <= len(resync) <= 4 or not all(as_text(t).isdigit() for t in resync[:2]):  # type: ignore[arg-type]
                     raise ParseError("bad QRESYNC parameter")
             else:
                 raise ParseError("unknown SELECT parameter")
-        return resync
+        return resync  # type: ignore[return-value]
 
     def _resync(self, uidvalidity: int, resync: list[Token]) -> None:
         """RFC 7162 §3.2.5.2: what the client missed since its mod-sequence — the
@@ -690,7 +695,7 @@ class ImapSession:
         for token in tokens:
             if isinstance(token, str) and token.upper() == "CATENATE":
                 try:
-                    token = Literal(catenate(next(tokens, None), self._url_data))
+                    token = Literal(catenate(next(tokens, None), self._url_data))  # type: ignore[arg-type]
                 except BadUrl as exc:
                     return f"{tag} NO [BADURL {exc.url}] cannot use this URL"
             if isinstance(token, Literal):
@@ -989,7 +994,9 @@ class ImapSession:
             shown = m if m.uid not in self.recent else _with_recent(m)
             these = with_flags if m.uid in seen else items
             try:
-                self.out.append(render(i + 1, shown, these, lambda m=m: self._read(m), known))
+                self.out.append(
+                    render(i + 1, shown, these, functools.partial(self._read, m), known)
+                )
             except FileNotFoundError:
                 continue
             if len(known) > have:

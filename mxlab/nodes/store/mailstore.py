@@ -91,7 +91,7 @@ class UserMail:
             indexed = {m.path for m in rows}
             new = sorted(on_disk - indexed, key=lambda p: p.split("/", 1)[1])
             if new:
-                items = []
+                items: list[tuple[str, int, float, frozenset[str]]] = []
                 for path in new:
                     data = self.maildir.read(info.name, path)
                     items.append(

@@ -41,8 +41,10 @@ class StoreLimits:
 
 
 class Session(Protocol):
-    closed: bool
     security: Security
+
+    @property
+    def closed(self) -> bool: ...
 
     @property
     def authenticated(self) -> bool: ...
