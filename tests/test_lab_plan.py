@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 
 from mxlab.lab.plan import LabPlan, make_plan, predict_route
-from mxlab.lab.topology import load_topology
+from mxlab.lab.topology import load_topology, parse_topology
 from mxlab.nodes.config import RelayNodeConfig, StoreNodeConfig
 from mxlab.nodes.passwords import verify_password
 
@@ -121,3 +121,19 @@ def test_backup_mx_is_a_relay_domain_forwarding_to_the_primary() -> None:
     assert isinstance(primary, RelayNodeConfig)
     assert set(primary.local_domains) == {"beta.test"}
     assert plan.domains["beta.test"].mx == [(10, "mx1-beta"), (20, "mx2-beta")]
+
+
+def test_send_as_reaches_only_the_submission_relay() -> None:
+    text = (
+        (TOPOLOGIES / "two-domains.yaml")
+        .read_text()
+        .replace(
+            "      carol: carol-secret\n",
+            "      carol: carol-secret\n    send_as:\n      alice: [postmaster@alpha.test]\n",
+        )
+    )
+    plan = make_plan(parse_topology(text, "t.yaml"), runtime="local", lab_dir=Path("/tmp/lab"))
+    alpha, beta = plan.nodes["mx-alpha"].config, plan.nodes["mx-beta"].config
+    assert isinstance(alpha, RelayNodeConfig) and isinstance(beta, RelayNodeConfig)
+    assert alpha.sender_aliases == {"alice@alpha.test": ["postmaster@alpha.test"]}
+    assert beta.sender_aliases == {}

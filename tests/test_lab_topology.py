@@ -121,6 +121,24 @@ BROKEN = {
         "no node named 'mx9'",
         "use one of",
     ),
+    "send_as for a user that does not exist": (
+        GOOD.replace(
+            "      carol: carol-secret\n",
+            "      carol: carol-secret\n    send_as:\n      eve: [x@alpha.test]\n",
+        ),
+        "domains.alpha.test.send_as.eve",
+        "no user 'eve'",
+        "add it under users",
+    ),
+    "send_as that is not an address": (
+        GOOD.replace(
+            "      carol: carol-secret\n",
+            "      carol: carol-secret\n    send_as:\n      carol: [postmaster]\n",
+        ),
+        "domains.alpha.test.send_as.carol[0]",
+        "not a mail address",
+        "local@domain",
+    ),
     "next hop loop": (
         GOOD.replace(
             "kind: relay\n  store-alpha", "kind: relay\n    next_hop: mx-beta\n  store-alpha"

@@ -274,6 +274,12 @@ def _relay_config(
         local_domains=local,
         relay_domains=backup,
         auth_users={u.address: hashes[u.address] for u in users if u.submission == name},
+        sender_aliases={
+            f"{local}@{dom}": addresses_
+            for dom, spec in topo.domains.items()
+            if domains[dom].submission == name
+            for local, addresses_ in spec.send_as.items()
+        },
         trusted_clients=[addresses[n] for n, s in topo.nodes.items() if s.next_hop == name],
         next_hop=Endpoint(host=addresses[hop], port=ports["smtp"]) if hop else None,
         max_message_size=topo.settings.max_message_size,

@@ -96,6 +96,8 @@ class DomainSpec(StrictModel):
     mx: list[MxSpec] = Field(min_length=1)
     submission: str | None = None  # relay that takes its users' mail; default: best MX
     users: dict[str, str] = Field(min_length=1)  # local part -> password
+    # local part -> other addresses the user may send as (Postfix's smtpd_sender_login_maps)
+    send_as: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class RecordSpec(StrictModel):
@@ -176,6 +178,8 @@ def _check_refs(topo: Topology, src: str) -> None:
                     src, f"{where}.users.{user}", "duplicate user", "user names are case-blind"
                 )
             seen.add(user.lower())
+        for user, addresses in spec.send_as.items():
+            _check_send_as(user, addresses, seen, src, f"{where}.send_as.{user}")
     for i, rec in enumerate(topo.records):
         if not _OWNER_RE.match(rec.name) or len(rec.name.rstrip(".")) > 253:
             raise TopologyError(
@@ -381,6 +385,17 @@ def _check_hop_loops(topo: Topology, src: str) -> None:
                 )
             seen.append(hop)
             hop = topo.nodes[hop].next_hop
+
+
+def _check_send_as(user: str, addresses: list[str], users: set[str], src: str, where: str) -> None:
+    if user.lower() not in users:
+        raise TopologyError(src, where, f"no user {user!r} in this domain", "add it under users")
+    for i, address in enumerate(addresses):
+        local, _, domain = address.rpartition("@")
+        if not local or not _DOMAIN_RE.match(domain):
+            raise TopologyError(
+                src, f"{where}[{i}]", f"{address!r} is not a mail address", "write local@domain"
+            )
 
 
 def _of_kind(topo: Topology, kind: str) -> list[str]:
