@@ -175,7 +175,7 @@ def make_plan(
             if runtime == "docker"
             else str(lab_dir / "nodes" / name / "state")
         )
-        base = dict(
+        base: dict[str, Any] = dict(
             lab=topo.name,
             node=name,
             fqdn=fqdns[name],
@@ -240,7 +240,7 @@ def make_plan(
 def _relay_config(
     topo: Topology,
     name: str,
-    base: dict[str, str],
+    base: dict[str, Any],
     ports: dict[str, int],
     addresses: dict[str, str],
     dns: Endpoint,

@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any
 
-from mxlab.nodes.config import load_config
+from mxlab.nodes.config import ConfigError, load_config
 
 # role -> module whose ``serve(config)`` coroutine runs the node until cancelled
 ROLES = {
@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if config.role != args.role:
         print(f"{args.config}: role is {config.role!r}, not {args.role!r}", file=sys.stderr)
         return 2

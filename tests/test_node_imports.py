@@ -1,0 +1,69 @@
+"""Nodes start light: no pydantic or cryptography in a DNS or store node's process, and
+the node-side config loader checks what pydantic used to (types, unknown keys)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab.plan import make_plan
+from mxlab.lab.topology import parse_topology
+from mxlab.nodes.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("pydantic", "cryptography")
+
+
+def _imported(module: str) -> set[str]:
+    code = (
+        f"import sys, mxlab.nodes.__main__, {module}\n"
+        "print(' '.join({m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["mxlab.dns.server", "mxlab.nodes.store.server"])
+def test_node_does_not_import_heavy_libraries(module: str) -> None:
+    assert _imported(module).isdisjoint(HEAVY)
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a LabPlan
+    text = (ROOT / "examples/topologies/two-domains.yaml").read_text()
+    topo = parse_topology(text, "two-domains.yaml")
+    lab_dir = tmp_path_factory.mktemp("lab")
+    return make_plan(topo, runtime="local", lab_dir=lab_dir, subnet="127.77.0.0/24")
+
+
+def test_planned_configs_load_back_equal(plan, tmp_path: Path) -> None:  # noqa: ANN001
+    for node in plan.nodes.values():
+        path = tmp_path / f"{node.name}.json"
+        path.write_text(node.config.model_dump_json(indent=2))
+        assert load_config(path) == node.config
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"queue": {"retry_max": "soon"}}, "queue.retry_max: float expected"),
+        ({"smtp_port": True}, "smtp_port: int expected"),
+        ({"colour": "red"}, "colour: unknown field"),
+        ({"role": "printer"}, "role: one of"),
+        ({"dns": {"host": "127.0.0.1"}}, "dns.port: missing"),
+    ],
+)
+def test_bad_config_names_the_field(plan, tmp_path: Path, change, message) -> None:  # noqa: ANN001
+    relay = next(n for n in plan.nodes.values() if n.role == "relay")
+    data = json.loads(relay.config.model_dump_json())
+    for key, value in change.items():
+        data[key] = data[key] | value if isinstance(value, dict) and key != "dns" else value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path))
