@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -141,9 +141,48 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
             "(apt-get install debootstrap) or use --runtime local"
         )
     progress(f"no registry answers: building {ref} with debootstrap (a few minutes, once)")
+    _debootstrap_import(client, suite, mirror, DEBOOTSTRAP_PACKAGES, "mxlab-base", tag, [])
+    return ref
+
+
+def packages_image(
+    client: docker.DockerClient, packages: Sequence[str], progress: Progress = lambda _: None
+) -> str:
+    """An image of the debootstrap base plus Debian's own ``packages`` (postfix, dovecot,
+    an SSH server...), built on first use and reused while its content label matches: a
+    hash of the suite and the package list, so changing the list builds a new one."""
+    suite, mirror = host_mirror()
+    wanted = sorted({*DEBOOTSTRAP_PACKAGES, *packages})
+    digest = hashlib.sha256("\n".join([suite, *wanted]).encode()).hexdigest()[:12]
+    ref = f"mxlab-debian:{suite}-{digest}"
+    have = _local_image(client, ref)
+    if have is not None and have.labels.get(CONTENT_LABEL) == digest:
+        return ref
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError(
+            f"building an image with {', '.join(packages)} needs debootstrap "
+            "(apt-get install debootstrap)"
+        )
+    progress(f"building {ref} with {', '.join(packages)} (debootstrap, once)")
+    label = [f"LABEL {CONTENT_LABEL}={digest}"]
+    _debootstrap_import(client, suite, mirror, wanted, "mxlab-debian", ref.split(":")[1], label)
+    return ref
+
+
+def _debootstrap_import(
+    client: docker.DockerClient,
+    suite: str,
+    mirror: str,
+    packages: Sequence[str],
+    repository: str,
+    tag: str,
+    changes: list[str],
+) -> None:
+    """debootstrap a minimal ``suite`` with ``packages`` and ``docker import`` it."""
+    ref = f"{repository}:{tag}"
     with tempfile.TemporaryDirectory(prefix="mxlab-rootfs-") as rootfs:
         cmd = [
-            "debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+            "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
             suite, rootfs, mirror,
         ]  # fmt: skip
         run = subprocess.run(cmd, capture_output=True, text=True)
@@ -156,14 +195,13 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
         assert tar.stdout is not None
         try:
             client.api.import_image_from_stream(
-                _chunks(tar.stdout), repository="mxlab-base", tag=tag
+                _chunks(tar.stdout), repository=repository, tag=tag, changes=changes
             )
         finally:
             tar.stdout.close()
             tar.wait()
     if _local_image(client, ref) is None:
         raise ImageBuildError(f"docker import of the debootstrap tree did not create {ref}")
-    return ref
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -11,10 +11,10 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxlab.lab.errors import LabError
-from mxlab.lab.topology import Topology, TopologyError
+from mxlab.lab.topology import Role, Topology, TopologyError, role_of
 from mxlab.nodes.config import (
     DnsNodeConfig,
     DnsRecord,
@@ -48,7 +48,8 @@ UNPRIVILEGED_PORTS = {
     "pop3s": 2995,
 }
 CONTAINER_NODE_DIR = "/mxlab"  # each node's lab directory is mounted here in docker
-START_ORDER = ("dns", "store", "relay")
+# by role: each waits on the ones before it (a resolver on the DNS, relays on stores)
+START_ORDER = ("dns", "resolver", "store", "sink", "relay", "external")
 
 
 class _Model(BaseModel):
@@ -57,11 +58,18 @@ class _Model(BaseModel):
 
 class NodePlan(_Model):
     name: str
-    role: Literal["dns", "relay", "store"]
+    role: Role  # what it does: the config it gets (a postfix node reads a relay's config)
+    kind: str = ""  # which software (mxlab.lab.kinds); plans older than kinds: the role
     fqdn: str
     address: str
     ports: dict[str, int]  # service -> port, as clients outside the node reach it
     config: NodeConfig
+
+    @model_validator(mode="after")
+    def _kind(self) -> NodePlan:
+        if not self.kind:
+            self.kind = self.role
+        return self
 
 
 class UserPlan(_Model):
@@ -163,7 +171,7 @@ def make_plan(
         for local, password in spec.users.items()
     ]
     hashes = {u.address: hash_password(u.password) for u in users}
-    dns_node = next(n for n, s in topo.nodes.items() if s.kind == "dns")
+    dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
     zones = _zones(topo, fqdns, addresses, net)
 
@@ -189,10 +197,11 @@ def make_plan(
         )
         tls = TlsFiles(cert=f"{tls_dir}/cert.pem", key=f"{tls_dir}/key.pem", ca=f"{tls_dir}/ca.pem")
         config: DnsNodeConfig | RelayNodeConfig | StoreNodeConfig
-        if spec.kind == "dns":
+        role = role_of(spec.kind)
+        if role == "dns":
             config = DnsNodeConfig(**base, port=ports["dns"], zones=zones)
             node_ports = {"dns": ports["dns"]}
-        elif spec.kind == "store":
+        elif role == "store":
             node_ports = {k: ports[k] for k in ("lmtp", "imap", "pop3", "imaps", "pop3s")}
             served = [d for d, p in domains.items() if p.store == name]
             config = StoreNodeConfig(
@@ -218,7 +227,8 @@ def make_plan(
             )
         nodes[name] = NodePlan(
             name=name,
-            role=spec.kind,
+            role=role,
+            kind=spec.kind,
             fqdn=fqdns[name],
             address=addresses[name],
             ports=node_ports,
@@ -332,7 +342,7 @@ def _addresses(
     """Nodes in start order, and their addresses in that order from .2 up."""
     hosts = iter(net.hosts())
     next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
-    order = sorted(topo.nodes, key=lambda n: START_ORDER.index(topo.nodes[n].kind))
+    order = sorted(topo.nodes, key=lambda n: START_ORDER.index(role_of(topo.nodes[n].kind)))
     addresses = {name: str(ip) for name, ip in zip(order, hosts, strict=False)}
     if len(addresses) < len(order):  # validation refuses this; a topology built in code may not
         raise LabError(f"{len(order)} nodes do not fit {net}: pin a larger subnet in settings")
@@ -360,7 +370,7 @@ def _zones(
     net: ipaddress.IPv4Network | ipaddress.IPv6Network,
 ) -> list[Zone]:
     """SOA, NS, A for every node, MX per domain, extra records; PTR in the reverse zone."""
-    ns = fqdns[next(n for n, s in topo.nodes.items() if s.kind == "dns")]
+    ns = fqdns[next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")]
     origins = list(topo.domains)
     records: dict[str, list[DnsRecord]] = {
         o: [_soa(o, ns), DnsRecord(name=f"{o}.", type="NS", rdata=f"{ns}.")] for o in origins

@@ -63,10 +63,12 @@ def wait_ready(
     ``alive(node)`` returns None while the node's process lives, else why it died,
     so a crashed node fails at once instead of at the deadline.
     """
+    from mxlab.lab import kinds  # the kinds build on this module
     from mxlab.lab.errors import LabError
 
     def one(node: NodePlan) -> None:
-        while not is_ready(node, PROBE_TIMEOUT):
+        kind = kinds.get(node.kind)
+        while not kind.is_ready(node, PROBE_TIMEOUT):
             died = alive(node)
             if died is not None:
                 raise LabError(f"node {node.name} exited while starting: {died}")

@@ -80,8 +80,31 @@ class Settings(StrictModel):
         return str(net)
 
 
+# kind: which software runs the node; role: what it does in the lab. Our own nodes are
+# the kinds dns, relay and store; the others run real software configured from the same
+# plan (mxlab.lab.kinds, one module per kind).
+Kind = Literal["dns", "relay", "store", "postfix", "dovecot", "unbound", "nsd", "external", "sink"]
+Role = Literal["dns", "relay", "store", "resolver", "external", "sink"]
+KIND_ROLES: dict[str, Role] = {
+    "dns": "dns",
+    "relay": "relay",
+    "store": "store",
+    "postfix": "relay",
+    "dovecot": "store",
+    "nsd": "dns",
+    "unbound": "resolver",
+    "external": "external",
+    "sink": "sink",
+}
+
+
+def role_of(kind: str) -> Role:
+    """What a node of this kind does in the lab (a postfix node is a relay)."""
+    return KIND_ROLES[kind]
+
+
 class NodeSpec(StrictModel):
-    kind: Literal["dns", "relay", "store"]
+    kind: Kind
     hostname: str | None = None  # FQDN; default <node>.<first domain that names it>
     next_hop: str | None = None  # relays only: smarthost node
 
@@ -132,21 +155,30 @@ def field_path(parts: tuple[Any, ...]) -> str:
 
 def _check_refs(topo: Topology, src: str) -> None:
     """Cross-references and rules pydantic can't see field by field."""
+    from mxlab.lab.kinds import MODULES  # the kinds build on this module
+
     for name, node in topo.nodes.items():
         if not _NODE_RE.match(name):
             raise TopologyError(src, f"nodes.{name}", "bad node name", "use a-z, 0-9 and '-'")
+        if node.kind not in MODULES:
+            raise TopologyError(
+                src,
+                f"nodes.{name}.kind",
+                f"kind {node.kind!r} is not available in this mxlab yet",
+                f"use one of: {', '.join(MODULES)}",
+            )
         if node.next_hop is not None:
-            if node.kind != "relay":
+            if role_of(node.kind) != "relay":
                 raise TopologyError(
                     src, f"nodes.{name}.next_hop", "only relays have a next hop", "remove it"
                 )
             hop = topo.nodes.get(node.next_hop)
-            if hop is None or hop.kind != "relay":
+            if hop is None or role_of(hop.kind) != "relay":
                 raise TopologyError(
                     src,
                     f"nodes.{name}.next_hop",
                     f"no relay named {node.next_hop!r}",
-                    f"use one of: {', '.join(_of_kind(topo, 'relay'))}",
+                    f"use one of: {', '.join(_in_role(topo, 'relay'))}",
                 )
             if node.next_hop == name:
                 raise TopologyError(
@@ -157,10 +189,10 @@ def _check_refs(topo: Topology, src: str) -> None:
                 src, f"nodes.{name}.hostname", f"{node.hostname!r} is not a host name"
             )
     _check_hop_loops(topo, src)
-    dns_nodes = _of_kind(topo, "dns")
+    dns_nodes = _in_role(topo, "dns")
     if len(dns_nodes) != 1:
         raise TopologyError(
-            src, "nodes", f"need exactly one node of kind dns, found {len(dns_nodes)}"
+            src, "nodes", f"need exactly one node of kind dns or nsd, found {len(dns_nodes)}"
         )
     for dom, spec in topo.domains.items():
         where = f"domains.{dom}"
@@ -398,14 +430,15 @@ def _check_send_as(user: str, addresses: list[str], users: set[str], src: str, w
             )
 
 
-def _of_kind(topo: Topology, kind: str) -> list[str]:
-    return [n for n, spec in topo.nodes.items() if spec.kind == kind]
+def _in_role(topo: Topology, role: str) -> list[str]:
+    """The nodes in ``role`` (a relay of any kind: ours or postfix)."""
+    return [n for n, spec in topo.nodes.items() if role_of(spec.kind) == role]
 
 
 def _check_node_ref(topo: Topology, src: str, field: str, ref: str, kind: str) -> None:
     node = topo.nodes.get(ref)
-    if node is None or node.kind != kind:
-        known = ", ".join(_of_kind(topo, kind)) or f"(none: add a node of kind {kind})"
+    if node is None or role_of(node.kind) != kind:
+        known = ", ".join(_in_role(topo, kind)) or f"(none: add a node of kind {kind})"
         what = f"no node named {ref!r}" if node is None else f"{ref!r} is a {node.kind}"
         raise TopologyError(src, field, f"{what}, need a {kind}", f"use one of: {known}")
 

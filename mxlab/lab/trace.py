@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from mxlab.lab import kinds
 from mxlab.lab.plan import LabPlan
 from mxlab.lab.runtime import Runtime
 
@@ -19,16 +19,11 @@ class Event:
 
 
 def _log_lines(plan: LabPlan, runtime: Runtime) -> list[dict[str, Any]]:
-    """Every structured event line of every node's log."""
+    """Every event of every node's log, as its kind reads it (ours log JSON lines,
+    Postfix and Dovecot their own log formats)."""
     lines: list[dict[str, Any]] = []
-    for name in plan.nodes:
-        for raw in runtime.log_bytes(plan, name).splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue  # not one of ours (a traceback, a library's warning)
-            if isinstance(line, dict) and "event" in line:
-                lines.append(line)
+    for name, node in plan.nodes.items():
+        lines += kinds.get(node.kind).events(node, runtime.log_bytes(plan, name))
     return lines
 
 

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
-from mxlab.lab.plan import LabPlan, NodePlan
+from mxlab.lab.plan import START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
 
@@ -48,14 +48,21 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _running_pid(pid_file: Path | str) -> int | None:
-    """The pid (in the file) if that process is alive and is a node (not a reused pid)."""
+def _running_pid(pid_file: Path | str, marker: bytes = b"mxlab.nodes") -> int | None:
+    """The pid (in the file) if that process is alive and is a node (not a reused pid):
+    its command line holds the kind's ``marker``."""
     try:
         pid = int(pid_file if isinstance(pid_file, str) else pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"mxlab.nodes" in cmdline and _alive(pid) else None
+    return pid if marker in cmdline and _alive(pid) else None
+
+
+def _node_pid(plan: LabPlan, node: str) -> int | None:
+    """The running process of the node, found by its kind's marker."""
+    marker = kinds.get(plan.nodes[node].kind).process_marker
+    return _running_pid(_pid_file(plan, node), marker)
 
 
 def _environ(pid: str) -> dict[bytes, bytes]:
@@ -116,8 +123,11 @@ class LocalRuntime(Runtime):
 
     def up(self, plan: LabPlan, progress: Progress) -> None:
         for node in plan.nodes.values():
+            problem = kinds.get(node.kind).local_problem()
+            if problem is not None:
+                raise LabError(f"node {node.name} (kind {node.kind}): {problem}")
             _check_free(node)
-        for role in ("dns", "store", "relay"):
+        for role in START_ORDER:
             group = [n for n in plan.start_order() if n.role == role]
             for node in group:
                 self._spawn(plan, node)
@@ -127,7 +137,7 @@ class LocalRuntime(Runtime):
 
     def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
         ndir = labdir.node_dir(plan, node.name)
-        argv = [sys.executable, "-m", "mxlab.nodes", node.role, "--config", "config.json"]
+        argv = kinds.get(node.kind).argv(plan, node)
         # The marker gc finds orphans by: a node whose lab directory is gone.
         env = dict(
             os.environ, PYTHONUNBUFFERED="1", MXLAB_LAB=plan.lab, MXLAB_HOME=str(labdir.home())
@@ -148,7 +158,7 @@ class LocalRuntime(Runtime):
     def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
         def check(node: NodePlan) -> str | None:
             child = self._children.get(node.name)
-            alive = child.poll() is None if child else _running_pid(_pid_file(plan, node.name))
+            alive = child.poll() is None if child else _node_pid(plan, node.name)
             if alive:
                 return None
             lines = _log_file(plan, node.name).read_text(errors="replace").strip().splitlines()
@@ -165,13 +175,13 @@ class LocalRuntime(Runtime):
         plan = labdir.read_plan(lab)
         out = []
         for node in plan.start_order():
-            pid = _running_pid(_pid_file(plan, node.name))
+            pid = _node_pid(plan, node.name)
             state = "running" if pid else "stopped"
             out.append(NodeStatus(node.name, node.role, node.address, state, str(pid or "")))
         return out
 
     def start(self, plan: LabPlan, node: str) -> None:
-        if _running_pid(_pid_file(plan, node)) is not None:
+        if _node_pid(plan, node) is not None:
             return
         target = plan.nodes[node]
         _check_free(target)
@@ -181,7 +191,7 @@ class LocalRuntime(Runtime):
     def _signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
         pid_file = _pid_file(plan, node)
         self._children.pop(node, None)
-        pid = _running_pid(pid_file)
+        pid = _node_pid(plan, node)
         if pid is None:
             pid_file.unlink(missing_ok=True)
             return
@@ -205,7 +215,7 @@ class LocalRuntime(Runtime):
         self._signal(plan, node, signal.SIGKILL)
 
     def signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
-        pid = _running_pid(_pid_file(plan, node))
+        pid = _node_pid(plan, node)
         if pid is None:
             raise LabError(f"node {node} is not running")
         os.kill(pid, sig)

@@ -1,0 +1,28 @@
+"""Our own node programs: ``python -m mxlab.nodes ROLE --config config.json``."""
+
+from __future__ import annotations
+
+import sys
+
+import docker
+
+from mxlab.lab.image import Progress, ensure_image
+from mxlab.lab.kinds.base import Kind
+from mxlab.lab.plan import LabPlan, NodePlan
+
+
+class OurKind(Kind):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def image(self, client: docker.DockerClient, progress: Progress) -> str:
+        return ensure_image(client, progress=progress)
+
+    def argv(self, plan: LabPlan, node: NodePlan) -> list[str]:
+        python = sys.executable if plan.runtime == "local" else "python3"  # the image's
+        return [python, "-m", "mxlab.nodes", node.role, "--config", "config.json"]
+
+
+DNS = OurKind("dns")
+RELAY = OurKind("relay")
+STORE = OurKind("store")
