@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import cast
 
 from mxlab.lab import labdir
 from mxlab.lab.errors import LabError
@@ -62,7 +63,7 @@ def bring_up(topo: Topology, runtime_name: str, progress: Progress) -> tuple[Lab
 def _start(topo: Topology, runtime: Runtime, progress: Progress) -> LabPlan:
     """Start on a free subnet; when another lab takes it between choosing and creating
     (two `up`s at once), plan again on the next one."""
-    rt_name: RuntimeName = "docker" if runtime.name == "docker" else "local"
+    rt_name = cast(RuntimeName, runtime.name)
     taken: set[str] = set()
     for _ in range(SUBNET_TRIES):
         plan = make_plan(

@@ -31,7 +31,7 @@ from mxlab.nodes.config import (
 )
 from mxlab.nodes.passwords import hash_password
 
-RuntimeName = Literal["local", "docker"]
+RuntimeName = Literal["local", "docker", "swarm", "hosts"]
 
 STANDARD_PORTS = {"dns": 53, "smtp": 25, "submission": 587, "lmtp": 24, "imap": 143, "pop3": 110}
 STANDARD_PORTS |= {"submissions": 465, "imaps": 993, "pop3s": 995}  # RFC 8314 implicit TLS
@@ -48,6 +48,7 @@ UNPRIVILEGED_PORTS = {
     "pop3s": 2995,
 }
 CONTAINER_NODE_DIR = "/mxlab"  # each node's lab directory is mounted here in docker
+HOSTS_ROOT = "/var/lib/mxlab"  # the hosts runtime keeps each node's directory below this
 # by role: each waits on the ones before it (a resolver on the DNS, relays on stores)
 START_ORDER = ("dns", "resolver", "store", "sink", "relay", "external")
 
@@ -64,6 +65,7 @@ class NodePlan(_Model):
     address: str
     ports: dict[str, int]  # service -> port, as clients outside the node reach it
     config: NodeConfig
+    placement: str | None = None  # swarm/hosts runtimes: the topology's placement
 
     @model_validator(mode="after")
     def _kind(self) -> NodePlan:
@@ -119,6 +121,12 @@ class LabPlan(_Model):
         return sorted(self.nodes.values(), key=lambda n: START_ORDER.index(n.role))
 
 
+def node_root(runtime: RuntimeName, lab: str, node: str) -> str:
+    """Where a node's directory is on its machine: mounted or copied to one path in a
+    container; per lab and node on a shared host (the hosts runtime)."""
+    return f"{HOSTS_ROOT}/{lab}/{node}" if runtime == "hosts" else CONTAINER_NODE_DIR
+
+
 def default_local_subnet(lab_dir: str) -> str:
     """A /24 in 127/8 derived from the lab's directory (its MXLAB_HOME and name), so labs
     rarely share addresses, even labs of one name in two homes (parallel test runs)."""
@@ -127,7 +135,7 @@ def default_local_subnet(lab_dir: str) -> str:
 
 
 def ports_for(runtime: RuntimeName, privileged: bool) -> dict[str, int]:
-    return dict(STANDARD_PORTS if runtime == "docker" or privileged else UNPRIVILEGED_PORTS)
+    return dict(STANDARD_PORTS if runtime != "local" or privileged else UNPRIVILEGED_PORTS)
 
 
 def make_plan(
@@ -140,7 +148,7 @@ def make_plan(
 ) -> LabPlan:
     """Derive the whole lab. ``subnet`` is required for docker (the runtime picks it)."""
     if subnet is None:
-        if runtime == "docker":
+        if runtime != "local":
             subnet = topo.settings.docker_subnet
         else:
             subnet = topo.settings.local_subnet or default_local_subnet(str(lab_dir))
@@ -179,8 +187,8 @@ def make_plan(
     for name in order:
         spec = topo.nodes[name]
         state_dir = (
-            f"{CONTAINER_NODE_DIR}/state"
-            if runtime == "docker"
+            f"{node_root(runtime, topo.name, name)}/state"
+            if runtime != "local"
             else str(lab_dir / "nodes" / name / "state")
         )
         base: dict[str, Any] = dict(
@@ -191,8 +199,8 @@ def make_plan(
             state_dir=state_dir,
         )
         tls_dir = (
-            f"{CONTAINER_NODE_DIR}/tls"
-            if runtime == "docker"
+            f"{node_root(runtime, topo.name, name)}/tls"
+            if runtime != "local"
             else str(lab_dir / "nodes" / name / "tls")
         )
         tls = TlsFiles(cert=f"{tls_dir}/cert.pem", key=f"{tls_dir}/key.pem", ca=f"{tls_dir}/ca.pem")
@@ -229,6 +237,7 @@ def make_plan(
             name=name,
             role=role,
             kind=spec.kind,
+            placement=spec.placement,
             fqdn=fqdns[name],
             address=addresses[name],
             ports=node_ports,

@@ -32,6 +32,8 @@ _NODE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 # RFC 5322 §3.4.1 dot-atom, restricted to the characters every peer in the lab accepts
 _LOCALPART_RE = re.compile(r"^[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*$")
 _LOCALPART_CHARS = re.compile(r"^[A-Za-z0-9._+-]+$")
+# where a node runs: a host name, or a node label as key=value
+_PLACEMENT_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*=)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class StrictModel(BaseModel):
@@ -107,6 +109,8 @@ class NodeSpec(StrictModel):
     kind: Kind
     hostname: str | None = None  # FQDN; default <node>.<first domain that names it>
     next_hop: str | None = None  # relays only: smarthost node
+    # swarm: a node hostname or label=value; hosts: an inventory host or group
+    placement: str | None = None
 
 
 class MxSpec(StrictModel):
@@ -184,6 +188,13 @@ def _check_refs(topo: Topology, src: str) -> None:
                 raise TopologyError(
                     src, f"nodes.{name}.next_hop", "a relay cannot be its own next hop"
                 )
+        if node.placement is not None and not _PLACEMENT_RE.match(node.placement):
+            raise TopologyError(
+                src,
+                f"nodes.{name}.placement",
+                f"{node.placement!r} is neither a host name nor label=value",
+                "name a host (swarm node or inventory host) or a label as key=value, e.g. zone=a",
+            )
         if node.hostname is not None and not _DOMAIN_RE.match(node.hostname):
             raise TopologyError(
                 src, f"nodes.{name}.hostname", f"{node.hostname!r} is not a host name"

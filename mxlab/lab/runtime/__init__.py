@@ -15,11 +15,17 @@ def select(name: str, progress: Progress) -> Runtime:
 
     if name == "local":
         return LocalRuntime()
-    if name not in ("docker", "auto"):
-        raise LabError(f"--runtime {name}: use docker, local or auto")
+    if name not in ("docker", "swarm", "auto"):
+        raise LabError(f"--runtime {name}: use docker, local, swarm or auto")
     from mxlab.lab.runtime.docker import DockerRuntime, engine_error
 
     problem = engine_error()
+    if name == "swarm":
+        from mxlab.lab.runtime.swarm import SwarmRuntime
+
+        if problem is not None:
+            raise LabError(f"{problem}: start the engine, or use --runtime local")
+        return SwarmRuntime()
     if problem is None:
         return DockerRuntime()
     if name == "docker":

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import docker
 import docker.errors
@@ -70,6 +71,7 @@ def _home() -> str:
 
 class DockerRuntime(Runtime):
     name = "docker"
+    subnet_pool = SUBNET_POOL
 
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=120)
@@ -96,10 +98,10 @@ class DockerRuntime(Runtime):
                         f"({net}): pick another subnet or remove that network"
                     )
             return str(want)
-        for candidate in SUBNET_POOL.subnets(new_prefix=24):
+        for candidate in self.subnet_pool.subnets(new_prefix=24):
             if not any(n.version == 4 and n.overlaps(candidate) for n in used.values()):
                 return str(candidate)
-        raise LabError(f"no free /24 left in {SUBNET_POOL} (run mxlab gc, or pin a subnet)")
+        raise LabError(f"no free /24 left in {self.subnet_pool} (run mxlab gc, or pin a subnet)")
 
     def _labels(self, plan: LabPlan, node: NodePlan | None = None) -> dict[str, str]:
         labels = {LAB: plan.lab, HOME: _home()}
@@ -111,19 +113,24 @@ class DockerRuntime(Runtime):
     def up(self, plan: LabPlan, progress: Progress) -> None:
         if self._containers(plan.lab):
             raise LabError(f"lab {plan.lab!r} already has containers (mxlab down {plan.lab})")
-        image = ensure_image(self.client, progress=progress)
+        image = self._image(plan, progress)
         gateway = str(next(ipaddress.ip_network(plan.subnet).hosts()))
         try:
             self.client.networks.create(
                 network_name(plan.lab),
-                driver="bridge",
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=plan.subnet, gateway=gateway)]),
+                ipam=IPAMConfig(
+                    pool_configs=[
+                        IPAMPool(subnet=plan.subnet, gateway=gateway, iprange=self._ip_range(plan))
+                    ]
+                ),
                 labels=self._labels(plan),
+                **self._network_options(),
             )
         except docker.errors.APIError as exc:
             if "overlap" in str(exc.explanation):
                 raise SubnetTaken(f"{plan.subnet}: {exc.explanation}") from None
             raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
+        self._after_network(plan, image, progress)
         dns = plan.dns_node
         with ThreadPoolExecutor(max_workers=10) as pool:
             # Creating costs little and needs no order: create all now, so each tier
@@ -144,11 +151,40 @@ class DockerRuntime(Runtime):
                 list(pool.map(lambda n: made[n.name].start(), group))
                 wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
+    # -- what the swarm runtime changes -------------------------------------------
+    def _image(self, plan: LabPlan, progress: Progress) -> str:
+        """The node image, ready on every engine the lab's containers run on."""
+        return ensure_image(self.client, progress=progress)
+
+    def _network_options(self) -> dict[str, Any]:
+        """The lab network: a bridge on this engine."""
+        return {"driver": "bridge"}
+
+    def _ip_range(self, plan: LabPlan) -> str | None:
+        """Where the engine may give out addresses of its own (None: anywhere)."""
+        return None
+
+    def _after_network(self, plan: LabPlan, image: str, progress: Progress) -> None:
+        """Once the lab network exists, before any node is created."""
+
+    def _engine(self, plan: LabPlan, node: NodePlan) -> docker.DockerClient:
+        """The engine a node's container runs on."""
+        return self.client
+
+    def _volumes(self, plan: LabPlan, node: NodePlan) -> dict[str, dict[str, str]]:
+        """The node's lab directory, mounted from this host."""
+        return {str(labdir.node_dir(plan, node.name)): {"bind": CONTAINER_NODE_DIR, "mode": "rw"}}
+
+    def _find(self, lab: str, node: str) -> Container | None:
+        try:
+            return self.client.containers.get(container_name(lab, node))
+        except docker.errors.NotFound:
+            return None
+
     def _create(self, plan: LabPlan, node: NodePlan, image: str, dns: str) -> Container:
         host, _, domain = node.fqdn.partition(".")
         config = f"{CONTAINER_NODE_DIR}/config.json"
-        mount = {"bind": CONTAINER_NODE_DIR, "mode": "rw"}
-        return self.client.containers.create(
+        return self._engine(plan, node).containers.create(
             image,
             ["python3", "-m", "mxlab.nodes", node.role, "--config", config],
             name=container_name(plan.lab, node.name),
@@ -157,7 +193,7 @@ class DockerRuntime(Runtime):
             labels=self._labels(plan, node),
             dns=[dns],
             dns_search=[domain],
-            volumes={str(labdir.node_dir(plan, node.name)): mount},
+            volumes=self._volumes(plan, node),
             cap_add=["NET_ADMIN"],  # tc netem for link faults
             network=network_name(plan.lab),
             networking_config={
@@ -168,9 +204,8 @@ class DockerRuntime(Runtime):
 
     def _why_dead(self, plan: LabPlan) -> Callable[[NodePlan], str | None]:
         def check(node: NodePlan) -> str | None:
-            try:
-                c = self.client.containers.get(container_name(plan.lab, node.name))
-            except docker.errors.NotFound:
+            c = self._find(plan.lab, node.name)
+            if c is None:
                 return "container is gone"
             if c.status in ("created", "running"):
                 return None
@@ -220,10 +255,10 @@ class DockerRuntime(Runtime):
         ]
 
     def _container(self, plan: LabPlan, node: str) -> Container:
-        try:
-            return self.client.containers.get(container_name(plan.lab, node))
-        except docker.errors.NotFound:
-            raise LabError(f"no container for node {node} of lab {plan.lab}") from None
+        c = self._find(plan.lab, node)
+        if c is None:
+            raise LabError(f"no container for node {node} of lab {plan.lab}")
+        return c
 
     def start(self, plan: LabPlan, node: str) -> None:
         self._container(plan, node).start()
@@ -246,7 +281,7 @@ class DockerRuntime(Runtime):
         """cut/restore: leave and rejoin the lab network (same address); impair/clear:
         tc netem (or tbf and nftables) on the container's lab interface."""
         c = self._container(plan, node)
-        net = self.client.networks.get(network_name(plan.lab))
+        net = c.client.networks.get(network_name(plan.lab))
         if action == "cut":
             net.disconnect(c)
         elif action == "restore":
@@ -288,11 +323,12 @@ class DockerRuntime(Runtime):
 
     def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
         c = self._container(plan, node)
-        exec_id = self.client.api.exec_create(c.id, argv)["Id"]
-        for chunk in self.client.api.exec_start(exec_id, stream=True):
+        api = c.client.api  # the engine the container runs on
+        exec_id = api.exec_create(c.id, argv)["Id"]
+        for chunk in api.exec_start(exec_id, stream=True):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-        return int(self.client.api.exec_inspect(exec_id)["ExitCode"] or 0)
+        return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
 
     def logs(self, plan: LabPlan, node: str, follow: bool) -> None:
         c = self._container(plan, node)
