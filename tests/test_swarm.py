@@ -1,0 +1,161 @@
+"""The swarm runtime on a single-node Swarm: the lab on an attachable overlay keeps its
+addresses, delivers, survives kill/start, and `down` leaves nothing behind; the engine
+leaves swarm mode only if this module put it there."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mxlab.lab import labdir
+from mxlab.lab.plan import make_plan
+from mxlab.lab.topology import TopologyError, load_topology, parse_topology
+
+from .conftest import DOCKER, TOPOLOGIES, needs_docker
+from .test_lab_local import mxlab
+
+TWO = TOPOLOGIES / "two-domains.yaml"
+LAB = "two-domains"
+
+
+def _swarm_state() -> str:
+    assert DOCKER is not None
+    return str(DOCKER.info()["Swarm"]["LocalNodeState"])
+
+
+def _labelled(lab: str) -> tuple[list, list, list]:
+    assert DOCKER is not None
+    flt = {"label": f"mxlab.lab={lab}"}
+    swarm = _swarm_state() == "active"
+    return (
+        DOCKER.containers.list(all=True, filters=flt),
+        DOCKER.networks.list(filters=flt),
+        DOCKER.services.list(filters=flt) if swarm else [],
+    )
+
+
+def _routes_in(subnet: str) -> list[str]:
+    """Host routes to the lab subnet (the gateway's route must go with the lab)."""
+    from mxlab.lab.runtime.swarm import host_routes
+
+    return [
+        r for r in host_routes() if ipaddress.ip_network(r).overlaps(ipaddress.ip_network(subnet))
+    ]
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[None]:
+    """A single-node Swarm: this engine's own, else one made here and left at the end."""
+    assert DOCKER is not None
+    state = _swarm_state()
+    made = False
+    if state == "inactive":
+        try:
+            DOCKER.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+        except Exception as exc:  # the engine refuses (rootless, old): nothing to test
+            pytest.skip(f"cannot make a single-node swarm here: {exc}")
+        made = True
+    elif not DOCKER.info()["Swarm"].get("ControlAvailable"):
+        pytest.skip("this engine is a swarm worker: the tests need a manager")
+    try:
+        yield
+    finally:
+        if made:
+            DOCKER.swarm.leave(force=True)
+            assert _swarm_state() == "inactive"
+
+
+@pytest.mark.usefixtures("mxlab_home")
+class TestSwarm:
+    pytestmark = needs_docker
+
+    def test_not_a_manager_says_what_to_do(self) -> None:
+        """Runs before the module's swarm exists (where the engine starts outside one)."""
+        if _swarm_state() != "inactive":
+            pytest.skip("the engine is in a swarm already")
+        proc = mxlab("up", str(TWO), "--runtime", "swarm", check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "docker swarm init" in proc.stderr
+        assert _labelled(LAB) == ([], [], [])
+
+    @pytest.mark.usefixtures("swarm")
+    def test_up_check_kill_start_down(self) -> None:
+        mxlab("up", str(TWO), "--runtime", "swarm", timeout=1200)
+        try:
+            plan = labdir.read_plan(LAB)
+            assert plan.runtime == "swarm"
+            containers, networks, _ = _labelled(LAB)
+            overlay = next(n for n in networks if n.name == f"mxlab-{LAB}")
+            assert overlay.attrs["Driver"] == "overlay" and overlay.attrs["Attachable"]
+            nodes = [c for c in containers if "mxlab.node" in c.labels]
+            assert len(nodes) == 5
+            for c in nodes:
+                ip = c.attrs["NetworkSettings"]["Networks"][overlay.name]["IPAddress"]
+                assert ip == plan.nodes[c.labels["mxlab.node"]].address
+                assert c.labels["mxlab.engine"]  # the swarm node it was placed on
+            status = json.loads(mxlab("status", "--json").stdout)
+            assert status["runtime"] == "swarm" and len(status["nodes"]) == 5
+            check = json.loads(mxlab("check", "--json").stdout)
+            assert check["failed"] == 0 and check["passed"] > 0, check
+
+            mxlab("kill", "mx-beta")
+            states = {
+                n["node"]: n["state"] for n in json.loads(mxlab("status", "--json").stdout)["nodes"]
+            }
+            assert states["mx-beta"] != "running" and states["mx-alpha"] == "running"
+            mxlab("start", "mx-beta")
+            sent = json.loads(
+                mxlab(
+                    "send", "--from", "alice@alpha.test", "--to", "bob@beta.test", "--json"
+                ).stdout
+            )
+            assert sent["failed"] == 0 and sent["passed"] == 1, sent
+        finally:
+            mxlab("down", LAB)
+        assert _labelled(LAB) == ([], [], [])
+        assert _routes_in(plan.subnet) == []
+
+    @pytest.mark.usefixtures("swarm")
+    def test_placement_nowhere_is_one_line(self, tmp_path: Path) -> None:
+        relay = "  mx-beta:\n    kind: relay\n"
+        text = TWO.read_text().replace(relay, relay + "    placement: zone=nowhere\n")
+        topo = tmp_path / "two.yaml"
+        topo.write_text(text)
+        proc = mxlab("up", str(topo), "--runtime", "swarm", check=False, timeout=1200)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "mx-beta" in proc.stderr and "zone=nowhere" in proc.stderr
+        assert _labelled(LAB) == ([], [], [])
+
+
+def test_bad_placement_is_a_located_error() -> None:
+    text = TWO.read_text().replace(
+        "  ns:\n    kind: dns\n", "  ns:\n    kind: dns\n    placement: 'a b'\n"
+    )
+    with pytest.raises(TopologyError) as err:
+        parse_topology(text, "two.yaml")
+    assert str(err.value).startswith("two.yaml: nodes.ns.placement: 'a b' is neither")
+
+
+def test_round_robin_respects_placement(tmp_path: Path) -> None:
+    """Placement alone (no engine): the unplaced nodes spread evenly; a labelled one
+    goes where its label is."""
+    from mxlab.lab.runtime.swarm import Engine, SwarmRuntime
+
+    topo = load_topology(TWO)
+    topo.nodes["store-beta"].placement = "zone=b"
+    topo.nodes["ns"].placement = "h1"
+    plan = make_plan(topo, runtime="swarm", lab_dir=tmp_path, subnet="10.213.9.0/24")
+    rt = SwarmRuntime.__new__(SwarmRuntime)
+    rt._engines = [
+        Engine("h1", {}, None),
+        Engine("h2", {"zone": "b"}, "ssh://h2"),
+        Engine("h3", {}, "ssh://h3"),
+    ]
+    placed = {node: e.hostname for node, e in rt.place(plan).items()}
+    assert placed["ns"] == "h1" and placed["store-beta"] == "h2"
+    load = [list(placed.values()).count(h) for h in ("h1", "h2", "h3")]
+    assert max(load) - min(load) <= 1, placed
