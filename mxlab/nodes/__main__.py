@@ -26,16 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=sorted(ROLES))
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
+    return run(args.role, args.config)
+
+
+def run(role: str, config_path: str) -> int:
+    """Load the config, check it is for ``role``, serve until SIGTERM; the exit code."""
     os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
     try:
-        config = load_config(args.config)
+        config = load_config(config_path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if config.role != args.role:
-        print(f"{args.config}: role is {config.role!r}, not {args.role!r}", file=sys.stderr)
+    if config.role != role:
+        print(f"{config_path}: role is {config.role!r}, not {role!r}", file=sys.stderr)
         return 2
-    module = importlib.import_module(ROLES[args.role])
+    module = importlib.import_module(ROLES[role])
     asyncio.run(_run(module, config))
     return 0
 
