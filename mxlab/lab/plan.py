@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,7 +179,9 @@ def make_plan(
         for dom, spec in topo.domains.items()
         for local, password in spec.users.items()
     ]
-    hashes = {u.address: hash_password(u.password) for u in users}
+    with ThreadPoolExecutor() as pool:  # scrypt leaves the GIL: one hash per core
+        hashed = pool.map(hash_password, [u.password for u in users])
+        hashes = dict(zip([u.address for u in users], hashed, strict=True))
     dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
     zones = _zones(topo, fqdns, addresses, net)
