@@ -404,6 +404,12 @@ class Lab:
 
         return certs.verify(self.plan, self._node(node))
 
+    def cert_valid_until(self, node: str) -> float:
+        """When the node's certificate expires (a ``time.time()`` timestamp)."""
+        from mxlab.lab import certs
+
+        return certs.valid_until(self.plan, self._node(node))
+
     def cert_renew(self, node: str, *, expired: bool = False) -> None:
         """Reissue the node's certificate from the lab CA and restart it (``expired``:
         one that expired yesterday, to break a lab on purpose)."""
@@ -427,6 +433,78 @@ class Lab:
         if docker is None:
             raise LabError("a shell in a container needs the docker CLI; or use mxlab exec")
         return subprocess.call([docker, "exec", "-it", container_name(self.name, node), "sh"])
+
+    # -- changing the lab while it runs ---------------------------------------------
+    def inventory(self) -> dict[str, Any]:
+        """The lab as an Ansible inventory (YAML structure): groups dns, relays, stores and
+        one per domain; each node's address, FQDN, ports, role, domains and connection."""
+        from mxlab.lab.inventory import inventory
+
+        return inventory(self.plan)
+
+    def topology(self) -> dict[str, Any]:
+        """The topology the running lab was planned from, as data (with passwords)."""
+        from mxlab.lab import live
+
+        return live.topology(self.plan)
+
+    def reconfigure(self, topology: dict[str, Any], *, dry_run: bool = False) -> list[str]:
+        """Put an edited ``topology()`` in force without a restart: the lab is planned
+        again (every node keeps its address), relays and stores whose config changed
+        reload it (SIGHUP), the DNS node restarts with changed zones. Returns the nodes
+        that change ([]: nothing to do); ``dry_run`` only says which."""
+        from mxlab.lab import live
+
+        new, changed = live.change(self.plan, self._runtime, topology, dry_run)
+        if not dry_run:
+            self.plan = new
+        return changed
+
+    def add_user(self, address: str, password: str, *, dry_run: bool = False) -> list[str]:
+        """A new user of one of the lab's domains, who can log in and receive mail at once."""
+        from mxlab.lab import live
+
+        if address.lower() in {u.address.lower() for u in self.plan.users}:
+            raise LabError(f"{address} is already a user of lab {self.name}")
+        return self.reconfigure(live.with_user(self.topology(), address, password), dry_run=dry_run)
+
+    def set_password(self, address: str, password: str, *, dry_run: bool = False) -> list[str]:
+        from mxlab.lab import live
+
+        self.user(address)
+        return self.reconfigure(live.with_user(self.topology(), address, password), dry_run=dry_run)
+
+    def remove_user(self, address: str, *, dry_run: bool = False) -> list[str]:
+        """The user can no longer log in or receive mail (the mailbox stays on disk)."""
+        from mxlab.lab import live
+
+        self.user(address)
+        return self.reconfigure(live.without_user(self.topology(), address), dry_run=dry_run)
+
+    def add_domain(
+        self,
+        domain: str,
+        *,
+        store: str,
+        mx: dict[str, int],
+        users: dict[str, str],
+        submission: str | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """A new domain served by existing nodes: ``mx`` (relay -> preference), ``users``
+        (local part -> password). Its zone, the relays' routing and the store follow."""
+        from mxlab.lab import live
+
+        if domain.lower() in self.plan.domains:
+            raise LabError(f"{domain} is already a domain of lab {self.name}")
+        edited = live.with_domain(self.topology(), domain, store, mx, users, submission)
+        return self.reconfigure(edited, dry_run=dry_run)
+
+    def set_mx(self, domain: str, mx: dict[str, int], *, dry_run: bool = False) -> list[str]:
+        """The domain's MX hosts and preferences (relay -> preference), as a whole."""
+        from mxlab.lab import live
+
+        return self.reconfigure(live.with_mx(self.topology(), domain, mx), dry_run=dry_run)
 
     # -- faults ----------------------------------------------------------------------
     def start(self, node: str) -> None:
@@ -459,6 +537,11 @@ class Lab:
     def dns_fail(self, name: str, mode: str = "servfail") -> None:
         """Make a name fail in the lab DNS: servfail, timeout or drop_mx."""
         dns_faults.fail(self.plan, self._runtime, name, mode)
+
+    def dns_faults(self) -> dict[str, list[str]]:
+        """The DNS faults in force, by mode: {"servfail": [...], "timeout": [...], ...}."""
+        faults = dns_faults.current(self.plan)
+        return {mode: sorted(getattr(faults, mode)) for mode in dns_faults.MODES}
 
     def dns_restore(self, name: str | None = None) -> list[str]:
         """Lift DNS faults (all, or one name's); return the names still failing."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from mxlab.cli import (  # noqa: F401 - each module registers its commands
+    ansible,
     cert,
     check,
     dns,

@@ -42,6 +42,15 @@ def verify(plan: LabPlan, node: str, timeout: float = 5.0) -> tuple[bool, str]:
         return False, f"{n.fqdn}:{port}: {exc}"
 
 
+def valid_until(plan: LabPlan, node: str) -> float:
+    """When the node's certificate (as on disk, what it serves) expires, as a timestamp."""
+    from cryptography import x509
+
+    _tls_port(plan, node)
+    pem = (labdir.node_dir(plan, node) / "tls" / "cert.pem").read_bytes()
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
 def reissue(plan: LabPlan, runtime: Runtime, node: str, expired: bool = False) -> None:
     """A new certificate for the node from the lab CA, then a restart to load it."""
     _tls_port(plan, node)

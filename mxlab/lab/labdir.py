@@ -5,15 +5,20 @@ that alone holds the users' passwords)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan
+from mxlab.nodes.config import Zone
 
 
 def home() -> Path:
@@ -84,6 +89,13 @@ def node_dir(plan: LabPlan, node: str) -> Path:
     return Path(plan.lab_dir) / "nodes" / node
 
 
+def write_secrets(plan: LabPlan) -> None:
+    """The users' passwords, in the one file that holds them (0600)."""
+    secrets = {u.address: u.password for u in plan.users}
+    with private():
+        (Path(plan.lab_dir) / SECRETS).write_text(json.dumps(secrets, indent=2) + "\n")
+
+
 def write_plan(plan: LabPlan) -> None:
     """Write plan.json, one config.json and a state folder per node, and the zones."""
     from mxlab.dns.zonefile import render_zone
@@ -96,8 +108,7 @@ def write_plan(plan: LabPlan) -> None:
         ca = ensure_ca(root / "ca", plan.lab)
         (root / "zones").mkdir(parents=True, exist_ok=True)
         (root / "plan.json").write_text(plan.model_dump_json(indent=2))
-        secrets = {u.address: u.password for u in plan.users}
-        (root / SECRETS).write_text(json.dumps(secrets, indent=2) + "\n")
+        write_secrets(plan)
         for name, node in plan.nodes.items():
             ndir = node_dir(plan, name)
             (ndir / "state").mkdir(parents=True, exist_ok=True)
@@ -108,6 +119,47 @@ def write_plan(plan: LabPlan) -> None:
                 shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
         for zone in plan.zones:
             (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
+
+
+TOPOLOGY = "topology.json"
+_ZONES = TypeAdapter(list[Zone])
+
+
+def write_topology(
+    plan: LabPlan, topology: dict[str, Any], privileged: bool, zones: list[Zone]
+) -> None:
+    """Keep the topology the lab was planned from (without its passwords, which stay in
+    the secrets file alone) and the zones as planned from it (records added later by
+    hand are the difference), so a running lab can be changed and planned again."""
+    data = copy.deepcopy(topology)
+    for dom in data["domains"].values():
+        dom["users"] = dict.fromkeys(dom["users"], "")
+    saved = {
+        "privileged": privileged,
+        "topology": data,
+        "zones": _ZONES.dump_python(zones, mode="json"),
+    }
+    with private():
+        (Path(plan.lab_dir) / TOPOLOGY).write_text(json.dumps(saved, indent=2))
+
+
+def read_topology(plan: LabPlan) -> tuple[dict[str, Any], bool, list[Zone]]:
+    """The topology as written by ``write_topology``, passwords put back from the plan
+    (read with its secrets); whether the lab was planned with privileged ports; the
+    zones as planned."""
+    try:
+        saved = json.loads((Path(plan.lab_dir) / TOPOLOGY).read_bytes())
+    except FileNotFoundError:
+        raise LabError(
+            f"lab {plan.lab} keeps no topology to change (started by an older mxlab):"
+            " bring it down and up again"
+        ) from None
+    data = saved["topology"]
+    for user in plan.users:
+        local = user.address.rsplit("@", 1)[0]
+        data["domains"][user.domain]["users"][local] = user.password
+    zones = _ZONES.validate_python(saved["zones"])
+    return data, bool(saved["privileged"]), zones
 
 
 def read_plan(lab: str) -> LabPlan:

@@ -65,15 +65,17 @@ def _start(topo: Topology, runtime: Runtime, progress: Progress) -> LabPlan:
     (two `up`s at once), plan again on the next one."""
     rt_name = cast(RuntimeName, runtime.name)
     taken: set[str] = set()
+    privileged = os.geteuid() == 0
     for _ in range(SUBNET_TRIES):
         plan = make_plan(
             topo,
             runtime=rt_name,
             lab_dir=labdir.lab_dir(topo.name),
             subnet=runtime.choose_subnet(topo, avoid=taken),
-            privileged=os.geteuid() == 0,
+            privileged=privileged,
         )
         labdir.write_plan(plan)
+        labdir.write_topology(plan, topo.model_dump(mode="json"), privileged, plan.zones)
         try:
             runtime.up(plan, progress)
             return plan

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -146,8 +147,11 @@ def make_plan(
     lab_dir: Path,
     subnet: str | None = None,
     privileged: bool = False,
+    known_hashes: Mapping[str, str] | None = None,
 ) -> LabPlan:
-    """Derive the whole lab. ``subnet`` is required for docker (the runtime picks it)."""
+    """Derive the whole lab. ``subnet`` is required for docker (the runtime picks it).
+    ``known_hashes`` (address -> hash) are kept instead of hashing anew: a running lab
+    planned again keeps its unchanged users' node configs as they are."""
     if subnet is None:
         if runtime != "local":
             subnet = topo.settings.docker_subnet
@@ -179,9 +183,11 @@ def make_plan(
         for dom, spec in topo.domains.items()
         for local, password in spec.users.items()
     ]
+    known = known_hashes or {}
+    todo = {u.address: u.password for u in users if not known.get(u.address)}
     with ThreadPoolExecutor() as pool:  # scrypt leaves the GIL: one hash per core
-        hashed = pool.map(hash_password, [u.password for u in users])
-        hashes = dict(zip([u.address for u in users], hashed, strict=True))
+        fresh = dict(zip(todo, pool.map(hash_password, todo.values()), strict=True))
+    hashes = {u.address: known.get(u.address) or fresh[u.address] for u in users}
     dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
     zones = _zones(topo, fqdns, addresses, net)

@@ -18,6 +18,7 @@ from mxlab.nodes.relay.esmtp import ConnectionBudget
 from mxlab.nodes.relay.queue import Queue
 from mxlab.nodes.relay.queue_admin import ControlChannel
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
+from mxlab.nodes.reload import on_sighup
 from mxlab.nodes.tls import server_tls_context
 
 
@@ -36,6 +37,15 @@ async def serve(config: RelayNodeConfig) -> None:
     budget = ConnectionBudget(config.trusted_clients)
     throttle = LoginThrottle(config.login_limits)
     servers: list[asyncio.Server] = []
+    handlers: list[RelayHandler] = []
+
+    def reload(new: RelayNodeConfig) -> None:
+        """SIGHUP: users, domains and routes from the rewritten config; new sessions and
+        the next delivery attempt use them (ports and TLS need a restart)."""
+        for handler in handlers:
+            handler.config = new
+        delivery.config = delivery.router.config = new
+
     await delivery.resume()
     ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
@@ -50,9 +60,11 @@ async def serve(config: RelayNodeConfig) -> None:
             handler = RelayHandler(
                 config, queue, delivery, duplicates, throttle, submission=submission
             )
+            handlers.append(handler)
             factory = make_smtp(config, handler, tls_context, budget).clone
             start = loop.create_server(factory, config.address, port, ssl=implicit)
             await listen(config, servers, port, start)
+        on_sighup(config, reload)
         emit(
             config.node,
             "listening",

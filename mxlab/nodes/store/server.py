@@ -16,6 +16,7 @@ from typing import Protocol
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.listen import listen
+from mxlab.nodes.reload import on_sighup
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_session import ImapSession
 from mxlab.nodes.store.lmtp import DeliveryHandler, make_lmtp
@@ -183,6 +184,14 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
 
         return client
 
+    def reload(new: StoreNodeConfig) -> None:
+        """SIGHUP: users added, removed or given new passwords log in and take delivery
+        from now on (ports and TLS need a restart)."""
+        for address in new.users:
+            store.user(address)
+        auth.hashes = Authenticator(new).hashes
+        handler.config, handler.users = new, {a.lower() for a in new.users}
+
     servers: list[asyncio.Server] = []
     try:
         address = config.address
@@ -222,6 +231,7 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
             config.pop3_port,
             asyncio.start_server(pop3_client(False), address, config.pop3_port),
         )
+        on_sighup(config, reload)
         emit(
             config.node,
             "listening",

@@ -1,0 +1,50 @@
+"""SIGHUP: reread the node's config file and put it in force without a restart, as
+Postfix (``postfix reload``) and Dovecot (``doveadm reload``) do.
+
+The config file sits beside the node's state folder on every runtime (the node folder
+locally, its bind mount in a container). Once a config is in force the node writes its
+digest to ``state/config.applied``, so the lab can wait for the reload instead of
+racing it; a config that does not load is logged and the old one kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from mxlab.nodes.config import NodeBase, load_config
+from mxlab.nodes.events import emit
+
+CONFIG_FILE = "config.json"
+APPLIED_FILE = "config.applied"
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def on_sighup(config: NodeBase, apply: Callable[[Any], None]) -> None:
+    """Reread the config on SIGHUP and hand it to ``apply`` (same node, same role)."""
+    path = config.state_path.parent / CONFIG_FILE
+
+    def reload() -> None:
+        try:
+            data = path.read_bytes()
+            new = load_config(path)
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            emit(config.node, "reload_error", error=str(exc))
+            return
+        if new.node != config.node or new.role != getattr(config, "role", None):
+            emit(config.node, "reload_error", error=f"{path} is {new.role} node {new.node}")
+            return
+        apply(new)
+        applied = config.state_path / APPLIED_FILE
+        tmp = applied.with_name(f".{APPLIED_FILE}.tmp")
+        tmp.write_text(digest(data) + "\n")
+        os.replace(tmp, applied)
+        emit(config.node, "reloaded", config=str(path))
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
