@@ -12,6 +12,7 @@ from mxlab.cli import (  # noqa: F401 - each module registers its commands
     dns,
     exercise,
     explain,
+    export,
     graph,
     image,
     lab,
