@@ -36,8 +36,11 @@ def status(console: Console, title: str, nodes: list[NodeStatus], ports: dict[st
     console.print(t)
 
 
-def results(console: Console, rows: list[Result]) -> None:
-    t = _table("delivery checks", "from", "to", "by", "ms", "hops", "result")
+def results(console: Console, rows: list[Result], sampled: int = 0) -> None:
+    title = "delivery checks"
+    if sampled:
+        title += f" (sampled: each domain to {sampled} others; --sample 0 checks every pair)"
+    t = _table(title, "from", "to", "by", "ms", "hops", "result")
     for r in rows:
         fetched = "+".join(p for p, ok in (("IMAP", r.imap), ("POP3", r.pop3)) if ok) or "-"
         latency = f"{r.latency * 1000:.0f}" if r.latency is not None else "-"
