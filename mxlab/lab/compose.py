@@ -137,9 +137,11 @@ def stack(plan: LabPlan) -> dict[str, Any]:
             mounts.append(
                 {"source": key, "target": f"{CONTAINER_NODE_DIR}/{target}", "mode": 0o600}
             )
-        start = (  # the lab's interface: the one the route to the lab goes out of
-            f"dev=$(ip -o route get {node.address} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p') && "
-            f"ip addr add {node.address}/{net.prefixlen} dev $dev && "
+        # The lab's interface: the one the route to the lab goes out of ("$$": a stack
+        # file's "$" is the deploying shell's variable).
+        start = (
+            f"dev=$$(ip -o route get {node.address} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p') && "
+            f"ip addr add {node.address}/{net.prefixlen} dev $$dev && "
             f"exec {' '.join(_argv(node.role))}"
         )
         services[node.name] = _service(plan, node.name) | {
