@@ -179,17 +179,19 @@ def test_dsn_reports_success_and_keeps_the_original_recipient() -> None:
     assert (per_rcpt["Action"], per_rcpt["Status"]) == ("relayed", "2.0.0")
 
 
-def test_a_new_message_is_one_file_with_its_envelope_first(tmp_path: Path) -> None:
+def test_a_new_message_is_one_file_with_its_envelope_last(tmp_path: Path) -> None:
     queue = Queue(tmp_path)
     env = envelope("bob@beta.test")
     queue.put(env, CONTENT)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["delivered.journal", f"{env.id}.msg"]
     )
-    line, content = (tmp_path / f"{env.id}.msg").read_bytes().split(b"\n", 1)
-    assert Envelope.model_validate_json(line) == env and content == CONTENT
+    raw = (tmp_path / f"{env.id}.msg").read_bytes()
+    content, line = raw[: env.size], raw[env.size :]
+    assert content == CONTENT and line[:1] == b"\n" and line.endswith(b"\n")
+    assert Envelope.model_validate_json(line[1:]) == env
     env.state = "hold"
-    queue.save(env)  # later states go to <id>.env, which wins over the first line
+    queue.save(env)  # later states go to <id>.env, which wins over the last line
     assert read_envelope(tmp_path, env.id).state == "hold"
 
 
@@ -207,7 +209,10 @@ def test_the_writer_batches_concurrent_messages_into_one_directory_fsync(
 
     async def write_all() -> None:
         writer = GroupWriter(queue)
-        await asyncio.gather(*(writer.put(e, CONTENT) for e in envelopes))
+        spools = [queue.spool(e.id) for e in envelopes]
+        for spool in spools:
+            spool.write(CONTENT)
+        await asyncio.gather(*(writer.put(e, s) for e, s in zip(envelopes, spools, strict=True)))
         await writer.remove(envelopes[0].id)
         await writer.close()
 

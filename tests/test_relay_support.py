@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from pydantic import TypeAdapter
 
 from mxlab.lab.pki import ensure_ca, issue
 from mxlab.nodes.config import Endpoint, RelayNodeConfig, TlsFiles
@@ -159,7 +160,7 @@ def relay_config(tmp_path: Path, **overrides: Any) -> RelayNodeConfig:
         "allow_plaintext_auth": True,  # most tests AUTH without TLS; the node's default is off
     }
     fields.update(overrides)
-    return RelayNodeConfig.model_validate(fields)
+    return TypeAdapter(RelayNodeConfig).validate_python(fields)  # nodes read plain dataclasses
 
 
 def relay_chain(

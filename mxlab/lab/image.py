@@ -30,7 +30,9 @@ IMAGE = f"mxlab-node:{mxlab.__version__}"
 CONTENT_LABEL = "mxlab.content"
 PYTHON_BASES = ("python:3.11-slim", "python:3.12-slim", "python:3.11", "python:3-slim")
 # What a node process imports; the lab side (docker SDK, typer, rich...) stays on the host.
-NODE_DEPENDENCIES = ("aiosmtpd", "aiosmtplib", "dnslib", "dnspython", "pydantic")
+NODE_DEPENDENCIES: tuple[str, ...] = ("aiosmtpd", "dnslib", "dnspython", "pydantic")
+# the relay's mail authentication (mxlab.nodes.mailauth)
+NODE_DEPENDENCIES += ("dkimpy", "pynacl", "pyspf", "authres", "srslib")
 NODE_PACKAGES = ("nodes", "dns")  # subpackages of mxlab a node runs
 # iproute2 and nftables: link faults (tc, and packet loss where the kernel has no netem)
 DEBOOTSTRAP_PACKAGES = (

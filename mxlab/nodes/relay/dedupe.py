@@ -27,10 +27,17 @@ class DuplicateFilter:
         self.log = SeenLog(path, ttl, max_entries)
 
     @staticmethod
-    def key(sender: str, content: bytes) -> str:
-        """The message's digest, kept in its queue envelope."""
-        raw = sender.encode("utf-8", "surrogateescape") + b"\0" + content
-        return hashlib.sha256(raw).hexdigest()
+    def hasher(sender: str) -> hashlib._Hash:
+        """The message's digest so far: fed the content as it arrives, its hex digest
+        is the key kept in the queue envelope."""
+        return hashlib.sha256(sender.encode("utf-8", "surrogateescape") + b"\0")
+
+    @classmethod
+    def key(cls, sender: str, content: bytes) -> str:
+        """The digest of a message received whole."""
+        digest = cls.hasher(sender)
+        digest.update(content)
+        return digest.hexdigest()
 
     @staticmethod
     def _entry(key: str, rcpt: str) -> str:

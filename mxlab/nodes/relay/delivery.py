@@ -18,8 +18,10 @@ from mxlab.nodes.relay.policy import split_address
 from mxlab.nodes.relay.queue import (
     Envelope,
     GroupWriter,
+    MessageData,
     Queue,
     Recipient,
+    Spool,
     apply_action,
     new_queue_id,
 )
@@ -34,7 +36,7 @@ from mxlab.nodes.relay.transport import (
 )
 
 MAX_ACTIVE = 100  # messages in delivery at once (Postfix's qmgr_message_active_limit, scaled)
-MAX_CACHED = 1000  # new messages kept in memory for their first attempt
+MAX_CACHED = 1000  # new small messages kept in memory for their first attempt
 
 
 def retry_delay(config: RelayNodeConfig, attempts: int) -> float:
@@ -58,7 +60,7 @@ class Delivery:
         self.me = ClientIdentity(config.fqdn, config.address, tls)
         self.sessions = SessionCache()
         self._envelopes: dict[str, Envelope] = {}
-        self._content: dict[str, bytes] = {}  # new messages, kept for their first attempt
+        self._content: dict[str, bytes] = {}  # new small messages, for their first attempt
         self._ready: deque[str] = deque()  # due now, oldest first
         self._timers: list[tuple[float, str]] = []  # heap of (next attempt, id)
         self._busy: set[str] = set()
@@ -95,16 +97,14 @@ class Delivery:
             heapq.heappush(self._timers, (env.next_attempt, env.id))
         self._wake.set()
 
-    def accept(
-        self, env: Envelope, content: bytes, queued: Callable[[], None]
-    ) -> asyncio.Task[None]:
-        """Write a new message durably, call ``queued``, schedule it: in a task of its
-        own, so a message whose writer was cancelled (its client hung up during the
-        fsync) still gets delivered instead of waiting for the next restart."""
-        env.size = len(content)
+    def accept(self, env: Envelope, spool: Spool, queued: Callable[[], None]) -> asyncio.Task[None]:
+        """Make a spooled message durable, call ``queued``, schedule it: in a task of
+        its own, so a message whose writer was cancelled (its client hung up during
+        the fsync) still gets delivered instead of waiting for the next restart."""
+        content = spool.kept()
 
         async def enqueue() -> None:
-            await self.writer.put(env, content)
+            await self.writer.put(env, spool)
             queued()
             self.add(env, content)
 
@@ -187,9 +187,8 @@ class Delivery:
             await self.admin(action, [env.id])
 
     async def _deliver(self, env: Envelope) -> None:
-        content = self._content.get(env.id)
-        if content is None:
-            content = await asyncio.to_thread(self.queue.read, env.id)
+        kept = self._content.get(env.id)
+        content = MessageData(env.size, kept) if kept is not None else self.queue.data(env)
         env.state = "active"
         env.attempts += 1
         reports: list[tuple[Recipient, str, str]] = []
@@ -317,7 +316,7 @@ class Delivery:
         dest: str,
         env: Envelope,
         rcpts: list[Recipient],
-        content: bytes,
+        content: MessageData,
         delivered: Callable[[dict[str, Outcome]], None],
     ) -> dict[str, Outcome]:
         addresses = [r.address for r in rcpts]
@@ -343,14 +342,15 @@ class Delivery:
             return await send(hops, addresses, transfer, self.me, self.sessions, delivered)
 
     async def _notify(
-        self, env: Envelope, reports: list[tuple[Recipient, str, str]], content: bytes
+        self, env: Envelope, reports: list[tuple[Recipient, str, str]], content: MessageData
     ) -> None:
         """Queue an RFC 3464 DSN to the sender with the notices it asked for; never
         one to the null sender, so bounces cannot ping-pong (RFC 5321 §4.5.5)."""
         wanted = [(r, action, code) for r, action, code in reports if wants_notice(r, action)]
         if not env.sender or not wanted:
             return
-        dsn = build_dsn(env, wanted, content, reporting_mta=self.config.fqdn)
+        original = await asyncio.to_thread(content.read)
+        dsn = build_dsn(env, wanted, original, reporting_mta=self.config.fqdn)
         bounce = Envelope(
             id=new_queue_id(),
             sender="",
@@ -359,9 +359,15 @@ class Delivery:
             message_id=message_id(dsn),
         )
         actions = sorted({action for _, action, _ in wanted})
+        spool = self.queue.spool(bounce.id)
+        try:
+            spool.write(dsn)
+        except OSError:
+            spool.discard()
+            raise
         await self.accept(
             bounce,
-            dsn,
+            spool,
             lambda: self._emit(
                 "dsn_queued",
                 queue_id=bounce.id,

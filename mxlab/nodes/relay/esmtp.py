@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
@@ -26,6 +28,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_DOMAIN})>\s*(.*)\Z", re.S)
 READ_LIMIT = 1 << 16  # bytes the reader buffers before a DATA block is taken
+_CARRY_MAX = 1 << 12  # an unfinished line longer than this is written out in parts
 HARD_ERROR_LIMIT = 20  # error replies before we hang up (Postfix's smtpd_hard_error_limit)
 # RFC 3207 §4 and Postfix's smtpd_tls_auth_only: no password before TLS
 AUTH_NEEDS_TLS = "530 5.7.0 Must issue a STARTTLS command first"
@@ -60,15 +63,36 @@ def take_dsn_params(arg: str, names: set[str]) -> tuple[str, dict[str, str]] | s
     return rest, found
 
 
-async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes | str:
-    """The message after DATA up to the lone dot (RFC 5321 §4.1.1.4), dot-stuffing
-    undone (§4.5.2); a str result is the error reply. It reads in blocks, not lines;
-    only a dot after CRLF ends the data, so a bare LF or CR before ".\r\n" cannot end
-    it (the smuggling trick, §2.3.8). SIZE is enforced while reading (RFC 1870 §6):
-    past the limit the rest is read and dropped, never buffered."""
-    parts: list[bytes] = []
+class DataSink(Protocol):
+    """Where the message goes as it is read: the handler's spool file."""
+
+    def write(self, block: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+def _unstuff(lines: bytes, at_line_start: bool) -> bytes:
+    """RFC 5321 §4.5.2: a line's leading dot was doubled by the client."""
+    if at_line_start and lines[:1] == b".":
+        lines = lines[1:]
+    return lines.replace(b"\r\n.", b"\r\n")
+
+
+async def read_data(
+    reader: asyncio.StreamReader, limit: int | None, out: Callable[[bytes], None]
+) -> str | None:
+    """Stream the message after DATA, up to the lone dot (RFC 5321 §4.1.1.4), into
+    ``out`` with dot-stuffing undone (§4.5.2); the result is an error reply or None.
+    It reads in blocks, not lines; only a dot after CRLF ends the data, so a bare LF
+    or CR before ".\r\n" cannot end it (the smuggling trick, §2.3.8). Each block is
+    cut after its last CRLF and the rest carried into the next, so a stuffed dot is
+    recognised wherever the blocks split. SIZE is enforced while reading (RFC 1870
+    §6): past the limit the rest is read and dropped."""
     size = 0
     tail = b"\r\n"  # the DATA line ended with CRLF: the data starts on a new line
+    carry = b""  # the unfinished line after the last CRLF
+    at_line_start = True  # does ``carry`` begin a line?
+    over = False
     while True:
         try:
             piece = await reader.readuntil(_DOT_CRLF)
@@ -76,21 +100,30 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes | 
         except asyncio.LimitOverrunError as exc:  # a block without ".\r\n" in it
             piece = await reader.read(exc.consumed)
             found = False
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", None)
         size += len(piece)
-        if limit is None or size <= limit + len(_DOT_CRLF):
-            parts.append(piece)
-        else:
-            parts.clear()
         window = tail + piece[-5:]
-        if found and window[-5:-3] == b"\r\n":
-            break
+        end = found and window[-5:-3] == b"\r\n"
         tail = window[-2:]
-    if limit is not None and size - len(_DOT_CRLF) > limit:
-        return "552 5.3.4 message size exceeds fixed maximum message size"
-    content = b"".join(parts)[: -len(_DOT_CRLF)]
-    if content.startswith(b"."):
-        content = content[1:]
-    return content.replace(b"\r\n.", b"\r\n")
+        over = over or (limit is not None and size > limit + len(_DOT_CRLF))
+        if over:
+            if end:
+                return "552 5.3.4 message size exceeds fixed maximum message size"
+            continue
+        text = carry + piece
+        if end:
+            cut = len(text) - len(_DOT_CRLF)
+        else:
+            cut = text.rfind(b"\r\n") + 2 if b"\r\n" in text else 0
+            if cut == 0 and len(text) > _CARRY_MAX:  # a long line: pass it on in parts
+                cut = len(text) - 1  # the last byte may be the CR of the line's end
+        if cut:
+            out(_unstuff(text[:cut], at_line_start))
+            at_line_start = text[cut - 2 : cut] == b"\r\n"
+        carry = text[cut:]
+        if end:
+            return None
 
 
 class ConnectionBudget:
@@ -124,7 +157,7 @@ class RelayEnvelope(Envelope):
         super().__init__()
         self.dsn_mail: dict[str, str] = {}  # RET, ENVID
         self.dsn_rcpt: dict[str, dict[str, str]] = {}  # address -> NOTIFY, ORCPT
-        self.chunks: list[bytes] = []
+        self.incoming: DataSink | None = None  # the message being received, once begun
         self.chunked_bytes = 0
         self.chunk_error = ""  # set once a chunk failed: the rest is read and dropped
 
@@ -145,6 +178,11 @@ class RelaySMTP(SMTP):
     login_hold = 0.0  # seconds the next 535 waits (Dovecot's auth_failure_delay)
 
     def _create_envelope(self) -> RelayEnvelope:
+        """A new transaction (RSET, EHLO, the end of one): a message left half
+        received by BDAT chunks is dropped with the old one."""
+        old: RelayEnvelope | None = getattr(self, "envelope", None)
+        if old is not None and old.incoming is not None:
+            old.incoming.discard()
         return RelayEnvelope()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -199,6 +237,8 @@ class RelaySMTP(SMTP):
         try:
             await super()._handle_client()
         finally:
+            if self.envelope is not None and self.envelope.incoming is not None:
+                self.envelope.incoming.discard()  # the client left mid-transaction
             if self.budget is not None:
                 self.budget.release(client)
 
@@ -272,9 +312,16 @@ class RelaySMTP(SMTP):
         arg, self.pending_dsn = taken
         await super().smtp_RCPT(arg or None)
 
+    def _sink(self) -> DataSink:
+        """The handler's spool for this transaction's message (RelayHandler.incoming)."""
+        assert self.session is not None  # commands come from a connected client
+        sink: DataSink = self.event_handler.incoming(self.session, self.envelope)
+        self.envelope.incoming = sink
+        return sink
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
-        if self.envelope.chunks or self.envelope.chunk_error:
+        if self.envelope.incoming or self.envelope.chunk_error:
             await self.push("503 5.5.1 DATA after BDAT in one transaction (RFC 3030 §2)")
             return
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -286,17 +333,26 @@ class RelaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content = await read_data(self._reader, self.data_size_limit)
-        if isinstance(content, str):
+        sink = self._sink()
+        try:
+            error = await read_data(self._reader, self.data_size_limit, sink.write)
+        except BaseException:
+            sink.discard()  # the client left mid-message: nothing was acknowledged
+            raise
+        if error is not None:
+            sink.discard()
             self._set_post_data_state()
-            await self.push(content)
+            await self.push(error)
             return
-        await self._message(content)
+        await self._message(sink)
 
-    async def _message(self, content: bytes) -> None:
-        """The whole message is in: the DATA hook decides, the transaction ends."""
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+    async def _message(self, sink: DataSink) -> None:
+        """The whole message is in: the DATA hook decides (and keeps or discards the
+        spooled message), the transaction ends."""
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            sink.discard()  # a no-op once the hook queued it
         self._set_post_data_state()
         if status.startswith("2"):
             self.errors = 0  # the error budget counts failures since the last message
@@ -305,7 +361,8 @@ class RelaySMTP(SMTP):
     @syntax("BDAT chunk-size [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:
         """RFC 3030: the chunk is read whatever the verdict, so the stream stays in
-        step; the message goes to the same DATA hook once LAST arrives."""
+        step; it goes to the spool as it arrives, and the message to the same DATA
+        hook once LAST arrives."""
         parts = (arg or "").split()
         if not (0 < len(parts) <= 2 and parts[0].isdigit()) or (
             len(parts) == 2 and parts[1].upper() != "LAST"
@@ -317,6 +374,8 @@ class RelaySMTP(SMTP):
         limit = self.data_size_limit
         if limit and env.rcpt_tos and env.chunked_bytes + size > limit:
             env.chunk_error = "552 5.3.4 message size exceeds fixed maximum message size"
+            if env.incoming is not None:
+                env.incoming.discard()
         # no recipients also covers no HELO and no AUTH: RCPT needs both first
         error = "503 5.5.1 Error: need RCPT command" if not env.rcpt_tos else env.chunk_error
         if error:
@@ -325,14 +384,21 @@ class RelaySMTP(SMTP):
             if last and env.rcpt_tos:  # the failed transaction ends here
                 self._set_post_data_state()
             return
-        env.chunks.append(await self._reader.readexactly(size))
+        sink = env.incoming or self._sink()
+        try:
+            left = size
+            while left > 0:
+                block = await self._reader.readexactly(min(left, _DISCARD_PIECE))
+                sink.write(block)
+                left -= len(block)
+        except BaseException:
+            sink.discard()
+            raise
         env.chunked_bytes += size
         if not last:
             await self.push(f"250 2.0.0 {size} octets received")
             return
-        content = b"".join(env.chunks)
-        env.chunks = []
-        await self._message(content)
+        await self._message(sink)
 
     async def _discard(self, size: int) -> None:
         while size > 0:

@@ -1,12 +1,13 @@
 """The on-disk mail queue. "250 queued" means the message is fsynced under its final
-name: written to a temporary name, fsynced, renamed, and the directory fsynced (the
-maildir discipline), one file and one directory fsync per message, the directory
-fsync shared by every message of a batch. A killed relay resumes every message it
-finds.
+name: streamed to a temporary name while it is received (``Spool``), its envelope
+appended, fsynced, renamed, and the directory fsynced (the maildir discipline), one
+file and one directory fsync per message, the directory fsync shared by every
+message of a batch. A killed relay resumes every message it finds.
 
-Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the envelope as one JSON line,
-then the bytes as received, trace header first), ``<id>.env`` (the envelope as it
-is now, once delivery has changed it: per-recipient state, next retry, hold) and
+Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the bytes as received, trace
+header first, then a LF and the envelope as one JSON line: last, because it is
+only known once the data has ended), ``<id>.env`` (the envelope as it is now, once
+delivery has changed it: per-recipient state, next retry, hold) and
 ``delivered.journal`` (deliveries not yet written into their envelopes).
 
 Queue states (Postfix's): incoming (queued, first attempt not begun), active (in
@@ -20,15 +21,19 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel
 
 from mxlab.nodes.durable import fsync_dir
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 
+BLOCK = 1 << 18  # bytes read from a spool file at a time when sending
+KEEP = 1 << 16  # a new message up to this size stays in memory for its first attempt
 QueueState = Literal["incoming", "active", "deferred", "hold"]
 RcptState = Literal["pending", "delivered", "bounced"]
 
@@ -79,18 +84,119 @@ def _write_synced(path: Path, *parts: bytes) -> None:
 
 
 def _envelope_line(envelope: Envelope) -> bytes:
-    return envelope.model_dump_json().encode() + b"\n"
+    return b"\n" + envelope.model_dump_json().encode() + b"\n"
 
 
 def read_envelope(root: Path, qid: str) -> Envelope:
     """The envelope as it is now: ``<id>.env`` once written, else the message's own
-    first line. Raises OSError when the message is gone, ValueError when unreadable."""
+    last line. Raises OSError when the message is gone, ValueError when unreadable."""
     try:
         return Envelope.model_validate_json((root / f"{qid}.env").read_bytes())
     except FileNotFoundError:
         pass
     with open(root / f"{qid}.msg", "rb") as f:
-        return Envelope.model_validate_json(f.readline())
+        return _trailer(f)[0]
+
+
+def _trailer(f: BinaryIO) -> tuple[Envelope, int]:
+    """The envelope line at the end of a message file, and where the message ends.
+    JSON has no raw LF, so the line starts after the last LF but the final one."""
+    end = f.seek(0, os.SEEK_END)
+    want = 4096
+    while True:
+        start = max(end - want, 0)
+        f.seek(start)
+        tail = f.read(end - start)
+        cut = tail.rfind(b"\n", 0, len(tail) - 1)
+        if cut >= 0 or start == 0:
+            break
+        want *= 4
+    if cut < 0 or not tail.endswith(b"\n"):
+        raise ValueError("no envelope line at the end of the message file")
+    envelope = Envelope.model_validate_json(tail[cut + 1 :])
+    if envelope.size != start + cut:
+        raise ValueError("the message file does not match its envelope's size")
+    return envelope, start + cut
+
+
+@dataclass(frozen=True)
+class MessageData:
+    """A queued message's bytes: in memory (a new small message, a DSN) or read in
+    blocks from its queue file, so a large message never sits in memory whole."""
+
+    size: int
+    content: bytes | None = None
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def blocks(self) -> Iterator[bytes]:
+        if self.content is not None:
+            yield self.content
+            return
+        assert self.path is not None  # one of the two is always set
+        with open(self.path, "rb") as f:
+            left = self.size
+            while left > 0:
+                block = f.read(min(BLOCK, left))
+                if not block:
+                    raise OSError(f"{self.path.name} is shorter than its envelope says")
+                left -= len(block)
+                yield block
+
+    def read(self) -> bytes:
+        return b"".join(self.blocks())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Spool:
+    """A new message as it arrives: written block by block to a temporary file in the
+    queue, so memory does not grow with the message; nothing is durable until the
+    queue's writer ``finish``es it. Blocks are small writes into the page cache,
+    cheap enough for the event loop."""
+
+    def __init__(self, root: Path, qid: str) -> None:
+        self.qid = qid
+        self.tmp = root / f".{qid}.msg.tmp"
+        self.final = root / f"{qid}.msg"
+        self.size = 0
+        self._kept: list[bytes] | None = []
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        self.size += len(data)
+        if self._kept is not None:
+            self._kept.append(data)
+            if self.size > KEEP:
+                self._kept = None
+
+    def kept(self) -> bytes | None:
+        """The whole message if it is small enough to have been kept in memory."""
+        return None if self._kept is None else b"".join(self._kept)
+
+    def finish(self, envelope: Envelope) -> None:
+        """Append the envelope, fsync, rename to the final name (blocking)."""
+        _write_all(self._fd, _envelope_line(envelope))
+        os.fsync(self._fd)
+        os.replace(self.tmp, self.final)
+        os.close(self._fd)
+        self._fd = -1
+
+    def discard(self) -> None:
+        """Drop a message that will not be queued (refused, or its client left);
+        once it is queued, this does nothing."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
 
 def write_envelope(root: Path, envelope: Envelope) -> None:
@@ -146,18 +252,24 @@ class Queue:
     def _msg(self, qid: str) -> Path:
         return self.root / f"{qid}.msg"
 
-    def put_many(self, messages: list[tuple[Envelope, bytes]]) -> None:
+    def spool(self, qid: str) -> Spool:
+        """A temporary file for a message about to be received."""
+        return Spool(self.root, qid)
+
+    def put_many(self, messages: list[tuple[Envelope, Spool]]) -> None:
         """Store new messages durably, one directory fsync for all of them, then
         their duplicate-filter records, fsynced too; the caller acknowledges only
         after this returns. On failure none is kept."""
         try:
-            for envelope, content in messages:
-                _write_synced(self._msg(envelope.id), _envelope_line(envelope), content)
+            for envelope, spool in messages:
+                envelope.size = spool.size
+                spool.finish(envelope)
             fsync_dir(self.root)
         except OSError:
-            for envelope, _ in messages:
+            for _, spool in messages:
+                spool.discard()
                 with contextlib.suppress(OSError):
-                    self._msg(envelope.id).unlink(missing_ok=True)
+                    spool.final.unlink(missing_ok=True)
             raise
         self._remember([envelope for envelope, _ in messages])
 
@@ -174,7 +286,13 @@ class Queue:
         self.duplicates.sync()
 
     def put(self, envelope: Envelope, content: bytes) -> None:
-        self.put_many([(envelope, content)])
+        spool = self.spool(envelope.id)
+        try:
+            spool.write(content)
+        except OSError:
+            spool.discard()
+            raise
+        self.put_many([(envelope, spool)])
 
     def save(self, envelope: Envelope) -> None:
         """Replace the envelope atomically (per-recipient progress, next retry)."""
@@ -202,9 +320,16 @@ class Queue:
         self.forget_journal()
         os.fsync(self._journal)
 
+    def data(self, envelope: Envelope) -> MessageData:
+        """The message bytes, read in blocks when sent."""
+        return MessageData(envelope.size, path=self._msg(envelope.id))
+
     def read(self, qid: str) -> bytes:
-        """The message bytes, without the envelope line in front."""
-        return self._msg(qid).read_bytes().split(b"\n", 1)[1]
+        """The message bytes, without the envelope line after them."""
+        with open(self._msg(qid), "rb") as f:
+            _, end = _trailer(f)
+            f.seek(0)
+            return f.read(end)
 
     def remove(self, qid: str) -> None:
         remove_message(self.root, qid)
@@ -260,14 +385,14 @@ class GroupWriter:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="queue-writer")
-        self._puts: list[tuple[Envelope, bytes, asyncio.Future[None]]] = []
+        self._puts: list[tuple[Envelope, Spool, asyncio.Future[None]]] = []
         self._removals: list[tuple[str, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def put(self, envelope: Envelope, content: bytes) -> None:
+    async def put(self, envelope: Envelope, spool: Spool) -> None:
         """Return once the message is durable; raise OSError when it could not be."""
         done = asyncio.get_running_loop().create_future()
-        self._puts.append((envelope, content, done))
+        self._puts.append((envelope, spool, done))
         await self._kick(done)
 
     async def remove(self, qid: str) -> None:
@@ -302,7 +427,7 @@ class GroupWriter:
         finally:
             self._task = None
 
-    def _work(self, puts: list[tuple[Envelope, bytes]], removals: list[str]) -> None:
+    def _work(self, puts: list[tuple[Envelope, Spool]], removals: list[str]) -> None:
         for qid in removals:
             with contextlib.suppress(OSError):
                 self.queue.remove(qid)

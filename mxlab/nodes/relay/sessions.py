@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-import aiosmtplib
+from mxlab.nodes.relay.client import Client
 
 IDLE = 2.0  # seconds an unused session stays open
 
@@ -17,10 +17,10 @@ Key = tuple[str, int]  # address, port
 class SessionCache:
     def __init__(self, idle: float = IDLE) -> None:
         self.idle = idle
-        self._idle: dict[Key, list[tuple[aiosmtplib.SMTP, asyncio.TimerHandle]]] = defaultdict(list)
+        self._idle: dict[Key, list[tuple[Client, asyncio.TimerHandle]]] = defaultdict(list)
         self._closing: set[asyncio.Task[None]] = set()
 
-    def take(self, key: Key) -> aiosmtplib.SMTP | None:
+    def take(self, key: Key) -> Client | None:
         """An idle session to ``key`` still connected, or None. No RSET probe: each
         transaction ended cleanly, and one the server dropped meanwhile fails at
         MAIL, before any message is at stake (the caller then opens a new one)."""
@@ -32,14 +32,14 @@ class SessionCache:
             smtp.close()
         return None
 
-    def give(self, key: Key, smtp: aiosmtplib.SMTP) -> None:
+    def give(self, key: Key, smtp: Client) -> None:
         """Keep a session whose last transaction is complete."""
         timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, smtp)
         self._idle[key].append((smtp, timer))
 
-    def _expire(self, key: Key, smtp: aiosmtplib.SMTP) -> None:
+    def _expire(self, key: Key, smtp: Client) -> None:
         self._idle[key] = [(s, t) for s, t in self._idle[key] if s is not smtp]
-        task = asyncio.create_task(quit_session(smtp))
+        task = asyncio.create_task(smtp.quit())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -50,11 +50,3 @@ class SessionCache:
                 timer.cancel()
                 smtp.close()
         self._idle.clear()
-
-
-async def quit_session(smtp: aiosmtplib.SMTP) -> None:
-    """QUIT politely, or just close when the server does not answer."""
-    try:
-        await asyncio.wait_for(smtp.quit(), 5)
-    except (OSError, TimeoutError, aiosmtplib.SMTPException):
-        smtp.close()

@@ -12,6 +12,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.login_limits import LoginThrottle
+from mxlab.nodes.mailauth.inbound import on_receive
 from mxlab.nodes.message import message_id
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
@@ -19,12 +20,11 @@ from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget, RelayEnvelope, RelaySMTP
 from mxlab.nodes.relay.policy import address_error, rcpt_verdict, sender_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
-from mxlab.nodes.relay.queue import Queue, Recipient, new_queue_id
+from mxlab.nodes.relay.queue import Queue, Recipient, Spool, new_queue_id
 from mxlab.nodes.relay.trace import (
     MAX_LINE,
+    LineCheck,
     count_received,
-    has_bare_line_ending,
-    longest_line,
     protocol_name,
     received_header,
 )
@@ -34,6 +34,7 @@ from mxlab.nodes.smtp_session import client_ip
 _EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING")
 # MAIL parameters worth carrying to the next hop (RFC 6152, RFC 6531)
 _FORWARDED_MAIL_OPTIONS = ("BODY=8BITMIME", "SMTPUTF8")
+HEAD = 1 << 16  # bytes of a message kept for its header checks (Received count, Message-ID)
 
 
 def null_to_empty(path: str) -> str:
@@ -46,6 +47,65 @@ def _recipient(address: str, dsn: dict[str, str]) -> Recipient:
     return Recipient(
         address=address, notify=notify.split(",") if notify else [], orcpt=dsn.get("ORCPT", "")
     )
+
+
+class Incoming:
+    """A message as it is received: spooled to the queue block by block behind our
+    trace header, checked and digested on the way, so no step needs it whole in
+    memory. The DATA hook then reads the verdicts off it."""
+
+    def __init__(self, spool: Spool, trace: bytes, sender: str, started: float) -> None:
+        self.spool = spool
+        self.trace = trace
+        self.qid = spool.qid
+        self.sender = sender
+        self.started = started
+        self.size = 0  # bytes as received, without our trace header
+        self.head = b""  # the first HEAD bytes: the header section, as far as checked
+        self.lines = LineCheck()
+        self._digest = DuplicateFilter.hasher(sender)
+        spool.write(trace)
+
+    def content(self) -> bytes:
+        """The message as received, whole, for a step that needs it so (mail
+        authentication): from memory when small, else read back from the spool."""
+        kept = self.spool.kept()
+        if kept is None:
+            kept = self.spool.tmp.read_bytes()
+        return kept[len(self.trace) :]
+
+    def replace(self, content: bytes) -> None:
+        """Queue ``content`` instead of what was received (headers added, a footer)."""
+        self.spool.discard()
+        self.spool = Spool(self.spool.tmp.parent, self.qid)
+        self.spool.write(self.trace + content)
+
+    def write(self, block: bytes) -> None:
+        self.spool.write(block)
+        self.lines.feed(block)
+        self._digest.update(block)
+        if len(self.head) < HEAD:
+            self.head += block[: HEAD - len(self.head)]
+        self.size += len(block)
+
+    def discard(self) -> None:
+        self.spool.discard()
+
+    def refusal(self, max_received: int) -> str | None:
+        """Why the message as a whole is refused, or None (RFC 5321 §2.3.8,
+        §4.5.3.1.6, §6.3)."""
+        self.lines.close()
+        if self.lines.bare:
+            return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
+        if self.lines.longest > MAX_LINE:
+            return "500 5.5.2 line too long (RFC 5321 §4.5.3.1.6)"
+        if count_received(self.head) > max_received:
+            return "554 5.4.6 too many Received headers: mail loop detected"
+        return None
+
+    def digest(self) -> str:
+        """The duplicate filter's key: sender and content as received."""
+        return self._digest.hexdigest()
 
 
 class RelayHandler:
@@ -145,24 +205,10 @@ class RelayHandler:
             envelope.dsn_rcpt[address] = server.pending_dsn
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(
-        self, server: RelaySMTP, session: Session, envelope: RelayEnvelope
-    ) -> str:
-        content = envelope.original_content or b""
-        if has_bare_line_ending(content):
-            return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
-        if longest_line(content) > MAX_LINE:
-            return "500 5.5.2 line too long (RFC 5321 §4.5.3.1.6)"
-        if count_received(content) > self.config.max_received_headers:
-            return "554 5.4.6 too many Received headers: mail loop detected"
-        sender = null_to_empty(envelope.mail_from or "")
-        key = self.duplicates.key(sender, content)
-        known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
-        if not rcpts:
-            emit(self.config.node, "duplicate", queue_id=known_id, client=client_ip(session))
-            return f"250 2.0.0 Ok: queued as {known_id}"
+    def incoming(self, session: Session, envelope: RelayEnvelope) -> Incoming:
+        """Called by RelaySMTP when the data begins: a spool file in the queue, our
+        Received header (RFC 5321 §4.4) first."""
         qid = new_queue_id()
-        started = time.time()
         trace = received_header(
             helo=session.host_name or "unknown",
             client_ip=client_ip(session),
@@ -173,8 +219,26 @@ class RelayHandler:
                 authenticated=bool(session.authenticated),
             ),
             queue_id=qid,
-            rcpts=rcpts,
+            rcpts=envelope.rcpt_tos,
         )
+        sender = null_to_empty(envelope.mail_from or "")
+        return Incoming(self.queue.spool(qid), trace, sender, time.time())
+
+    async def handle_DATA(
+        self, server: RelaySMTP, session: Session, envelope: RelayEnvelope
+    ) -> str:
+        """The data has ended: check the message, then queue it durably before 250."""
+        message = envelope.incoming
+        assert isinstance(message, Incoming)  # made by incoming() when the data began
+        refusal = message.refusal(self.config.max_received_headers)
+        if refusal is not None:
+            return refusal
+        key = message.digest()
+        known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
+        if not rcpts:
+            emit(self.config.node, "duplicate", queue_id=known_id, client=client_ip(session))
+            return f"250 2.0.0 Ok: queued as {known_id}"
+        qid, sender = message.qid, message.sender
         queued = QueuedEnvelope(
             id=qid,
             sender=sender,
@@ -182,10 +246,18 @@ class RelayHandler:
             ret=envelope.dsn_mail.get("RET", "").upper(),
             envid=envelope.dsn_mail.get("ENVID", ""),
             arrival=time.time(),
-            message_id=message_id(content),
+            message_id=message_id(message.head),
             mail_options=[o for o in envelope.mail_options if o in _FORWARDED_MAIL_OPTIONS],
             digest=key,  # the queue records it in the duplicate filter with the message
         )
+        # mail authentication: sign, check, honour DMARC, forward (mxlab.nodes.mailauth)
+        refusal, changed = await on_receive(self.config, session, queued, message.content)
+        if refusal is not None:
+            message.discard()
+            emit(self.config.node, "auth_refused", reply=refusal, client=client_ip(session))
+            return refusal
+        if changed is not None:
+            message.replace(changed)
 
         def queued_now() -> None:
             emit(
@@ -196,14 +268,14 @@ class RelayHandler:
                 **{"from": sender, "to": rcpts},
                 hop=f"{session.host_name or 'unknown'} [{client_ip(session)}]",
                 status="queued",
-                delay=round(time.time() - started, 3),
+                delay=round(time.time() - message.started, 3),
                 client=client_ip(session),
-                size=len(content),
+                size=message.size,
             )
 
         try:
             # shielded: a client hanging up now cancels this session, not the write
-            await asyncio.shield(self.delivery.accept(queued, trace + content, queued_now))
+            await asyncio.shield(self.delivery.accept(queued, message.spool, queued_now))
         except OSError as exc:
             emit(self.config.node, "error", error=f"queue write failed: {exc}")
             return "451 4.3.0 cannot queue the message now, try again later"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from mxlab.nodes.message import header_block
-
-_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 def count_received(content: bytes) -> int:
@@ -19,17 +16,54 @@ def count_received(content: bytes) -> int:
 
 
 MAX_LINE = 998  # RFC 5321 §4.5.3.1.6: 1000 octets with the CRLF
+_KEEP = MAX_LINE + 2  # of an unfinished line: enough to know it is too long
 
 
-def longest_line(content: bytes) -> int:
-    """Length of the longest line, CRLF not counted."""
-    return max(map(len, content.split(b"\r\n")), default=0)
+class LineCheck:
+    """Line rules over a message that arrives in blocks split anywhere: a CR or LF
+    outside a CRLF pair (the raw material of SMTP smuggling, which RFC 5321 §2.3.8
+    forbids in the mail data) and the longest line (§4.5.3.1.6), CRLF not counted.
+    Counting CR, LF and CRLF is C-speed; only the unfinished line is carried."""
+
+    def __init__(self) -> None:
+        self.bare = False
+        self.longest = 0
+        self._line = b""  # the unfinished line (at most _KEEP bytes of it)
+        self._dropped = 0  # bytes of the unfinished line beyond _line
+
+    def feed(self, block: bytes) -> None:
+        text = self._line + block
+        cut = text.rfind(b"\n") + 1
+        done, rest = text[:cut], text[cut:]
+        if done:
+            pairs = done.count(b"\r\n")
+            if pairs != done.count(b"\n") or pairs != done.count(b"\r"):
+                self.bare = True
+            lengths = list(map(len, done.split(b"\r\n")))
+            lengths[0] += self._dropped
+            self.longest = max(self.longest, *lengths)
+            self._dropped = 0
+        if b"\r" in rest[:-1]:  # a CR not followed by LF (a last CR may still pair)
+            self.bare = True
+        if len(rest) > _KEEP:
+            self._dropped += len(rest) - 1
+            rest = rest[-1:]
+        self._line = rest
+
+    def close(self) -> None:
+        """The data has ended: account for a last line without CRLF (BDAT)."""
+        if self._line.endswith(b"\r"):
+            self.bare = True
+        self.longest = max(self.longest, self._dropped + len(self._line.rstrip(b"\r")))
+        self._line, self._dropped = b"", 0
 
 
 def has_bare_line_ending(content: bytes) -> bool:
-    """A CR or LF outside a CRLF pair: the raw material of SMTP smuggling, which
-    RFC 5321 §2.3.8 forbids in the mail data."""
-    return _BARE_EOL.search(content) is not None
+    """A CR or LF outside a CRLF pair anywhere in ``content``."""
+    check = LineCheck()
+    check.feed(content)
+    check.close()
+    return check.bare
 
 
 def received_header(

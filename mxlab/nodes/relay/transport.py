@@ -1,6 +1,6 @@
-"""Hand a message to the next hop with aiosmtplib: SMTP to an MX or smarthost, LMTP
-(RFC 2033) to the store. Returns one reply per recipient; classifying them is the
-delivery worker's job."""
+"""Hand a message to the next hop with our pipelining client (mxlab.nodes.relay.client):
+SMTP to an MX or smarthost, LMTP (RFC 2033) to the store. Returns one reply per
+recipient; classifying them is the delivery worker's job."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiosmtplib
-
 from mxlab.nodes.delivery_id import QUEUE_ID_EXTENSION
+from mxlab.nodes.relay.client import Client, Disconnected, ReplyError
+from mxlab.nodes.relay.queue import MessageData
 from mxlab.nodes.relay.routing import Hop
-from mxlab.nodes.relay.sessions import SessionCache, quit_session
-
-TIMEOUT = 30.0
+from mxlab.nodes.relay.sessions import SessionCache
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Transfer:
     """What one delivery attempt sends, whatever the hop."""
 
     sender: str
-    content: bytes
+    content: MessageData
     mail_options: list[str]  # BODY=8BITMIME, SMTPUTF8: offered where the hop supports them
     dsn: DsnParams
     queue_id: str = ""  # told to a store that advertises XQUEUEID, for exactly once
@@ -59,16 +57,11 @@ class ClientIdentity:
 
 def opportunistic_tls() -> ssl.SSLContext:
     """Encrypt, don't authenticate (RFC 7435), as MTAs do without DANE or MTA-STS.
-    Built once: aiosmtplib's default loads the system CA store on every session,
-    ~65 ms of CPU per hop."""
+    Built once: loading the system CA store costs ~65 ms of CPU per session."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def _reply(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
 
 
 async def send(
@@ -98,14 +91,16 @@ async def send(
         dsn_passed = False
         try:
             replies, dsn_passed = await _session(hop, pending, transfer, me, cache, confirmed)
-        except aiosmtplib.SMTPResponseException as exc:
+        except ReplyError as exc:
             # a refused greeting or EHLO: the host is unusable, try the next one
-            refused = _reply(exc.code, exc.message)
-            replies = dict.fromkeys(pending, f"451 4.4.1 {hop.name} refused the session: {refused}")
+            reply = f"451 4.4.1 {hop.name} refused the session: {exc.reply}"
+            replies = dict.fromkeys(pending, reply)
         except UnicodeEncodeError:  # an SMTPUTF8 address, a hop without SMTPUTF8
             reply = f"553 5.6.7 {hop.name} does not support SMTPUTF8 (RFC 6531 §3.2)"
             replies = dict.fromkeys(pending, reply)
-        except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
+        except ValueError as exc:
+            replies = dict.fromkeys(pending, f"553 5.1.3 {exc}")
+        except (OSError, TimeoutError) as exc:
             reply = f"451 4.4.1 {hop.name}: {exc.__class__.__name__}: {exc}"
             replies = dict.fromkeys(pending, reply)
         for rcpt, reply in replies.items():
@@ -116,28 +111,15 @@ async def send(
     return outcomes
 
 
-async def _open(hop: Hop, me: ClientIdentity) -> aiosmtplib.SMTP:
-    """Connect, read the greeting, EHLO (STARTTLS where offered) or LHLO."""
-    smtp = aiosmtplib.SMTP(
-        hostname=hop.address,
-        port=hop.port,
-        local_hostname=me.helo,
-        source_address=(me.source, 0),
-        timeout=TIMEOUT,
-        start_tls=None if me.tls and not hop.lmtp else False,
-        tls_context=me.tls,
+async def _open(hop: Hop, me: ClientIdentity) -> Client:
+    return await Client.open(
+        hop.address,
+        hop.port,
+        helo=me.helo,
+        source=me.source,
+        lmtp=hop.lmtp,
+        tls=None if hop.lmtp else me.tls,
     )
-    await smtp.connect()
-    try:
-        if hop.lmtp:
-            # RFC 2033 §4.1: LHLO instead of EHLO; aiosmtplib parses its reply alike
-            smtp.last_ehlo_response = await smtp.execute_command(b"LHLO", me.helo.encode())
-        elif smtp.is_ehlo_or_helo_needed:
-            await smtp.ehlo()
-    except BaseException:
-        await quit_session(smtp)
-        raise
-    return smtp
 
 
 async def _session(
@@ -151,16 +133,16 @@ async def _session(
     """One session, cached or new: per-recipient replies, and whether DSN requests
     went along; ``confirmed`` gets each transaction's replies as soon as they are in."""
     key = (hop.address, hop.port)
-    smtp = cache.take(key)
-    if smtp is not None:
+    client = cache.take(key)
+    if client is not None:
         try:
-            return await _on_session(smtp, hop, rcpts, transfer, cache, confirmed)
+            return await _on_session(client, hop, rcpts, transfer, cache, confirmed)
         except _StaleSession:
             pass  # the server dropped our idle session: nothing was sent, go anew
     try:
         return await _on_session(await _open(hop, me), hop, rcpts, transfer, cache, confirmed)
     except _StaleSession as exc:
-        raise aiosmtplib.SMTPServerDisconnected(str(exc.__cause__)) from None
+        raise Disconnected(str(exc.__cause__)) from None
 
 
 class _StaleSession(Exception):
@@ -168,7 +150,7 @@ class _StaleSession(Exception):
 
 
 async def _on_session(
-    smtp: aiosmtplib.SMTP,
+    client: Client,
     hop: Hop,
     rcpts: list[str],
     transfer: Transfer,
@@ -177,16 +159,16 @@ async def _on_session(
 ) -> tuple[dict[str, str], bool]:
     reusable = False
     try:
-        options = [o for o in transfer.mail_options if smtp.supports_extension(o.split("=")[0])]
-        if smtp.supports_extension("size"):
+        options = [o for o in transfer.mail_options if client.supports(o.split("=")[0])]
+        if client.supports("SIZE"):
             options.append(f"SIZE={len(transfer.content)}")  # RFC 1870 §6
         # RFC 3461 §6.2.1: pass the DSN requests on to a relay that supports them;
         # behind LMTP is final delivery, which we report ourselves
-        dsn_passed = smtp.supports_extension("dsn") and not hop.lmtp
+        dsn_passed = client.supports("DSN") and not hop.lmtp
         if dsn_passed:
             options += transfer.dsn.mail
         per_rcpt = transfer.dsn.rcpt if dsn_passed else {}
-        if hop.lmtp and transfer.queue_id and smtp.supports_extension(QUEUE_ID_EXTENSION):
+        if hop.lmtp and transfer.queue_id and client.supports(QUEUE_ID_EXTENSION):
             # the store records (queue id, recipient) with each copy it keeps, so a
             # copy sent again after we died before reading its 250 is not kept twice
             options.append(f"{QUEUE_ID_EXTENSION}={transfer.queue_id}")
@@ -196,67 +178,86 @@ async def _on_session(
         replies: dict[str, str] = {}
         for n, batch in enumerate(batches):
             try:
-                got = await _transaction(smtp, batch, transfer, options, per_rcpt)
+                got = await _transaction(client, batch, transfer, options, per_rcpt)
             except _StaleSession as exc:
                 if n == 0:
                     raise
-                raise aiosmtplib.SMTPServerDisconnected(str(exc.__cause__)) from None
+                raise Disconnected(str(exc.__cause__)) from None
             confirmed(got, dsn_passed)
             replies |= got
-        reusable = smtp.is_connected
+        reusable = client.is_connected
         return replies, dsn_passed
     finally:
         if reusable:
-            cache.give((hop.address, hop.port), smtp)
+            cache.give((hop.address, hop.port), client)
         else:
-            await quit_session(smtp)
+            await client.quit()
 
 
-def _path(address: str, encoding: str) -> bytes:
-    """The reverse- or forward-path as received (RFC 5321 §4.1.2), not re-parsed:
-    a quoted local part travels unchanged."""
-    return b"<" + address.encode(encoding) + b">"
-
-
-async def _command(smtp: aiosmtplib.SMTP, verb: bytes, arg: bytes, options: list[str]) -> str:
-    """One command; its reply as "code text". aiosmtplib refuses CR/LF in ``arg``."""
-    response = await smtp.execute_command(verb, arg, *(o.encode("ascii") for o in options))
-    return _reply(response.code, response.message)
+def _line(verb: bytes, path: str, encoding: str, options: list[str]) -> bytes:
+    """A MAIL or RCPT command with the path as received (RFC 5321 §4.1.2), not
+    re-parsed: a quoted local part travels unchanged. CR or LF in it cannot be sent."""
+    arg = path.encode(encoding)
+    if b"\r" in arg or b"\n" in arg:  # would smuggle a command to the next hop
+        raise ValueError(f"CR or LF in the path <{path!r}>")
+    params = b"".join(b" " + o.encode("ascii") for o in options)
+    return verb + b":<" + arg + b">" + params + b"\r\n"
 
 
 async def _transaction(
-    smtp: aiosmtplib.SMTP,
+    client: Client,
     rcpts: list[str],
     transfer: Transfer,
     options: list[str],
     rcpt_options: dict[str, list[str]],
 ) -> dict[str, str]:
-    """MAIL, RCPT per recipient, DATA (RFC 5321 §3.3); RSET after a failure."""
+    """MAIL, RCPT per recipient, DATA (RFC 5321 §3.3), pipelined where the server
+    offers PIPELINING (RFC 2920 §3.1: the commands go in one write, the replies are
+    read in order); RSET after a failure."""
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    mail = _line(b"MAIL FROM", transfer.sender, encoding, options)
+    rcpt_lines = [_line(b"RCPT TO", r, encoding, rcpt_options.get(r, [])) for r in rcpts]
+    pipelined = client.supports("PIPELINING")
+    if pipelined:
+        client.writer.write(b"".join([mail, *rcpt_lines, b"DATA\r\n"]))
+    else:
+        client.writer.write(mail)
     try:
-        reply = await _command(smtp, b"MAIL", b"FROM:" + _path(transfer.sender, encoding), options)
-    except aiosmtplib.SMTPServerDisconnected as exc:
+        reply = await client.reply()
+    except (Disconnected, ConnectionError) as exc:
         raise _StaleSession from exc  # dropped before any data: safe to try again
     if not reply.startswith("2"):
-        await smtp.rset()
+        if pipelined:  # the RCPTs and DATA are answered too (503), in order
+            for _ in range(len(rcpts) + 1):
+                await client.reply()
+        await client.command(b"RSET\r\n")
         return dict.fromkeys(rcpts, reply)
     replies: dict[str, str] = {}
     accepted: list[str] = []
-    for rcpt in rcpts:
-        reply = await _command(
-            smtp, b"RCPT", b"TO:" + _path(rcpt, encoding), rcpt_options.get(rcpt, [])
-        )
+    for rcpt, line in zip(rcpts, rcpt_lines, strict=True):
+        reply = await (client.reply() if pipelined else client.command(line))
         if reply.startswith("2"):
             accepted.append(rcpt)
         else:
             replies[rcpt] = reply
-    if not accepted:
-        await smtp.rset()
+    if not pipelined and not accepted:
+        await client.command(b"RSET\r\n")
         return replies
-    try:
-        response = await smtp.data(transfer.content)
-        reply = _reply(response.code, response.message)
-    except aiosmtplib.SMTPResponseException as exc:
-        reply = _reply(exc.code, exc.message)
-        await smtp.rset()
-    return replies | dict.fromkeys(accepted, reply)
+    go = await (client.reply() if pipelined else client.command(b"DATA\r\n"))
+    if go.startswith("3") and not accepted:
+        # RFC 2920 §3.1: a server may take DATA with no recipient; end it empty
+        await client.command(b".\r\n")
+        go = "554 5.5.1 no valid recipients"
+    if not go.startswith("3"):
+        if accepted:
+            replies |= dict.fromkeys(accepted, go)
+        await client.command(b"RSET\r\n")
+        return replies
+    await client.send_data(transfer.content.blocks())
+    for rcpt in accepted if client.lmtp else accepted[:1]:
+        replies[rcpt] = await client.reply()
+    if not client.lmtp:
+        replies |= dict.fromkeys(accepted, replies[accepted[0]])
+    if not replies[accepted[0]].startswith("2"):
+        await client.command(b"RSET\r\n")
+    return replies
