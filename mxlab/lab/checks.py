@@ -16,7 +16,17 @@ from mxlab.lab.mail import (
 )
 from mxlab.lab.plan import LabPlan, predict_route
 
-_TRACE = re.compile(rb"^(received|return-path|delivered-to):", re.I)
+# trace headers, and the ones mail authentication adds on the way (RFC 8601, RFC 6376,
+# RFC 8617; the relay's quarantine mark): all above what the user submitted
+_TRACE = re.compile(
+    rb"^(received|return-path|delivered-to|authentication-results|dkim-signature"
+    rb"|arc-seal|arc-message-signature|arc-authentication-results|x-mxlab-quarantine):",
+    re.I,
+)
+_AUTH_RESULTS = re.compile(
+    rb"^authentication-results:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.I | re.M
+)
+_METHOD = re.compile(r"(?:^|[;\s])(spf|dkim|dmarc|arc)=([a-z]+)", re.I)
 _BY = re.compile(rb"\bby\s+([^\s;()]+)", re.I)
 
 
@@ -73,6 +83,23 @@ def split_trace(raw: bytes) -> tuple[list[str], bytes]:
             m = _BY.search(header)
             hosts.append(m.group(1).decode().lower().rstrip(".") if m else "?")
     return list(reversed(hosts)), b"\r\n".join(lines[i:])
+
+
+def auth_results(raw: bytes) -> str | None:
+    """The topmost Authentication-Results header (the last MX's, RFC 8601 §5), unfolded."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    m = _AUTH_RESULTS.search(head)
+    if m is None:
+        return None
+    return " ".join(m.group(1).decode("utf-8", "replace").split())
+
+
+def auth_methods(header: str) -> dict[str, list[str]]:
+    """method -> its results in an Authentication-Results value (RFC 8601 §2.2)."""
+    found: dict[str, list[str]] = {}
+    for method, result in _METHOD.findall(header):
+        found.setdefault(method.lower(), []).append(result.lower())
+    return found
 
 
 FULL_PAIRS_MAX = 240  # ordered user pairs checked in full (16 users); more are sampled

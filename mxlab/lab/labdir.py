@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan
-from mxlab.nodes.config import Zone
+from mxlab.nodes.config import RelayNodeConfig, Zone
 
 
 def home() -> Path:
@@ -99,6 +99,8 @@ def write_secrets(plan: LabPlan) -> None:
 def write_plan(plan: LabPlan) -> None:
     """Write plan.json, one config.json and a state folder per node, and the zones."""
     from mxlab.dns.zonefile import render_zone
+    from mxlab.lab import kinds
+    from mxlab.lab.mailauth import write_keys
     from mxlab.lab.pki import ensure_ca, issue
 
     root = Path(plan.lab_dir)
@@ -117,8 +119,15 @@ def write_plan(plan: LabPlan) -> None:
                 tls = ndir / "tls"
                 issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem")
                 shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
+            kinds.get(node.kind).write_config(plan, node)  # e.g. Postfix's main.cf
         for zone in plan.zones:
             (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
+        auth = {
+            node_dir(plan, name): node.config.mailauth
+            for name, node in plan.nodes.items()
+            if isinstance(node.config, RelayNodeConfig)
+        }
+        write_keys(root, plan.dkim, auth)
 
 
 TOPOLOGY = "topology.json"

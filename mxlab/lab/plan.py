@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxlab.lab.errors import LabError
+from mxlab.lab.mailauth import DkimKeyPlan, auth_records, dkim_keys, relay_auth
 from mxlab.lab.topology import Role, Topology, TopologyError, role_of
 from mxlab.nodes.config import (
     DnsNodeConfig,
@@ -102,6 +103,8 @@ class LabPlan(_Model):
     users: list[UserPlan]
     zones: list[Zone]
     checks: list[Any] = []  # the topology's own checks, run by `mxlab run` and `mxlab check`
+    dkim: list[DkimKeyPlan] = []  # the domains' DKIM keys (private halves: lab dir only)
+    forwards: dict[str, list[str]] = {}  # address -> where its mail is forwarded
 
     @property
     def dns_node(self) -> NodePlan:
@@ -190,7 +193,8 @@ def make_plan(
     hashes = {u.address: known.get(u.address) or fresh[u.address] for u in users}
     dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
-    zones = _zones(topo, fqdns, addresses, net)
+    keys = dkim_keys(topo, lab_dir)
+    zones = _zones(topo, fqdns, addresses, net, keys)
 
     nodes: dict[str, NodePlan] = {}
     for name in order:
@@ -242,6 +246,12 @@ def make_plan(
             config = _relay_config(
                 topo, name, base, ports, addresses, dns, domains, users, hashes, tls
             )
+            auth_dir = f"{tls_dir.rsplit('/', 1)[0]}/auth"
+            final = list(config.local_domains)
+            ours = {n for d in final for _, n in domains[d].mx if n != name}
+            internal = [*config.trusted_clients, *(addresses[n] for n in sorted(ours))]
+            auth = relay_auth(topo, name, keys, auth_dir, final, internal)
+            config = config.model_copy(update={"mailauth": auth})
         nodes[name] = NodePlan(
             name=name,
             role=role,
@@ -262,6 +272,12 @@ def make_plan(
         users=users,
         zones=zones,
         checks=topo.checks,
+        dkim=keys,
+        forwards={
+            f"{lp}@{dom}": targets
+            for dom, spec in topo.domains.items()
+            for lp, targets in spec.forwards.items()
+        },
     )
 
 
@@ -285,7 +301,7 @@ def _relay_config(
         prefs = [p for p, n in plan.mx if n == name]
         if not prefs:
             continue
-        locals_ = list(topo.domains[dom].users)
+        locals_ = [*topo.domains[dom].users, *topo.domains[dom].forwards]
         if min(prefs) == plan.mx[0][0]:
             lmtp = Endpoint(host=addresses[plan.store], port=ports["lmtp"])
             local[dom] = LocalDomain(lmtp=lmtp, users=locals_)
@@ -373,7 +389,9 @@ def check_zones(topo: Topology, source: str) -> None:
     from mxlab.dns.zones import load_zone
 
     net = ipaddress.ip_network(topo.settings.local_subnet or default_local_subnet(topo.name))
-    for zone in _zones(topo, _hostnames(topo), _addresses(topo, net)[1], net):
+    for zone in _zones(
+        topo, _hostnames(topo), _addresses(topo, net)[1], net, dkim_keys(topo, None)
+    ):
         try:
             load_zone(zone)
         except ValueError as exc:
@@ -386,8 +404,10 @@ def _zones(
     fqdns: dict[str, str],
     addresses: dict[str, str],
     net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    keys: list[DkimKeyPlan],
 ) -> list[Zone]:
-    """SOA, NS, A for every node, MX per domain, extra records; PTR in the reverse zone."""
+    """SOA, NS, A for every node, MX per domain, mail authentication (SPF, DKIM, DMARC),
+    extra records; PTR in the reverse zone."""
     ns = fqdns[next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")]
     origins = list(topo.domains)
     records: dict[str, list[DnsRecord]] = {
@@ -402,6 +422,8 @@ def _zones(
             records[dom].append(
                 DnsRecord(name=f"{dom}.", type="MX", rdata=f"{mx.preference} {fqdns[mx.node]}.")
             )
+    for auth in auth_records(topo, fqdns, addresses, keys):
+        records[zone_of(auth.name, origins) or origins[0]].append(auth)
     for rec in topo.records:
         origin = zone_of(rec.name, origins)
         assert origin is not None  # the topology validator guarantees it

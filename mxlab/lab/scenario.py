@@ -133,6 +133,7 @@ class Send(_Step):
     id: MessageId
     sender: Address = Field(alias="from")
     to: list[Address] = Field(min_length=1)
+    header_from: Address | None = None  # a From: header other than the sender (spoofing)
     subject: Annotated[str | None, AfterValidator(_one_line)] = None
     body: str = "mxlab scenario message\n"
     count: int = Field(1, ge=1, le=100000)  # a load: ``count`` messages, ids id-1..id-N
@@ -172,6 +173,33 @@ class ExpectBounce(_Step):
     action: Literal["expect_bounce"] = "expect_bounce"
     id: str
     within: float = Field(30.0, gt=0)
+    status: str | None = None  # text the bounce must hold, e.g. 5.7.1 (a DMARC reject)
+
+
+AuthValue = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
+
+
+class ExpectAuth(_Step):
+    """What the checks of the recipient's MX found, in the delivered copy's topmost
+    Authentication-Results (RFC 8601); dkim matches when any signature has the result."""
+
+    action: Literal["expect_auth"] = "expect_auth"
+    id: str
+    rcpt: Address | None = None  # whose copy; default the first recipient, forwards followed
+    spf: AuthValue | None = None
+    dkim: AuthValue | None = None
+    dmarc: AuthValue | None = None
+    arc: AuthValue | None = None
+    within: float = Field(30.0, gt=0)
+
+
+class ExpectQuarantined(_Step):
+    """The message sits in the recipient's Junk folder (RFC 6154 \\Junk), not the INBOX."""
+
+    action: Literal["expect_quarantined"] = "expect_quarantined"
+    id: str
+    rcpt: Address | None = None  # default the first recipient, forwards followed
+    within: float = Field(30.0, gt=0)
 
 
 class ExpectQueued(_Step):
@@ -196,7 +224,7 @@ class OpenRelayProbe(_Step):
 
 Step = Annotated[
     NodeStep | Impair | DnsFault | DnsRestore | Send | ExpectSent | Reject | ExpectDelivered
-    | ExpectBounce | ExpectQueued | ExpectDns | OpenRelayProbe,
+    | ExpectBounce | ExpectQueued | ExpectDns | OpenRelayProbe | ExpectAuth | ExpectQuarantined,
     Field(discriminator="action"),
 ]  # fmt: skip
 
@@ -237,7 +265,7 @@ def _normalise(step: Any) -> Any:
 # what a topology's ``checks:`` may hold: checks only, no faults (those go in a scenario)
 CHECK_ACTIONS = {
     "send", "expect_sent", "expect_reject", "expect_delivered", "expect_bounce",
-    "expect_queued", "expect_dns", "expect_no_open_relay",
+    "expect_queued", "expect_dns", "expect_no_open_relay", "expect_auth", "expect_quarantined",
 }  # fmt: skip
 
 
@@ -363,6 +391,12 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
             )
         if isinstance(step, ExpectDelivered) and step.route:  # Received: by these hosts
             _check_route(step.route, topo, src, f"{where}.route")
+        rcpt = getattr(step, "rcpt", None)
+        if isinstance(step, ExpectAuth | ExpectQuarantined) and rcpt and rcpt.lower() not in users:
+            raise TopologyError(
+                src, f"{where}.rcpt", f"{rcpt} has no mailbox in lab {topo.name}",
+                f"use one of: {', '.join(sorted(users))}",
+            )  # fmt: skip
         if isinstance(step, ExpectDelivered):  # it reads each recipient's mailbox
             strangers = [r for r in sent[step.id].to if r.lower() not in users]
             if strangers:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mxlab.lab import dns_faults, labdir
-from mxlab.lab.checks import split_trace
+from mxlab.lab.checks import auth_methods, auth_results, split_trace
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up, tear_down
 from mxlab.lab.mail import (
@@ -32,9 +32,11 @@ from mxlab.lab.runtime import Runtime
 from mxlab.lab.scenario import (
     DnsFault,
     DnsRestore,
+    ExpectAuth,
     ExpectBounce,
     ExpectDelivered,
     ExpectDns,
+    ExpectQuarantined,
     ExpectQueued,
     ExpectSent,
     Impair,
@@ -120,10 +122,10 @@ class Runner:
             return False
         return True
 
-    def _copies(self, address: str) -> dict[str, list[bytes]]:
-        """The user's INBOX by lowercased Message-ID."""
+    def _copies(self, address: str, folder: str = "INBOX") -> dict[str, list[bytes]]:
+        """The user's INBOX (or another folder) by lowercased Message-ID."""
         by_id: dict[str, list[bytes]] = {}
-        for raw in self._mailbox(address):
+        for raw in imap_messages(self.plan, address, folder):
             by_id.setdefault((message_id_of(raw) or "").lower(), []).append(raw)
         return by_id
 
@@ -201,6 +203,10 @@ class Runner:
                 return self._expect_dns(step)
             case OpenRelayProbe():
                 return self._open_relay(step)
+            case ExpectAuth():
+                return self._expect_auth(step)
+            case ExpectQuarantined():
+                return self._expect_quarantined(step)
         raise LabError(f"unknown step {step!r}")
 
     def _poll(self, within: float, done: Callable[[], bool], failure: str) -> str:
@@ -221,9 +227,10 @@ class Runner:
 
         def one(n: int) -> None:
             sid = step.id if step.count == 1 else f"{step.id}-{n}"
-            msg = build_message(step.sender, step.to, step.subject or f"scenario {sid}", step.body)
+            subject = step.subject or f"scenario {sid}"
+            msg = build_message(step.header_from or step.sender, step.to, subject, step.body)
             try:
-                data = submit(self.plan, msg)
+                data = submit(self.plan, msg, sender=step.sender)
                 results.append(Sent(sid, step.sender, step.to, msg["Message-ID"], data, True))
             except MAIL_ERRORS as exc:
                 results.append(
@@ -300,7 +307,58 @@ class Runner:
                     functools.partial(self._bounced, sent),
                     f"no bounce for {step.id} reached {sent.sender}",
                 )
-        return "bounce received"
+                status = step.status
+                if status is not None and not any(
+                    status.encode() in b for b in self._bounces(sent)
+                ):
+                    raise StepFailed(f"the bounce for {step.id} does not say {status}")
+        return "bounce received" + (f" ({step.status})" if step.status else "")
+
+    # -- mail authentication -------------------------------------------------------------
+    def _final(self, rcpt: str) -> list[str]:
+        """The mailboxes mail to ``rcpt`` ends in, the lab's forwards followed."""
+        targets = self.plan.forwards.get(rcpt.lower()) or next(
+            (t for a, t in self.plan.forwards.items() if a.lower() == rcpt.lower()), None
+        )
+        if targets is None:
+            return [rcpt]
+        return [m for t in targets for m in self._final(t)]
+
+    def _copy_in(self, step: ExpectAuth | ExpectQuarantined, folders: tuple[str, ...]) -> bytes:
+        """The one copy of the message in the recipient's ``folders``, once it is there."""
+        sent = next(s for s in self._finished(step.id) if s.acknowledged)
+        rcpt = step.rcpt or self._final(sent.rcpts[0])[0]
+        found: list[bytes] = []
+
+        def arrived() -> bool:
+            found[:] = [
+                raw
+                for folder in folders
+                for raw in self._copies(rcpt, folder).get(sent.message_id.lower(), [])
+            ]
+            return bool(found)
+
+        self._poll(step.within, arrived, f"{step.id} not in {rcpt}'s {' or '.join(folders)}")
+        return found[0]
+
+    def _expect_auth(self, step: ExpectAuth) -> str:
+        header = auth_results(self._copy_in(step, ("INBOX", "Junk")))
+        if header is None:
+            raise StepFailed(f"{step.id}: the delivered copy has no Authentication-Results")
+        got = auth_methods(header)
+        for method in ("spf", "dkim", "dmarc", "arc"):
+            want = getattr(step, method)
+            if want is not None and want not in got.get(method, ["none"]):
+                raise StepFailed(f"{step.id}: {method}={want} expected; got {header}")
+        return header
+
+    def _expect_quarantined(self, step: ExpectQuarantined) -> str:
+        raw = self._copy_in(step, ("Junk",))
+        sent = next(s for s in self._finished(step.id) if s.acknowledged)
+        rcpt = step.rcpt or self._final(sent.rcpts[0])[0]
+        if sent.message_id.lower() in self._copies(rcpt):
+            raise StepFailed(f"{step.id} is in {rcpt}'s INBOX too")
+        return f"in {rcpt}'s Junk: {auth_results(raw)}"
 
     def _expect_dns(self, step: ExpectDns) -> str:
         rcode, got = dns_faults.ask(self.plan, step.name, step.type)
@@ -343,18 +401,24 @@ class Runner:
         """Every acknowledged message: delivered exactly once to each recipient, bounced
         to its sender, or still queued somewhere — anything else fails the run."""
         tally = {"delivered": 0, "bounced": 0, "queued": 0, "not acknowledged": 0, "duplicated": 0}
+        tally["quarantined"] = 0
         boxes: dict[str, dict[str, list[bytes]]] = {}
+        junk: dict[str, dict[str, list[bytes]]] = {}
         for sid in list(self.loads):
             self._finished(sid)
         for sends in self.sent.values():
             for sent in sends:
                 if not sent.acknowledged:
                     tally["not acknowledged"] += 1
-                for rcpt in sent.rcpts:
+                for rcpt in [m for r in sent.rcpts for m in self._final(r)]:  # forwards followed
                     if rcpt not in boxes:  # no mailbox for a non-user: it can only bounce
-                        boxes[rcpt] = self._copies(rcpt) if self._is_user(rcpt) else {}
+                        user = self._is_user(rcpt)
+                        boxes[rcpt] = self._copies(rcpt) if user else {}
+                        junk[rcpt] = self._copies(rcpt, "Junk") if user else {}
                     copies = len(boxes[rcpt].get(sent.message_id.lower(), []))
-                    if copies == 1:
+                    if not copies and sent.message_id.lower() in junk[rcpt]:
+                        tally["quarantined"] += 1  # DMARC p=quarantine
+                    elif copies == 1:
                         tally["delivered"] += 1
                     elif copies > 1:
                         tally["duplicated"] += 1

@@ -109,6 +109,7 @@ class NodeSpec(StrictModel):
     kind: Kind
     hostname: str | None = None  # FQDN; default <node>.<first domain that names it>
     next_hop: str | None = None  # relays only: smarthost node
+    footer: str | None = None  # relays only: appended to every body passing (breaks DKIM)
     # swarm: a node hostname or label=value; hosts: an inventory host or group
     placement: str | None = None
 
@@ -118,11 +119,28 @@ class MxSpec(StrictModel):
     preference: int = Field(10, ge=0, le=65535)
 
 
+class AuthSpec(StrictModel):
+    """A domain's mail authentication, on by default; each switch turns a part off or
+    breaks it on purpose for a lesson."""
+
+    spf: bool = True  # publish v=spf1 with its relays' addresses, -all (RFC 7208)
+    dkim: list[Literal["ed25519", "rsa"]] = ["ed25519", "rsa"]  # signing keys; [] signs not
+    dmarc: Literal["none", "quarantine", "reject", "off"] = "none"  # _dmarc p= (RFC 7489)
+    verify: bool = True  # its MX relays check incoming mail and honour DMARC policies
+    arc: bool = True  # its relays ARC-seal the mail they forward (RFC 8617)
+    srs: bool = False  # forwarded mail gets an SRS envelope sender of this domain
+    wrong_selector: bool = False  # sign with a selector that has no key in DNS
+    missing_key: bool = False  # sign, but publish no key
+    sign_as: str | None = None  # sign as this other lab domain: d= unaligned with From
+
+
 class DomainSpec(StrictModel):
     store: str
     mx: list[MxSpec] = Field(min_length=1)
     submission: str | None = None  # relay that takes its users' mail; default: best MX
     users: dict[str, str] = Field(min_length=1)  # local part -> password
+    forwards: dict[str, list[str]] = Field(default_factory=dict)  # local part -> addresses
+    auth: AuthSpec = AuthSpec()
     # local part -> other addresses the user may send as (Postfix's smtpd_sender_login_maps)
     send_as: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -490,6 +508,9 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
     _check_hostnames(topo, source)
     _check_ports(topo, source)
     _check_queue(topo, source)
+    from mxlab.lab.mailauth import check_auth  # mail authentication builds on this module
+
+    check_auth(topo, source)
     from mxlab.lab.plan import check_zones  # the planner builds on this module
 
     check_zones(topo, source)

@@ -25,13 +25,15 @@ from aiosmtpd.smtp import Envelope, Session, syntax
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.delivery_id import QUEUE_ID_EXTENSION, take_queue_id
 from mxlab.nodes.events import emit
+from mxlab.nodes.mailauth.quarantine import quarantined
 from mxlab.nodes.message import message_id
 from mxlab.nodes.replies import with_enhanced_code
 from mxlab.nodes.seen import SeenLog
 from mxlab.nodes.smtp_session import client_ip
 from mxlab.nodes.store.maildir import INBOX
-from mxlab.nodes.store.mailstore import MailStore, UserMail
+from mxlab.nodes.store.mailstore import SPECIAL_FOLDERS, MailStore, UserMail
 
+JUNK = next(name for name, use in SPECIAL_FOLDERS.items() if use == "\\Junk")
 DELIVERED_LOG = "lmtp-delivered.log"
 DELIVERED_TTL = 5 * 24 * 3600.0  # a relay retries for its queue lifetime: Postfix's 5 days
 DELIVERED_MAX = 200_000  # recipient copies remembered
@@ -231,12 +233,14 @@ class DeliveryHandler:
             + content
         )
         user = self.store.user(rcpt)
+        # DMARC p=quarantine, as the relay marked it: the Junk folder (RFC 6154 \Junk)
+        folder = JUNK if quarantined(content) else INBOX
 
         def write() -> str:
             if key:  # the record first: a copy on disk always has one
                 self.delivered.put(key, f"B:{delivery_id}")
                 self.delivered.sync()
-            return user.maildir.deliver(INBOX, data)
+            return user.maildir.deliver(folder, data)
 
         try:
             path = await asyncio.to_thread(write)
@@ -245,7 +249,7 @@ class DeliveryHandler:
             return f"451 4.3.0 <{rcpt}> cannot store the message now"
         if key:
             self.delivered.put(key, "D")  # one write, no fsync: a lost "D" costs a look
-        uid = user.add_written(INBOX, path, len(data), data=data)
+        uid = user.add_written(folder, path, len(data), data=data)
         emit(
             self.config.node,
             "delivered",
@@ -254,6 +258,7 @@ class DeliveryHandler:
             message_id=message_id(data),  # so `mxlab trace` follows mail into the mailbox
             to=rcpt,
             uid=uid,
+            folder=folder,
             size=len(data),
             client=client_ip(session),
             **{"from": sender},
