@@ -141,12 +141,7 @@ def test_dmarc_rfc7489_b2_records_and_discovery() -> None:
     b23 = "v=DMARC1; p=quarantine; rua=mailto:dmarc-feedback@example.com; fo=1"
     policy = dmarc.parse_record(b23)
     assert policy is not None
-    assert (policy.p, policy.sp, policy.adkim, policy.aspf) == (
-        "quarantine",
-        "quarantine",
-        "r",
-        "r",
-    )
+    assert policy == dmarc.Policy(p="quarantine", sp="quarantine", adkim="r", aspf="r")
     # §6.6.3: no record at the From domain: the organizational domain's, with its sp=
     org = {"_dmarc.example.com": ["v=DMARC1; p=none; sp=reject"]}
     got = dmarc.evaluate("mail.example.com", ("fail", "x.example.net"), [], _txt(org))
