@@ -449,14 +449,21 @@ class Lab:
 
         return live.topology(self.plan)
 
-    def reconfigure(self, topology: dict[str, Any], *, dry_run: bool = False) -> list[str]:
-        """Put an edited ``topology()`` in force without a restart: the lab is planned
+    def reconfigure(
+        self,
+        topology: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Put an edited ``topology()`` in force without a restart - or a function that
+        edits it, given the lab's topology as it is at that moment. The lab is planned
         again (every node keeps its address), relays and stores whose config changed
         reload it (SIGHUP), the DNS node restarts with changed zones. Returns the nodes
         that change ([]: nothing to do); ``dry_run`` only says which."""
         from mxlab.lab import live
 
-        new, changed = live.change(self.plan, self._runtime, topology, dry_run)
+        edit = topology if callable(topology) else lambda _: topology
+        new, changed = live.change(self.plan, self._runtime, edit, dry_run)
         if not dry_run:
             self.plan = new
         return changed
@@ -467,20 +474,20 @@ class Lab:
 
         if address.lower() in {u.address.lower() for u in self.plan.users}:
             raise LabError(f"{address} is already a user of lab {self.name}")
-        return self.reconfigure(live.with_user(self.topology(), address, password), dry_run=dry_run)
+        return self.reconfigure(lambda t: live.with_user(t, address, password), dry_run=dry_run)
 
     def set_password(self, address: str, password: str, *, dry_run: bool = False) -> list[str]:
         from mxlab.lab import live
 
         self.user(address)
-        return self.reconfigure(live.with_user(self.topology(), address, password), dry_run=dry_run)
+        return self.reconfigure(lambda t: live.with_user(t, address, password), dry_run=dry_run)
 
     def remove_user(self, address: str, *, dry_run: bool = False) -> list[str]:
         """The user can no longer log in or receive mail (the mailbox stays on disk)."""
         from mxlab.lab import live
 
         self.user(address)
-        return self.reconfigure(live.without_user(self.topology(), address), dry_run=dry_run)
+        return self.reconfigure(lambda t: live.without_user(t, address), dry_run=dry_run)
 
     def add_domain(
         self,
@@ -498,14 +505,15 @@ class Lab:
 
         if domain.lower() in self.plan.domains:
             raise LabError(f"{domain} is already a domain of lab {self.name}")
-        edited = live.with_domain(self.topology(), domain, store, mx, users, submission)
-        return self.reconfigure(edited, dry_run=dry_run)
+        return self.reconfigure(
+            lambda t: live.with_domain(t, domain, store, mx, users, submission), dry_run=dry_run
+        )
 
     def set_mx(self, domain: str, mx: dict[str, int], *, dry_run: bool = False) -> list[str]:
         """The domain's MX hosts and preferences (relay -> preference), as a whole."""
         from mxlab.lab import live
 
-        return self.reconfigure(live.with_mx(self.topology(), domain, mx), dry_run=dry_run)
+        return self.reconfigure(lambda t: live.with_mx(t, domain, mx), dry_run=dry_run)
 
     # -- faults ----------------------------------------------------------------------
     def start(self, node: str) -> None:

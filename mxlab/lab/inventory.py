@@ -36,7 +36,10 @@ def served(plan: LabPlan, node: str) -> list[str]:
 
 
 def _connection(plan: LabPlan, node: str) -> dict[str, str]:
-    if plan.runtime == "docker":
+    """How Ansible reaches the node: its container through this machine's Docker engine,
+    or this machine for a local process (run by the Python mxlab runs on). Nodes of other
+    runtimes get none: the inventory they were placed from says how to reach them."""
+    if plan.runtime in ("docker", "swarm"):
         from mxlab.lab.runtime.docker import container_name
 
         return {
@@ -44,11 +47,12 @@ def _connection(plan: LabPlan, node: str) -> dict[str, str]:
             "ansible_host": container_name(plan.lab, node),
             "ansible_python_interpreter": "auto_silent",
         }
-    # a local node is a process of this machine, run by the Python mxlab runs on
-    return {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-    }
+    if plan.runtime == "local":
+        return {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        }
+    return {}
 
 
 def host_vars(plan: LabPlan, node: str) -> dict[str, Any]:

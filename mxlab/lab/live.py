@@ -10,16 +10,18 @@ it by the config's digest; the DNS node is restarted to serve changed zones, as
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mxlab.dns.zonefile import render_zone
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan, make_plan
 from mxlab.lab.runtime.base import Runtime
@@ -28,6 +30,7 @@ from mxlab.nodes.config import DnsNodeConfig, StoreNodeConfig, Zone
 from mxlab.nodes.reload import APPLIED_FILE, digest
 
 RELOAD_TIMEOUT = 10.0
+RELOADS = ("relay", "store")  # kinds whose node program rereads its config on SIGHUP
 
 
 def topology(plan: LabPlan) -> dict[str, Any]:
@@ -126,18 +129,23 @@ def apply(
     labdir.write_secrets(new)
     privileged = labdir.read_topology(plan)[1]
     labdir.write_topology(new, topo.model_dump(mode="json"), privileged, planned)
+    for name in changed:  # the files a kind's software reads beside config.json
+        kinds.get(_kind(new, name)).write_config(new, new.nodes[name])
     running = {s.node for s in runtime.status(new.lab) if s.state == "running"}
+    hup = [n for n in changed if n in running and _kind(new, n) in RELOADS]
     for name in changed:
-        if name not in running:
-            continue  # it reads the new config when it starts
-        if new.nodes[name].role == "dns":
-            runtime.restart(new, name)  # the DNS node loads zones at start
-        else:
+        if name in hup:
             runtime.signal(new, name, signal.SIGHUP)
-    for name in changed:
-        if name in running and new.nodes[name].role != "dns":
-            _wait_reloaded(new, name, written[name])
+        elif name in running:
+            runtime.restart(new, name)  # loads zones (or another kind's files) at start
+    for name in hup:
+        _wait_reloaded(new, name, written[name])
     return changed
+
+
+def _kind(plan: LabPlan, node: str) -> str:
+    n = plan.nodes[node]
+    return n.kind or n.role  # plans older than node kinds name the role only
 
 
 def _wait_reloaded(plan: LabPlan, node: str, want: str) -> None:
@@ -156,18 +164,27 @@ def _wait_reloaded(plan: LabPlan, node: str, want: str) -> None:
         time.sleep(0.02)
 
 
+Edit = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 def change(
-    plan: LabPlan, runtime: Runtime, data: dict[str, Any], dry_run: bool = False
+    plan: LabPlan, runtime: Runtime, edit: Edit, dry_run: bool = False
 ) -> tuple[LabPlan, list[str]]:
-    """Plan the edited topology and (unless ``dry_run``) put it in force; the new plan and
-    the nodes that change ([] when the edit changes nothing)."""
-    if data == topology(plan):
-        return plan, []
-    topo = _validated(plan, data)
-    new, planned = replan(plan, topo)
-    if dry_run:
-        return new, changed_nodes(plan, new)
-    return new, apply(plan, runtime, new, topo, planned)
+    """Edit the lab's topology as it is on disk now, plan it and (unless ``dry_run``) put
+    it in force; the new plan and the nodes that change ([] when nothing does). One
+    change at a time: two playbooks editing one lab must not lose an edit."""
+    with labdir.private(), open(Path(plan.lab_dir) / ".change.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        plan = labdir.read_plan(plan.lab)
+        current = topology(plan)
+        data = edit(copy.deepcopy(current))
+        if data == current:
+            return plan, []
+        topo = _validated(plan, data)
+        new, planned = replan(plan, topo)
+        if dry_run:
+            return new, changed_nodes(plan, new)
+        return new, apply(plan, runtime, new, topo, planned)
 
 
 # -- edits of the topology, as data ------------------------------------------------------

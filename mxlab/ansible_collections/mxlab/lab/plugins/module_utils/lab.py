@@ -33,16 +33,16 @@ def run(module: AnsibleModule, act: Callable[[Any], dict[str, Any]]) -> None:
 
 
 def converge(
-    module: AnsibleModule, lab: Any, desired: dict[str, Any], view: Callable[[dict], Any]
+    module: AnsibleModule, lab: Any, edit: Callable[[dict], dict], view: Callable[[dict], Any]
 ) -> dict[str, Any]:
-    """Put the edited topology in force (in check mode: only say what would change);
-    ``view`` picks from a topology what the diff shows."""
+    """Edit the lab's topology and put it in force (in check mode: only say what would
+    change); ``view`` picks from a topology what the diff shows."""
     before = lab.topology()
-    nodes = lab.reconfigure(desired, dry_run=module.check_mode)
+    nodes = lab.reconfigure(edit, dry_run=module.check_mode)
     return {
         "changed": bool(nodes),
         "nodes": nodes,
-        "diff": {"before": view(before), "after": view(desired)},
+        "diff": {"before": view(before), "after": view(edit(before))},
     }
 
 

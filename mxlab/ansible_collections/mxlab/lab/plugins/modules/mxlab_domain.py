@@ -81,8 +81,12 @@ def main() -> None:
 
         mx = {node: int(pref) for node, pref in p["mx"].items()}
         users = {local: str(pw) for local, pw in p["users"].items()}
-        desired = live.with_domain(lab.topology(), domain, p["store"], mx, users, p["submission"])
-        return converge(module, lab, desired, lambda t: domain_view(t, domain))
+        return converge(
+            module,
+            lab,
+            lambda t: live.with_domain(t, domain, p["store"], mx, users, p["submission"]),
+            lambda t: domain_view(t, domain),
+        )
 
     run(module, act)
 

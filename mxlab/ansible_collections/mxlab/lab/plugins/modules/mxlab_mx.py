@@ -78,16 +78,20 @@ def main() -> None:
     def act(lab: Any) -> dict[str, Any]:
         from mxlab.lab import live
 
-        current = live.mx_of(lab.topology(), domain)
-        if p["mx"] is not None:
-            wanted = {node: int(pref) for node, pref in p["mx"].items()}
-        elif p["state"] == "present":
-            wanted = current | {p["node"]: p["preference"]}
-        else:
-            wanted = {n: pref for n, pref in current.items() if n != p["node"]}
-        desired = live.with_mx(lab.topology(), domain, wanted)
-        result = converge(module, lab, desired, lambda t: {"mx": live.mx_of(t, domain)})
-        return result | {"mx": wanted}
+        def wanted(current: dict[str, int]) -> dict[str, int]:
+            if p["mx"] is not None:
+                return {node: int(pref) for node, pref in p["mx"].items()}
+            if p["state"] == "present":
+                return current | {p["node"]: p["preference"]}
+            return {n: pref for n, pref in current.items() if n != p["node"]}
+
+        result = converge(
+            module,
+            lab,
+            lambda t: live.with_mx(t, domain, wanted(live.mx_of(t, domain))),
+            lambda t: live.mx_of(t, domain),
+        )
+        return result | {"mx": result["diff"]["after"]}
 
     run(module, act)
 
