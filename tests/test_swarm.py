@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mxlab.lab import labdir
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import TopologyError, load_topology, parse_topology
 
-from .conftest import DOCKER, TOPOLOGIES, needs_docker
+from .conftest import DOCKER, TOPOLOGIES, needs_docker, wait_for
 from .test_lab_local import mxlab
 
 TWO = TOPOLOGIES / "two-domains.yaml"
@@ -129,6 +130,45 @@ class TestSwarm:
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert "mx-beta" in proc.stderr and "zone=nowhere" in proc.stderr
         assert _labelled(LAB) == ([], [], [])
+
+    @pytest.mark.usefixtures("swarm")
+    def test_exported_stack_delivers(self, tmp_path: Path) -> None:
+        """`export compose --swarm` deployed with `docker stack deploy`: each node takes
+        its planned address, and mail crosses the stack (sent from inside it: the host
+        has no way onto a stack's overlay)."""
+        assert DOCKER is not None
+        topo = tmp_path / "stack.yaml"
+        topo.write_text(TWO.read_text().replace(f"name: {LAB}", "name: stack-two"))
+        folder = tmp_path / "stack"
+        mxlab("export", "compose", str(topo), "--swarm", "-o", str(folder))
+        stack = "mxlab-stack-two"
+        deploy = ["docker", "stack", "deploy", "-c", "stack.yml", stack]
+        subprocess.run(deploy, cwd=folder, check=True, capture_output=True, timeout=120)
+        try:
+            mx = wait_for(lambda: _task(stack, "mx-alpha"), 60, "mx-alpha's task")
+            store = wait_for(lambda: _task(stack, "store-beta"), 60, "store-beta's task")
+            wait_for(lambda: mx.exec_run(["python3", "-c", SEND]).exit_code == 0, 60, "250")
+            new = "/mxlab/state/mail/bob@beta.test/new"
+            wait_for(lambda: store.exec_run(["ls", new]).output.strip(), 30, "bob's mail")
+        finally:
+            subprocess.run(["docker", "stack", "rm", stack], capture_output=True, timeout=120)
+            ps = ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}"]
+            gone = lambda: not subprocess.run(ps, capture_output=True, text=True).stdout.strip()  # noqa: E731
+            wait_for(gone, 60, "the stack's containers to go")
+
+
+# From inside the stack: bob's MX by the lab's DNS, on port 25, as another MX would.
+SEND = (
+    "import smtplib; s = smtplib.SMTP('mx-beta.beta.test', 25, timeout=10); "
+    "s.sendmail('alice@alpha.test', ['bob@beta.test'], 'Subject: stack\\r\\n\\r\\nhi\\r\\n')"
+)
+
+
+def _task(stack: str, service: str):  # noqa: ANN202 - a running Container or None
+    assert DOCKER is not None
+    flt = {"label": f"com.docker.swarm.service.name={stack}_{service}", "status": "running"}
+    found = DOCKER.containers.list(filters=flt)
+    return found[0] if found else None
 
 
 def test_bad_placement_is_a_located_error() -> None:
