@@ -230,21 +230,16 @@ def relay_auth(
 
 def write_keys(lab_dir: Path, keys: list[DkimKeyPlan], users: dict[Path, MailAuth]) -> None:
     """The lab's keys under dkim/, and in each relay's node directory (``auth``, as TLS
-    keys sit in ``tls``) the keys it signs or seals with and its SRS secret. Call
-    inside ``labdir.private()``."""
+    keys sit in ``tls``) the keys it signs or seals with and its SRS secret; all 0600."""
+    from mxlab.lab.pki import _write_private
+
     by_file = {k.file: k for k in keys if k.private}
-    (lab_dir / "dkim").mkdir(parents=True, exist_ok=True)
     for key in by_file.values():
-        (lab_dir / "dkim" / key.file).write_bytes(key.private)
+        _write_private(lab_dir / "dkim" / key.file, key.private)
     for ndir, auth in users.items():
         used = [k for ks in auth.sign.values() for k in ks] + ([auth.arc] if auth.arc else [])
-        files = {Path(k.key).name for k in used} & set(by_file)
-        if not files and auth.srs_secret is None:
-            continue
-        folder = ndir / "auth"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            (folder / name).write_bytes(by_file[name].private)
-        secret = folder / "srs.secret"
+        for name in {Path(k.key).name for k in used} & set(by_file):
+            _write_private(ndir / "auth" / name, by_file[name].private)
+        secret = ndir / "auth" / "srs.secret"
         if auth.srs_secret is not None and not secret.exists():
-            secret.write_text(secrets.token_hex(16) + "\n")
+            _write_private(secret, secrets.token_hex(16).encode() + b"\n")
