@@ -41,6 +41,7 @@ PRECOMPUTED_TYPES = (
     QTYPE.CNAME, QTYPE.PTR, QTYPE.SRV, QTYPE.CAA,
 )  # fmt: skip
 LEARNED_LIMIT = 20_000  # templates added at run time for names outside the zones
+REPLY_CACHE_LIMIT = 50_000  # distinct UDP queries whose whole reply is kept (~10 MB)
 TRANSFER_TYPES = (QTYPE.AXFR, QTYPE.IXFR)
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0
 _CLASS_IN = b"\x00\x01"
@@ -77,14 +78,28 @@ class Responder:
                     key = _wire_name(qname) + qtype.to_bytes(2, "big")
                     self._table[key] = self._template(qname, qtype)
         self._table_limit = len(self._table) + LEARNED_LIMIT
+        self._replies: dict[bytes, bytes] = {}  # UDP query after its ID -> reply after its ID
 
     # -- the fast path ---------------------------------------------------------------
 
     def respond(self, wire: bytes | bytearray, tcp: bool = False) -> list[bytes]:
-        """Reply messages for one query (none: drop it; several: an AXFR stream)."""
+        """Reply messages for one query (none: drop it; several: an AXFR stream).
+
+        A UDP query seen before, byte for byte after its ID (flags, the name as the
+        client spelled it, type, EDNS size and DO bit), gets the same reply again with
+        its own ID: one dictionary lookup. The cache belongs to this responder, so a
+        reload (a new Responder) starts a new one."""
         wire = bytes(wire)  # a no-op for the bytes sockets give; hashable for the table
+        if not tcp:
+            seen = self._replies.get(wire[2:])
+            if seen is not None:
+                return [wire[:2] + seen] if seen else []
         fast = self._fast(wire, tcp)
-        return fast if fast is not None else [bytes(m) for m in self._slow(wire, tcp)]
+        if fast is None:
+            return [bytes(m) for m in self._slow(wire, tcp)]
+        if not tcp and len(self._replies) < REPLY_CACHE_LIMIT:
+            self._replies[wire[2:]] = fast[0][2:] if fast else b""  # b"": dropped
+        return fast
 
     def _fast(self, wire: bytes, tcp: bool) -> list[bytes] | None:
         n = len(wire)
