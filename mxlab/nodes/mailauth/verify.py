@@ -142,7 +142,9 @@ def check(message: bytes, *, ip: str, helo: str, mail_from: str, authserv_id: st
                 action = result.policy
         results.append(
             authres.dmarc.DMARCAuthenticationResult(
-                result=result.result, result_comment=comment, header_from=result.domain
+                result=result.result,
+                result_comment=comment if result.result != "none" else None,
+                header_from=result.domain,
             )
         )
     header = str(authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results))
