@@ -1,8 +1,8 @@
 """Mail authentication in a running lab (topologies/auth.yaml, local runtime), from
 outside the lab's own clients: a message OpenDKIM signed passes the relay's checks, a
 spoof of a p=reject domain is refused at DATA with RFC 7489's reply, and a forged
-quarantine mark is dropped. (The shipped scenarios dmarc-reject, footer-arc and
-forward-srs run in test_lab_scenario.)"""
+quarantine mark or Authentication-Results in our name is dropped. (The shipped
+scenarios dmarc-reject, footer-arc and forward-srs run in test_lab_scenario.)"""
 
 from __future__ import annotations
 
@@ -86,12 +86,14 @@ def test_spoof_of_a_reject_domain_is_refused_at_data(plan: LabPlan) -> None:
     assert info.value.smtp_error == b"5.7.1 Email rejected per DMARC policy for alpha.test"
 
 
-def test_a_forged_quarantine_mark_is_dropped(plan: LabPlan) -> None:
-    forged = message("forged", sender="eve@outside.test", extra="X-Mxlab-Quarantine: yes\r\n")
+def test_forged_marks_and_results_are_dropped(plan: LabPlan) -> None:
+    fake = "X-Mxlab-Quarantine: yes\r\nAuthentication-Results: mx-beta.beta.test;\r\n dkim=pass\r\n"
+    forged = message("forged", sender="eve@outside.test", extra=fake)
     with mx_session(plan, "mx-beta") as smtp:
         smtp.sendmail("eve@outside.test", ["bob@beta.test"], forged)
     raw = copy_of(plan, "forged")
     assert b"X-Mxlab-Quarantine" not in raw
+    assert raw.count(b"Authentication-Results: mx-beta.beta.test;") == 1  # ours (RFC 8601 §5)
     got = auth_methods(auth_results(raw) or "")
     # the lab's DNS refuses names outside the lab: a DNS error (RFC 7208 §2.6.6)
     assert got["spf"] == ["temperror"] and got["dkim"] == ["none"], raw[:600]

@@ -61,7 +61,7 @@ def _process(
         from mxlab.nodes.mailauth import verify
 
         verify.use_lab_dns(config.dns.host, config.dns.port)
-        content = quarantine.strip(content)
+        content = quarantine.strip(content, config.fqdn)
         verdict = verify.check(
             content, ip=ip, helo=helo, mail_from=env.sender, authserv_id=config.fqdn
         )

@@ -20,18 +20,23 @@ def mark(reason: str) -> bytes:
     return HEADER + b": " + reason.encode("ascii", "replace") + b"\r\n"
 
 
-def strip(data: bytes) -> bytes:
-    """The message without quarantine marks forged by whoever sent it."""
+def strip(data: bytes, authserv_id: str) -> bytes:
+    """The message without headers forged by whoever sent it: quarantine marks, and
+    Authentication-Results claiming to be ours (RFC 8601 §5: a border MTA deletes them)."""
     head, sep, body = data.partition(b"\r\n\r\n")
-    if not _MARK.search(head):
+    ours = re.compile(
+        rb"^authentication-results:\s*" + re.escape(authserv_id.encode()) + rb"\s*(;|$)", re.I
+    )
+    if not _MARK.search(head) and not ours.search(head.replace(b"\r\n", b" ")):
         return data
-    lines = head.split(b"\r\n")
     kept: list[bytes] = []
-    dropping = False
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and dropping:
+    field: list[bytes] = []
+    for line in [*head.split(b"\r\n"), b""]:
+        if line[:1] in (b" ", b"\t"):
+            field.append(line)
             continue
-        dropping = _MARK.match(line) is not None
-        if not dropping:
-            kept.append(line)
+        unfolded = b" ".join(field)
+        if field and not _MARK.match(unfolded) and not ours.match(unfolded):
+            kept += field
+        field = [line]
     return b"\r\n".join(kept) + sep + body
