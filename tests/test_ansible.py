@@ -5,9 +5,11 @@ ok; a user added by a playbook receives mail with no node restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -239,6 +241,55 @@ def test_module_check_mode_then_idempotent(
     assert probe(mxlab.Lab.attach(LAB)) != before
     again = module(env, name, args)
     assert again["changed"] is False, again
+
+
+def test_records_added_by_hand_survive_a_change(lab: mxlab.Lab) -> None:
+    """A record a student added to the running lab stays when a change re-plans the
+    zones (the DNS node restarts with the MX change)."""
+    lab.dns_add("hand.alpha.test", "TXT", '"kept"')
+    lab.set_mx("gamma.test", {"mx1-beta": 5, "mx-alpha": 40})
+    assert lab.dns("hand.alpha.test", "TXT") == ("NOERROR", ['"kept"'])
+    assert lab.dns("gamma.test", "MX")[1] == ["40 mx.alpha.test.", "5 mx1.beta.test."]
+
+
+def test_reload_keeps_the_old_config_when_the_new_one_is_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGHUP: a config that loads is applied and acknowledged by its digest; one that
+    does not is reported and the node keeps what it has."""
+    from dataclasses import replace
+
+    from mxlab.nodes.reload import APPLIED_FILE, digest, on_sighup
+
+    store = preview(TOPOLOGIES / "two-domains.yaml").nodes["store-alpha"].config
+    config = replace(store, state_dir=str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    path, applied_file = tmp_path / "config.json", tmp_path / "state" / APPLIED_FILE
+    applied: list[Any] = []
+
+    async def hup_until(done: Callable[[], bool]) -> None:
+        os.kill(os.getpid(), signal.SIGHUP)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not done():
+            assert asyncio.get_running_loop().time() < deadline, "the SIGHUP went unanswered"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        on_sighup(config, applied.append)
+        try:
+            text = config.model_dump_json()
+            path.write_text(text)
+            await hup_until(lambda: bool(applied))
+            assert applied == [config]
+            assert applied_file.read_text().strip() == digest(text.encode())
+            path.write_text("{not json")
+            await hup_until(lambda: "reload_error" in capsys.readouterr().out)
+            assert applied == [config]
+            assert applied_file.read_text().strip() == digest(text.encode())
+        finally:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    asyncio.run(scenario())
 
 
 def test_cert_module_renews_an_expired_certificate(env: dict[str, str], lab: mxlab.Lab) -> None:

@@ -100,7 +100,6 @@ def write_plan(plan: LabPlan) -> None:
     """Write plan.json, one config.json and a state folder per node, and the zones."""
     from mxlab.dns.zonefile import render_zone
     from mxlab.lab import kinds
-    from mxlab.lab.mailauth import write_keys
     from mxlab.lab.pki import ensure_ca, issue
 
     root = Path(plan.lab_dir)
@@ -122,12 +121,21 @@ def write_plan(plan: LabPlan) -> None:
             kinds.get(node.kind).write_config(plan, node)  # e.g. Postfix's main.cf
         for zone in plan.zones:
             (root / "zones" / f"{zone.origin.rstrip('.')}.zone").write_text(render_zone(zone))
-        auth = {
-            node_dir(plan, name): node.config.mailauth
-            for name, node in plan.nodes.items()
-            if isinstance(node.config, RelayNodeConfig)
-        }
-        write_keys(root, plan.dkim, auth)
+        write_auth_keys(plan)
+
+
+def write_auth_keys(plan: LabPlan) -> None:
+    """The domains' DKIM keys, and in each relay's folder the keys it signs with (a
+    domain added to a running lab gets its keys here too)."""
+    from mxlab.lab.mailauth import write_keys
+
+    auth = {
+        node_dir(plan, name): node.config.mailauth
+        for name, node in plan.nodes.items()
+        if isinstance(node.config, RelayNodeConfig)
+    }
+    with private():
+        write_keys(Path(plan.lab_dir), plan.dkim, auth)
 
 
 TOPOLOGY = "topology.json"

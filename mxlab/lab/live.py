@@ -127,6 +127,7 @@ def apply(
         for zone in new.zones:
             _replace(root / "zones" / f"{zone.origin.rstrip('.')}.zone", render_zone(zone))
     labdir.write_secrets(new)
+    labdir.write_auth_keys(new)  # before the relays reload: they sign with them
     privileged = labdir.read_topology(plan)[1]
     labdir.write_topology(new, topo.model_dump(mode="json"), privileged, planned)
     for name in changed:  # the files a kind's software reads beside config.json
