@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.resolver
 import pytest
 
 from mxlab.nodes.config import DnsRecord
@@ -62,6 +63,15 @@ def _rows(text: str) -> list[DnsRecord]:
         name, rtype, rdata = line.split(None, 2)
         out.append(DnsRecord(name=name, type=rtype, rdata=rdata.strip()))
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _resolver_restored() -> Iterator[None]:
+    """The checks point dnspython's default resolver at a lab DNS node (a relay does so
+    for its process); put the test process's own back afterwards."""
+    saved = dns.resolver.default_resolver
+    yield
+    dns.resolver.default_resolver = saved
 
 
 @pytest.fixture(scope="module")
