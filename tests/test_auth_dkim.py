@@ -229,3 +229,25 @@ def test_opendkim_signatures_pass_our_checks(lab: Lab) -> None:
                     "mx-alpha", "alice@alpha.test")  # fmt: skip
     assert verdict.dkim == [("pass", "alpha.test")]
     assert verdict.dmarc is not None and verdict.dmarc.result == "pass"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("auth: {wrong_selector: true}", "auth: {dkim: [rsa, rsa]}", "beta.test.auth.dkim:"),
+        ("auth: {sign_as: alpha.test,", "auth: {sign_as: x.test,", "sign_as: 'x.test' is not"),
+        ("auth: {missing_key: true}", "auth: {dmarc: rejekt}", "did you mean 'reject'?"),
+        ("users: {dan: d-secret}", "users: {dan: d}\n    forwards: {dan: [bob@beta.test]}",
+         "forwards.dan: a user has this mailbox already"),
+        ("users: {dan: d-secret}", "users: {dan: d}\n    forwards: {x: [y@delta.test]}",
+         "forwards.x[0]: 'y@delta.test' is not an address of another domain"),
+        ("ns: {kind: dns}", "ns: {kind: dns, footer: x}", "nodes.ns.footer: only relays"),
+    ],
+)  # fmt: skip
+def test_auth_mistakes_are_located(old: str, new: str, expected: str) -> None:
+    from mxlab.lab.topology import TopologyError
+
+    assert old in TOPOLOGY
+    with pytest.raises(TopologyError) as info:
+        parse_topology(TOPOLOGY.replace(old, new), "t.yaml")
+    assert expected in str(info.value)

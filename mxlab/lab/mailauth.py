@@ -60,6 +60,10 @@ def check_auth(topo: Topology, src: str) -> None:
                         f"{target!r} is not an address of another domain",
                         "forward to an address like bob@beta.test",
                     )  # fmt: skip
+        if len(set(spec.auth.dkim)) != len(spec.auth.dkim):
+            raise TopologyError(
+                src, f"{where}.auth.dkim", "an algorithm is named twice", "name each once"
+            )
         other = spec.auth.sign_as
         if other is not None and (other == dom or other not in topo.domains):
             known = ", ".join(d for d in topo.domains if d != dom) or "(no other domain)"
