@@ -11,10 +11,12 @@ reads a relay's config, a dovecot node a store's. Modules are imported on first 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from mxlab.lab.kinds.base import Kind
+if TYPE_CHECKING:  # the topology reads MODULES without loading every kind
+    from mxlab.lab.kinds.base import Kind
 
-__all__ = ["MODULES", "Kind", "get"]
+__all__ = ["MODULES", "get"]
 
 # kind -> "module:attribute" of its Kind
 MODULES: dict[str, str] = {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
-
-from mxlab.lab.image import Progress
 from mxlab.lab.plan import LabPlan, NodePlan
 from mxlab.lab.ready import is_ready
+
+if TYPE_CHECKING:
+    import docker
+
+    from mxlab.lab.image import Progress
 
 
 class Kind:
@@ -20,6 +22,7 @@ class Kind:
     # a word of the local process's command line: `status` and `down` tell the node's
     # process from another that reused its pid by it
     process_marker: bytes = b"mxlab.nodes"
+    runs: bool = True  # False: a server mxlab does not run (external): no start, no image
 
     def image(self, client: docker.DockerClient, progress: Progress) -> str:
         """The image its containers run, built on first use."""
@@ -29,8 +32,8 @@ class Kind:
         """Files beside the node's config.json that its software reads (readable by a
         student in the lab directory); ours read config.json itself."""
 
-    def local_problem(self) -> str | None:
-        """Why this kind cannot run as a local process here (one line), or None."""
+    def local_problem(self, plan: LabPlan, node: NodePlan) -> str | None:
+        """Why the node cannot run as a local process here (one line), or None."""
         return None
 
     def argv(self, plan: LabPlan, node: NodePlan) -> list[str]:
