@@ -19,7 +19,9 @@ def read(chunks: list[bytes], limit: int | None = None) -> tuple[bytes | str, by
         for chunk in chunks:
             reader.feed_data(chunk)
         reader.feed_eof()
-        return await read_data(reader, limit), await reader.read()
+        out: list[bytes] = []  # the blocks read_data streams out
+        error = await read_data(reader, limit, out.append)
+        return (b"".join(out) if error is None else error), await reader.read()
 
     return asyncio.run(go())
 

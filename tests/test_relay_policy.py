@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from mxlab.lab.checks import split_trace
-from mxlab.nodes.config import Endpoint, LocalDomain, RelayDomain, RelayNodeConfig
+from mxlab.nodes.config import Endpoint, LocalDomain, QueuePolicy, RelayDomain, RelayNodeConfig
 from mxlab.nodes.message import message_id
 from mxlab.nodes.relay.delivery import retry_delay
 from mxlab.nodes.relay.policy import address_error, is_source_route, rcpt_verdict
@@ -35,7 +35,7 @@ CONFIG = RelayNodeConfig(
     },
     relay_domains={"beta.test": RelayDomain(users=["bob"], preference=20)},
     trusted_clients=["127.30.0.50"],
-    queue={"retry_initial": 2.0, "retry_max": 30.0},
+    queue=QueuePolicy(retry_initial=2.0, retry_max=30.0),
 )
 
 

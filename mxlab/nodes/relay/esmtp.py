@@ -28,6 +28,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_DOMAIN})>\s*(.*)\Z", re.S)
 READ_LIMIT = 1 << 16  # bytes the reader buffers before a DATA block is taken
+_TOO_BIG = "552 5.3.4 message size exceeds fixed maximum message size"
 _CARRY_MAX = 1 << 12  # an unfinished line longer than this is written out in parts
 HARD_ERROR_LIMIT = 20  # error replies before we hang up (Postfix's smtpd_hard_error_limit)
 # RFC 3207 §4 and Postfix's smtpd_tls_auth_only: no password before TLS
@@ -88,7 +89,7 @@ async def read_data(
     cut after its last CRLF and the rest carried into the next, so a stuffed dot is
     recognised wherever the blocks split. SIZE is enforced while reading (RFC 1870
     §6): past the limit the rest is read and dropped."""
-    size = 0
+    size = 0  # bytes of the message, dot-stuffing undone (RFC 1870 §3 counts so)
     tail = b"\r\n"  # the DATA line ended with CRLF: the data starts on a new line
     carry = b""  # the unfinished line after the last CRLF
     at_line_start = True  # does ``carry`` begin a line?
@@ -102,14 +103,12 @@ async def read_data(
             found = False
         if not piece:
             raise asyncio.IncompleteReadError(b"", None)
-        size += len(piece)
         window = tail + piece[-5:]
         end = found and window[-5:-3] == b"\r\n"
         tail = window[-2:]
-        over = over or (limit is not None and size > limit + len(_DOT_CRLF))
         if over:
             if end:
-                return "552 5.3.4 message size exceeds fixed maximum message size"
+                return _TOO_BIG
             continue
         text = carry + piece
         if end:
@@ -119,7 +118,14 @@ async def read_data(
             if cut == 0 and len(text) > _CARRY_MAX:  # a long line: pass it on in parts
                 cut = len(text) - 1  # the last byte may be the CR of the line's end
         if cut:
-            out(_unstuff(text[:cut], at_line_start))
+            block = _unstuff(text[:cut], at_line_start)
+            size += len(block)
+            if limit is not None and size > limit:
+                over = True  # read the rest and drop it, never buffered
+                if end:
+                    return _TOO_BIG
+            else:
+                out(block)
             at_line_start = text[cut - 2 : cut] == b"\r\n"
         carry = text[cut:]
         if end:
@@ -176,6 +182,7 @@ class RelaySMTP(SMTP):
     errors = 0  # error replies in this session
     login: LoginAttempts | None = None  # failed AUTHs of this session, once there is one
     login_hold = 0.0  # seconds the next 535 waits (Dovecot's auth_failure_delay)
+    _held = ""  # the lines of a multi-line reply before its last one
 
     def _create_envelope(self) -> RelayEnvelope:
         """A new transaction (RSET, EHLO, the end of one): a message left half
@@ -253,6 +260,10 @@ class RelaySMTP(SMTP):
             if status.startswith("535") and self.login_hold:
                 await asyncio.sleep(self.login_hold)  # a failed AUTH is answered late
                 self.login_hold = 0.0
+            if status[3:4] == "-":  # a multi-line reply (EHLO) goes out in one write
+                self._held += status + "\r\n"
+                return
+            status, self._held = self._held + status, ""
         await super().push(status)  # type: ignore[type-var]
         if self.login is not None and self.login.exhausted and self.transport is not None:
             self.login = None
@@ -373,7 +384,7 @@ class RelaySMTP(SMTP):
         env = self.envelope
         limit = self.data_size_limit
         if limit and env.rcpt_tos and env.chunked_bytes + size > limit:
-            env.chunk_error = "552 5.3.4 message size exceeds fixed maximum message size"
+            env.chunk_error = _TOO_BIG
             if env.incoming is not None:
                 env.incoming.discard()
         # no recipients also covers no HELO and no AUTH: RCPT needs both first
