@@ -21,7 +21,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import ensure_image
 from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
@@ -35,6 +35,7 @@ SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per
 LAB = "mxlab.lab"
 HOME = "mxlab.home"
 API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
+_OURS = ["-m", "mxlab.nodes"]  # argv[1:3] of our own node programs
 
 
 class _NoNetem(Exception):
@@ -143,12 +144,19 @@ class DockerRuntime(Runtime):
                     strict=True,
                 )
             )  # fmt: skip
+            # Our own node programs need no other node to start (they resolve and relay
+            # only when mail comes): all start at once, and the tiers below only wait
+            # for them. Other software starts after the tiers before it answer.
+            nodes = list(plan.nodes.values())
+            early = {n.name for n in nodes if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
+            list(pool.map(lambda n: made[n.name].start(), [n for n in nodes if n.name in early]))
             for role in ("dns", "store", "relay"):
                 group = [n for n in plan.start_order() if n.role == role]
                 if not group:
                     continue
                 progress(f"starting {role}: {', '.join(n.name for n in group)}")
-                list(pool.map(lambda n: made[n.name].start(), group))
+                late = [n for n in group if n.name not in early]
+                list(pool.map(lambda n: made[n.name].start(), late))
                 wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
     # -- what the swarm runtime changes -------------------------------------------
