@@ -36,12 +36,13 @@ class LineCheck:
         cut = text.rfind(b"\n") + 1
         done, rest = text[:cut], text[cut:]
         if done:
-            pairs = done.count(b"\r\n")
-            if pairs != done.count(b"\n") or pairs != done.count(b"\r"):
+            unpaired = done.replace(b"\r\n", b"")  # a CR or LF left over is bare
+            if b"\r" in unpaired or b"\n" in unpaired:
                 self.bare = True
-            lengths = list(map(len, done.split(b"\r\n")))
-            lengths[0] += self._dropped
-            self.longest = max(self.longest, *lengths)
+            else:
+                lengths = list(map(len, done.splitlines()))  # CRLF only, as none is bare
+                lengths[0] += self._dropped
+                self.longest = max(self.longest, *lengths)
             self._dropped = 0
         if b"\r" in rest[:-1]:  # a CR not followed by LF (a last CR may still pair)
             self.bare = True
