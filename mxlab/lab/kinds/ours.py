@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import docker
-
-from mxlab.lab.image import Progress, ensure_image
 from mxlab.lab.kinds.base import Kind
 from mxlab.lab.plan import LabPlan, NodePlan
+
+if TYPE_CHECKING:  # the docker SDK costs ~0.3 s to import: local labs never load it
+    import docker
+
+    from mxlab.lab.image import Progress
 
 
 class OurKind(Kind):
@@ -16,6 +19,8 @@ class OurKind(Kind):
         self.name = name
 
     def image(self, client: docker.DockerClient, progress: Progress) -> str:
+        from mxlab.lab.image import ensure_image
+
         return ensure_image(client, progress=progress)
 
     def argv(self, plan: LabPlan, node: NodePlan) -> list[str]:
