@@ -32,6 +32,7 @@ class DebianKind(Kind):
 
     packages: tuple[str, ...] = MAIL_PACKAGES
     programs: tuple[str, ...] = ()  # what a local instance needs on the PATH
+    files: tuple[str, ...] = ()  # and in the file system (e.g. Dovecot's LMTP server)
     resolves: bool = False  # asks the lab DNS through the C library (port 53 only)
 
     def image(self, client: docker.DockerClient, progress: Progress) -> str:
@@ -40,8 +41,9 @@ class DebianKind(Kind):
         return packages_image(client, self.packages, progress)
 
     def local_problem(self, plan: LabPlan, node: NodePlan) -> str | None:
+        path = os.environ.get("PATH", "") + ":/usr/sbin"
         for program in self.programs:
-            if shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+            if shutil.which(program, path=path) is None or not all(map(os.path.exists, self.files)):
                 return (
                     f"{program} is not installed here (apt-get install {' '.join(self.packages)})"
                 )

@@ -96,6 +96,7 @@ class DovecotKind(DebianKind):
     name = "dovecot"
     process_marker = b"dovecot"
     programs = ("dovecot",)
+    files = ("/usr/lib/dovecot/imap", "/usr/lib/dovecot/pop3", "/usr/lib/dovecot/lmtp")
 
     def write_config(self, plan: LabPlan, node: NodePlan) -> None:
         cfg = node.config

@@ -24,7 +24,7 @@ from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import ensure_image
-from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
+from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime import netem
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime, SubnetTaken
@@ -133,31 +133,42 @@ class DockerRuntime(Runtime):
             raise LabError(f"cannot create network {plan.subnet}: {exc.explanation}") from None
         self._after_network(plan, image, progress)
         dns = plan.dns_node
+        images = self._kind_images(plan, image, progress)
+        ours = [n for n in plan.start_order() if kinds.get(n.kind).runs]  # not external ones
         with ThreadPoolExecutor(max_workers=10) as pool:
             # Creating costs little and needs no order: create all now, so each tier
             # below waits only for its containers to start and its protocols to answer.
             made = dict(
                 zip(
-                    plan.nodes,
-                    pool.map(lambda n: self._create(plan, n, image, dns.address),
-                             plan.nodes.values()),
+                    [n.name for n in ours],
+                    pool.map(lambda n: self._create(plan, n, images[n.kind], dns.address), ours),
                     strict=True,
                 )
             )  # fmt: skip
             # Our own node programs need no other node to start (they resolve and relay
             # only when mail comes): all start at once, and the tiers below only wait
             # for them. Other software starts after the tiers before it answer.
-            nodes = list(plan.nodes.values())
-            early = {n.name for n in nodes if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
-            list(pool.map(lambda n: made[n.name].start(), [n for n in nodes if n.name in early]))
-            for role in ("dns", "store", "relay"):
-                group = [n for n in plan.start_order() if n.role == role]
+            early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
+            list(pool.map(lambda n: made[n.name].start(), [n for n in ours if n.name in early]))
+            for role in START_ORDER:
+                group = [n for n in ours if n.role == role]
                 if not group:
                     continue
                 progress(f"starting {role}: {', '.join(n.name for n in group)}")
                 late = [n for n in group if n.name not in early]
                 list(pool.map(lambda n: made[n.name].start(), late))
                 wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+
+    def _kind_images(self, plan: LabPlan, image: str, progress: Progress) -> dict[str, str]:
+        """Each kind's image: ours run ``image``, real software its own (built on first
+        use from the debootstrap base and Debian's packages)."""
+        out = {}
+        for node in plan.nodes.values():
+            kind = kinds.get(node.kind)
+            if kind.runs and node.kind not in out:
+                ours = kind.argv(plan, node)[1:3] == _OURS
+                out[node.kind] = image if ours else kind.image(self.client, progress)
+        return out
 
     # -- what the swarm runtime changes -------------------------------------------
     def _image(self, plan: LabPlan, progress: Progress) -> str:
@@ -191,10 +202,10 @@ class DockerRuntime(Runtime):
 
     def _create(self, plan: LabPlan, node: NodePlan, image: str, dns: str) -> Container:
         host, _, domain = node.fqdn.partition(".")
-        config = f"{CONTAINER_NODE_DIR}/config.json"
         return self._engine(plan, node).containers.create(
             image,
-            ["python3", "-m", "mxlab.nodes", node.role, "--config", config],
+            kinds.get(node.kind).argv(plan, node),
+            working_dir=CONTAINER_NODE_DIR,
             name=container_name(plan.lab, node.name),
             hostname=host,
             domainname=domain,
@@ -245,6 +256,13 @@ class DockerRuntime(Runtime):
                 NodeStatus(c.labels.get("mxlab.node", c.name), c.labels.get("mxlab.role", "?"),
                            addr, c.status, c.short_id)
             )  # fmt: skip
+        if (labdir.lab_dir(lab) / "plan.json").exists():  # servers it does not run
+            plan = labdir.read_plan(lab)
+            out += [
+                NodeStatus(n.name, n.role, n.address, "external", "")
+                for n in plan.nodes.values()
+                if not kinds.get(n.kind).runs
+            ]
         return sorted(out, key=lambda s: s.node)
 
     def labs(self) -> list[str]:
