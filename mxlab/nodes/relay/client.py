@@ -123,16 +123,20 @@ class Client:
         return await self.reply()
 
     async def send_data(self, blocks: Iterable[bytes]) -> None:
-        """The message after a 354, dot-stuffed, then the end-of-data line."""
+        """The message after a 354, dot-stuffed, then the end-of-data line, which
+        goes in the same write as the last block (one send fewer per message)."""
         after = b"\r\n"
+        ready = b""
         for block in blocks:
             if not block:
                 continue
-            self.writer.write(stuff(block, after))
+            if ready:
+                self.writer.write(ready)
+                async with asyncio.timeout(TIMEOUT):
+                    await self.writer.drain()
+            ready = stuff(block, after)
             after = (after + block)[-2:]
-            async with asyncio.timeout(TIMEOUT):
-                await self.writer.drain()
-        self.writer.write(b".\r\n" if after.endswith(b"\r\n") else b"\r\n.\r\n")
+        self.writer.write(ready + (b".\r\n" if after.endswith(b"\r\n") else b"\r\n.\r\n"))
 
     async def quit(self) -> None:
         """QUIT politely, or just close when the server does not answer."""

@@ -7,9 +7,10 @@ and content recognises it; a new message never has the same bytes. Recipients
 already taken are answered 250 and not queued twice.
 
 Durable (``mxlab.nodes.seen``): the queue writes a message's records right after the
-message itself, before its 250, and fsyncs them with it; a message queued whose
-records a kill cut off carries its digest in its envelope, and ``resume`` puts the
-records back. So this relay's own crash cannot make it take a message twice either.
+message itself, before its 250 (written, not fsynced: a kill cannot undo a write); a
+message queued whose records a kill cut off carries its digest in its envelope, and
+``resume`` puts the records back. So this relay's own crash cannot make it take a
+message twice either.
 """
 
 from __future__ import annotations

@@ -258,8 +258,8 @@ class Queue:
 
     def put_many(self, messages: list[tuple[Envelope, Spool]]) -> None:
         """Store new messages durably, one directory fsync for all of them, then
-        their duplicate-filter records, fsynced too; the caller acknowledges only
-        after this returns. On failure none is kept."""
+        their duplicate-filter records; the caller acknowledges only after this
+        returns. On failure none is kept."""
         try:
             for envelope, spool in messages:
                 envelope.size = spool.size
@@ -271,11 +271,15 @@ class Queue:
                 with contextlib.suppress(OSError):
                     spool.final.unlink(missing_ok=True)
             raise
-        self._remember([envelope for envelope, _ in messages])
+        # Written, not fsynced: a kill cannot lose them (the kernel has them), and a
+        # power loss only records of messages whose envelopes carry their digests
+        # (put back at the next start) or that are gone already; at worst a duplicate,
+        # never a loss, as with remove_message. It saves an fsync per message.
+        self._remember([envelope for envelope, _ in messages], sync=False)
 
-    def _remember(self, envelopes: list[Envelope]) -> None:
-        """Record the recipients of ``envelopes`` in the duplicate filter and fsync it.
-        After the messages: a record must never stand for a message not queued."""
+    def _remember(self, envelopes: list[Envelope], *, sync: bool = True) -> None:
+        """Record the recipients of ``envelopes`` in the duplicate filter (and fsync
+        it). After the messages: a record must never stand for a message not queued."""
         if self.duplicates is None:
             return
         for env in envelopes:
@@ -283,7 +287,8 @@ class Queue:
                 rcpts = [r.address for r in env.recipients]
                 _, missing = self.duplicates.check(env.digest, rcpts)
                 self.duplicates.remember(env.digest, env.id, missing)
-        self.duplicates.sync()
+        if sync:
+            self.duplicates.sync()
 
     def put(self, envelope: Envelope, content: bytes) -> None:
         spool = self.spool(envelope.id)
