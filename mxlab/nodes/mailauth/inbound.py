@@ -65,10 +65,10 @@ def _process(
         verdict = verify.check(
             content, ip=ip, helo=helo, mail_from=env.sender, authserv_id=config.fqdn
         )
-        if verdict.action == "reject" and auth.enforce:
+        if verdict.action == "reject":
             return verdict.reply, content
         head = verdict.header
-        if verdict.action == "quarantine" and auth.enforce:
+        if verdict.action == "quarantine":
             head += quarantine.mark(f"dmarc=fail p=quarantine header.from={verdict.domain}")
     if auth.footer:
         content = forward.add_footer(content, auth.footer)
