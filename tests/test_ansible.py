@@ -22,7 +22,7 @@ import mxlab
 from mxlab.api import preview
 from mxlab.lab.inventory import domain_group, inventory, render_ini
 
-from .conftest import TOPOLOGIES
+from .conftest import TOPOLOGIES, wait_for
 from .test_lab_local import mxlab as mxlab_cli
 
 BIN = Path(sys.executable).parent  # ansible, ansible-playbook beside this Python
@@ -346,6 +346,41 @@ def test_shipped_playbook_changed_then_ok(
         assert _state("mx2-beta")(lab) != "running"
         sent = lab.send("alice@alpha.test", ["bob@beta.test"], subject="after the swap")
         lab.mailbox("bob@beta.test").wait_for(message_id=sent.message_id, timeout=30)
+
+
+def test_queue_module_drains_a_relay(env: dict[str, str], lab: mxlab.Lab) -> None:
+    """A message left at mx1-beta while beta's store was down (its next retry minutes
+    away: the queue policy changed live): check mode leaves it queued; the run
+    flushes it and waits until the queue is empty; the next run has nothing to do."""
+
+    def retry(seconds: float) -> Callable[[dict], dict]:
+        def edit(topology: dict) -> dict:
+            topology["settings"]["queue"] |= {"retry_initial": seconds, "retry_max": seconds}
+            return topology
+
+        return edit
+
+    assert "mx1-beta" in lab.reconfigure(retry(200.0))
+    lab.stop("store-beta")
+    try:
+        sent = lab.send("alice@alpha.test", ["bob@beta.test"], subject="held")
+        wait_for(lambda: lab.queue("mx1-beta"), timeout=30, what="a message queued at mx1-beta")
+        args = {"lab": LAB, "node": "mx1-beta"}
+        assert module(env, "mxlab_queue", args, check=True)["changed"] is True
+        assert lab.queue("mx1-beta")
+    finally:
+        lab.start("store-beta")
+    assert module(env, "mxlab_queue", args)["drained"] == 1
+    assert lab.queue("mx1-beta") == []
+    lab.mailbox("bob@beta.test").wait_for(message_id=sent.message_id, timeout=30)
+    assert module(env, "mxlab_queue", args)["changed"] is False
+    lab.reconfigure(retry(2.0))
+
+
+def test_inventory_format_error_is_one_line() -> None:
+    proc = mxlab_cli("ansible", "inventory", LAB, "--format", "xml", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --format xml: use yaml or ini"
 
 
 def test_render_ini_quotes_values() -> None:
