@@ -174,6 +174,11 @@ def change(
     """Edit the lab's topology as it is on disk now, plan it and (unless ``dry_run``) put
     it in force; the new plan and the nodes that change ([] when nothing does). One
     change at a time: two playbooks editing one lab must not lose an edit."""
+    if plan.runtime == "hosts":  # node files live on the hosts, copied there at `up`
+        raise LabError(
+            f"lab {plan.lab} runs on the hosts runtime, which cannot change it live:"
+            " bring it down and up with the changed topology"
+        )
     with labdir.private(), open(Path(plan.lab_dir) / ".change.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         plan = labdir.read_plan(plan.lab)
