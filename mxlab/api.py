@@ -17,7 +17,7 @@ import contextlib
 import email
 import email.policy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -656,12 +656,18 @@ def run_scenario(
     runtime: str | None = None,
     progress: Progress = _quiet,
     artifacts: Path = Path("mxlab-artifacts"),
+    kinds: Mapping[str, str] | None = None,
 ) -> Any:
     """Bring up a scenario's lab, run its fault steps and checks, account for every
     message, tear it down; a failed run keeps the lab's files under ``artifacts``.
+    ``kinds`` runs other software in the same roles: ``{"relay": "postfix", "store":
+    "dovecot"}`` runs the scenario with Postfix and Dovecot in place of our nodes.
     Returns the scenario ``Outcome`` (``.ok``, ``.steps``, ``.accounting``)."""
+    from mxlab.lab.kinds.swap import swap_kinds
     from mxlab.lab.scenario import load_scenario
     from mxlab.lab.scenario_run import run_scenario as run
 
     scenario, topo = load_scenario(Path(path))
+    if kinds:
+        topo = swap_kinds(topo, kinds)
     return run(scenario, topo, runtime, progress, artifacts)

@@ -29,6 +29,7 @@ from mxlab.lab.topology import (
     in_lab,
     is_address,
     parse_topology,
+    role_of,
     validation_error,
 )
 from mxlab.lab.yamlfile import read_source, read_yaml
@@ -343,7 +344,7 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
     """Nodes, users and message ids a step names must exist, and be of the right kind."""
     sent: dict[str, Send] = {}
     users = {f"{u}@{d}".lower() for d, spec in topo.domains.items() for u in spec.users}
-    relays = [n for n, spec in topo.nodes.items() if spec.kind == "relay"]
+    relays = [n for n, spec in topo.nodes.items() if role_of(spec.kind) == "relay"]
     for i, step in enumerate(scenario.steps):
         where = f"{field}[{i}]"
         node = getattr(step, "node", None)

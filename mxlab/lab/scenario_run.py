@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from mxlab.lab import dns_faults, labdir
+from mxlab.lab import dns_faults, kinds
 from mxlab.lab.checks import auth_methods, auth_results, split_trace
 from mxlab.lab.errors import LabError
 from mxlab.lab.lifecycle import bring_up, tear_down
@@ -142,11 +142,9 @@ class Runner:
         return found
 
     def _queued_at(self, node: str, message_id: str) -> bool:
-        """Still to be delivered by that relay (incoming, active, deferred or held)."""
-        from mxlab.nodes.relay.queue_admin import read_queue
-
-        state = labdir.node_dir(self.plan, node) / "state"
-        return any(env.message_id == message_id for env in read_queue(state))
+        """Still to be delivered by that relay (its kind reads its queue)."""
+        plan = self.plan.nodes[node]
+        return kinds.get(plan.kind).queued(self.plan, plan, message_id)
 
     def _queued_anywhere(self, message_id: str) -> str | None:
         for name, node in self.plan.nodes.items():

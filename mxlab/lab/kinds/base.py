@@ -45,6 +45,11 @@ class Kind:
         """Every service of the node answers its protocol's greeting."""
         return is_ready(node, timeout)
 
+    def queued(self, plan: LabPlan, node: NodePlan, message_id: str) -> bool:
+        """The message waits in the node's queue (read from its files in the lab
+        directory): scenarios' expect_queued and accounting."""
+        return False
+
     def events(self, node: NodePlan, log: bytes) -> list[dict[str, Any]]:
         """The node's log as structured events (``ts``, ``node``, ``event``, fields such as
         ``message_id``, ``queue_id``, ``to``, ``hop``) for ``trace``."""

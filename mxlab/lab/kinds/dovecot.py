@@ -53,6 +53,13 @@ mail_location = maildir:{root}/mail/%d/%n
 mail_fsync = always
 first_valid_uid = {MAIL_UID}
 pop3_uidl_format = %08Xu%08Xv
+namespace inbox {{
+  inbox = yes
+  mailbox Junk {{
+    auto = create
+    special_use = \\Junk
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=CRYPT username_format=%Lu {root}/dovecot/users

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from mxlab.lab import labdir
 from mxlab.lab.kinds.base import Kind
 from mxlab.lab.plan import LabPlan, NodePlan
 
@@ -22,6 +23,13 @@ class OurKind(Kind):
         from mxlab.lab.image import ensure_image
 
         return ensure_image(client, progress=progress)
+
+    def queued(self, plan: LabPlan, node: NodePlan, message_id: str) -> bool:
+        """Incoming, active, deferred or held at our relay."""
+        from mxlab.nodes.relay.queue_admin import read_queue
+
+        state = labdir.node_dir(plan, node.name) / "state"
+        return any(env.message_id == message_id for env in read_queue(state))
 
     def argv(self, plan: LabPlan, node: NodePlan) -> list[str]:
         python = sys.executable if plan.runtime == "local" else "python3"  # the image's

@@ -10,12 +10,14 @@ it. Its log goes to stdout (``maillog_file``), read back for ``trace``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 from datetime import datetime
 from typing import Any
 
+from mxlab.lab import labdir
 from mxlab.lab.kinds.debian import DebianKind
 from mxlab.lab.plan import LabPlan, NodePlan
 from mxlab.nodes.config import RelayNodeConfig
@@ -217,6 +219,17 @@ class PostfixKind(DebianKind):
             f"trap 'postfix -c {root}/postfix stop; exit 0' TERM INT; wait $!"
         )
         return self.run(plan, node, script)
+
+    def queued(self, plan: LabPlan, node: NodePlan, message_id: str) -> bool:
+        """In one of Postfix's queues: its queue files hold the message's headers."""
+        spool = labdir.node_dir(plan, node.name) / "spool"
+        wanted = message_id.encode()
+        for queue in ("incoming", "active", "deferred", "hold"):
+            for path in (spool / queue).rglob("*"):
+                with contextlib.suppress(OSError):  # delivered while we looked
+                    if path.is_file() and wanted in path.read_bytes():
+                        return True
+        return False
 
     def events(self, node: NodePlan, log: bytes) -> list[dict[str, Any]]:
         return postfix_events(node.name, log)
