@@ -11,7 +11,6 @@ Where libc has no recvmmsg, ``available()`` is False and the caller reads one at
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import socket
 from collections.abc import Callable
 
@@ -42,7 +41,7 @@ class _Mmsghdr(ctypes.Structure):
     _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's among them
 # where the loop reads and writes headers, in units of the integer it moves
 _STRIDE32 = ctypes.sizeof(_Mmsghdr) // 4
 _STRIDE64 = ctypes.sizeof(_Mmsghdr) // 8
