@@ -10,20 +10,21 @@ import typer
 import mxlab
 from mxlab.cli import render
 from mxlab.cli.app import JsonOpt, LabArg, RuntimeOpt, TopologyArg, app, attach, out, say
+from mxlab.lab.topology import role_of
 
 
 @app.command()
 def validate(topology: TopologyArg, json_out: JsonOpt = False) -> None:
     """Check a topology file; print a summary or one line saying what is wrong."""
     topo = mxlab.validate(topology)
-    kinds = [n.kind for n in topo.nodes.values()]
+    roles = [role_of(n.kind) for n in topo.nodes.values()]  # a postfix node is a relay
     summary = {
         "lab": topo.name,
         "domains": len(topo.domains),
         "users": sum(len(d.users) for d in topo.domains.values()),
-        "relays": kinds.count("relay"),
-        "stores": kinds.count("store"),
-        "dns": kinds.count("dns"),
+        "relays": roles.count("relay"),
+        "stores": roles.count("store"),
+        "dns": roles.count("dns"),
     }
     if json_out:
         print(json.dumps({"file": str(topology), "ok": True} | summary))
