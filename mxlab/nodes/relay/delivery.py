@@ -179,7 +179,7 @@ class Delivery:
             self._content.pop(env.id, None)
             # the journal may go once every attempt has saved what it journaled
             self._journal_pinned |= not saved
-            if not self._busy and not self._journal_pinned:
+            if not self._busy and not self._journal_pinned and self.queue.journal_full:
                 self.queue.forget_journal()
             self._wake.set()
         action = self._after_attempt.pop(env.id, None)
@@ -202,12 +202,12 @@ class Delivery:
         groups: dict[str, list[Recipient]] = defaultdict(list)
         for rcpt in env.pending():
             groups[self.router.destination(split_address(rcpt.address)[1])].append(rcpt)
-        results = await asyncio.gather(
-            *(
-                self._deliver_group(dest, env, rcpts, content, delivered)
-                for dest, rcpts in groups.items()
-            )
-        )
+        attempts = [
+            self._deliver_group(dest, env, rcpts, content, delivered)
+            for dest, rcpts in groups.items()
+        ]
+        # one destination (the usual case) needs no task of its own
+        results = [await attempts[0]] if len(attempts) == 1 else await asyncio.gather(*attempts)
         now = time.time()
         reports += self._record(env, [o for group in results for o in group.items()], now)
         warn_after = self.config.queue.delay_warning

@@ -34,6 +34,7 @@ from mxlab.nodes.relay.dedupe import DuplicateFilter
 
 BLOCK = 1 << 18  # bytes read from a spool file at a time when sending
 KEEP = 1 << 16  # a new message up to this size stays in memory for its first attempt
+JOURNAL_SLACK = 1 << 13  # bytes of delivery journal left until an idle moment empties it
 QueueState = Literal["incoming", "active", "deferred", "hold"]
 RcptState = Literal["pending", "delivered", "bounced"]
 
@@ -245,6 +246,7 @@ class Queue:
         root.mkdir(parents=True, exist_ok=True)
         self._journal_path = root / "delivered.journal"
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._journal_bytes = os.fstat(self._journal).st_size
 
     def close(self) -> None:
         os.close(self._journal)
@@ -309,14 +311,22 @@ class Queue:
         its record. The kernel has it at once: a SIGKILL cannot make the relay send
         again; only a power loss could, which costs a duplicate, never a loss.
         ``save``/``remove`` at the end of the attempt make it permanent."""
-        os.write(self._journal, "".join(f"{qid} {r}\n" for r in rcpts).encode())
+        self._journal_bytes += os.write(
+            self._journal, "".join(f"{qid} {r}\n" for r in rcpts).encode()
+        )
+
+    @property
+    def journal_full(self) -> bool:
+        """Worth emptying: an ext4 fsync of a new message also writes out the data of
+        every file grown since the last commit (data=ordered), so a journal left to
+        grow slows each 250 down; a few KiB do not, and spare a truncate (a journal
+        transaction on the event loop) per message."""
+        return self._journal_bytes > JOURNAL_SLACK
 
     def forget_journal(self) -> None:
-        """Empty the journal; only when every attempt has saved what it recorded.
-        Emptied at every chance: an ext4 fsync of a new message also writes out the
-        data of every file grown since the last commit (data=ordered), so a journal
-        left to grow slows each 250 down."""
+        """Empty the journal; only when every attempt has saved what it recorded."""
         os.ftruncate(self._journal, 0)
+        self._journal_bytes = 0
 
     def _replay_journal(self, envelopes: list[Envelope]) -> None:
         """Apply deliveries journaled before a crash, then persist and forget them."""
