@@ -21,6 +21,7 @@ from mxlab.cli import (  # noqa: F401 - each module registers its commands
     queue,
     records,
     scenario,
+    sink,
     ui,
 )
 from mxlab.cli.app import app, err

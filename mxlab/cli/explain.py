@@ -25,7 +25,7 @@ def _who(plan: LabPlan, address: str) -> str:
 
 def _tls(n: NodePlan) -> list[str]:
     cfg = n.config
-    if isinstance(cfg, DnsNodeConfig) or cfg.tls is None:
+    if not isinstance(cfg, RelayNodeConfig | StoreNodeConfig) or cfg.tls is None:
         return []
     auth = (
         "allowed before STARTTLS (settings.allow_plaintext_auth)"
@@ -153,7 +153,17 @@ def explanation(plan: LabPlan, node: str, ask: Lookup = None) -> list[str]:
         return explain_relay(plan, n, ask)
     if n.role == "store":
         return explain_store(plan, n)
+    if n.role in OTHERS:
+        ports = ", ".join(f"{s} {p}" for s, p in n.ports.items())
+        return [f"{n.name} ({n.fqdn}, {n.address}): {OTHERS[n.role]}; {ports}."]
     return explain_dns(plan, n)
+
+
+OTHERS = {
+    "sink": "an SMTP sink: takes mail for any recipient and keeps it (mxlab sink list)",
+    "external": "a server outside the lab, not run by mxlab: relays send to it as told",
+    "resolver": "a recursive resolver (unbound) with the lab's zones as stub zones",
+}
 
 
 @app.command()

@@ -17,16 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxlab.lab.errors import LabError
 from mxlab.lab.mailauth import DkimKeyPlan, auth_records, dkim_keys, relay_auth
-from mxlab.lab.topology import Role, Topology, TopologyError, role_of
+from mxlab.lab.topology import Role, Service, Topology, TopologyError, role_of
 from mxlab.nodes.config import (
     DnsNodeConfig,
     DnsRecord,
     Endpoint,
+    ExternalNodeConfig,
     LocalDomain,
     NodeConfig,
     QueuePolicy,
     RelayDomain,
     RelayNodeConfig,
+    ResolverNodeConfig,
+    SinkNodeConfig,
     StoreNodeConfig,
     StoreUser,
     TlsFiles,
@@ -35,6 +38,7 @@ from mxlab.nodes.config import (
 from mxlab.nodes.passwords import hash_password
 
 RuntimeName = Literal["local", "docker", "swarm", "hosts"]
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 STANDARD_PORTS = {"dns": 53, "smtp": 25, "submission": 587, "lmtp": 24, "imap": 143, "pop3": 110}
 STANDARD_PORTS |= {"submissions": 465, "imaps": 993, "pop3s": 995}  # RFC 8314 implicit TLS
@@ -89,7 +93,7 @@ class UserPlan(_Model):
 
 class DomainPlan(_Model):
     mx: list[tuple[int, str]]  # (preference, node), sorted
-    store: str
+    store: str  # "" when its mail leaves the lab (every MX a sink or external)
     submission: str
 
 
@@ -170,7 +174,7 @@ def make_plan(
     domains = {
         dom: DomainPlan(
             mx=sorted((mx.preference, mx.node) for mx in spec.mx),
-            store=spec.store,
+            store=spec.store or "",
             submission=spec.submission or min(spec.mx, key=lambda m: m.preference).node,
         )
         for dom, spec in topo.domains.items()
@@ -181,7 +185,7 @@ def make_plan(
             password=password,
             domain=dom,
             submission=domains[dom].submission,
-            store=spec.store,
+            store=spec.store or "",
         )
         for dom, spec in topo.domains.items()
         for local, password in spec.users.items()
@@ -217,9 +221,26 @@ def make_plan(
             else str(lab_dir / "nodes" / name / "tls")
         )
         tls = TlsFiles(cert=f"{tls_dir}/cert.pem", key=f"{tls_dir}/key.pem", ca=f"{tls_dir}/ca.pem")
-        config: DnsNodeConfig | RelayNodeConfig | StoreNodeConfig
+        config: NodeConfig
         role = role_of(spec.kind)
-        if role == "dns":
+        if role == "external":
+            node_ports = outside_ports(spec.ports)
+            config = ExternalNodeConfig(**base, ports=node_ports)
+        elif role == "sink":
+            node_ports = {"smtp": ports["smtp"]}
+            config = SinkNodeConfig(
+                **base, smtp_port=ports["smtp"], max_message_size=topo.settings.max_message_size
+            )
+        elif role == "resolver":
+            node_ports = {"dns": ports["dns"]}
+            config = ResolverNodeConfig(
+                **base,
+                port=ports["dns"],
+                dns=dns,
+                stub_zones=[z.origin for z in zones],
+                allow=[str(net), "127.0.0.0/8"],
+            )
+        elif role == "dns":
             config = DnsNodeConfig(**base, port=ports["dns"], zones=zones)
             node_ports = {"dns": ports["dns"]}
         elif role == "store":
@@ -308,13 +329,20 @@ def _relay_config(
         else:
             backup[dom] = RelayDomain(users=locals_, preference=min(prefs))
     hop = topo.nodes[name].next_hop
+    resolver = topo.nodes[name].resolver
+    # peers outside the lab listen where they listen, not on the lab's SMTP port
+    smtp_ports = {
+        addresses[n]: outside_ports(s.ports)["smtp"]
+        for n, s in topo.nodes.items()
+        if s.kind == "external" and outside_ports(s.ports)["smtp"] != ports["smtp"]
+    }
     return RelayNodeConfig(
         **base,
         smtp_port=ports["smtp"],
         submission_port=ports["submission"],
         submissions_port=ports["submissions"],
         remote_smtp_port=ports["smtp"],
-        dns=dns,
+        dns=Endpoint(host=addresses[resolver], port=ports["dns"]) if resolver else dns,
         local_domains=local,
         relay_domains=backup,
         auth_users={u.address: hashes[u.address] for u in users if u.submission == name},
@@ -325,12 +353,20 @@ def _relay_config(
             for local, addresses_ in spec.send_as.items()
         },
         trusted_clients=[addresses[n] for n, s in topo.nodes.items() if s.next_hop == name],
-        next_hop=Endpoint(host=addresses[hop], port=ports["smtp"]) if hop else None,
+        next_hop=Endpoint(host=addresses[hop], port=smtp_ports.get(addresses[hop], ports["smtp"]))
+        if hop
+        else None,
+        smtp_ports=smtp_ports,
         max_message_size=topo.settings.max_message_size,
         allow_plaintext_auth=topo.settings.allow_plaintext_auth,
         queue=QueuePolicy(**topo.settings.queue.model_dump()),
         tls=tls,
     )
+
+
+def outside_ports(ports: Mapping[Service, int]) -> dict[str, int]:
+    """An external node's ports: SMTP on 25 unless the topology says otherwise."""
+    return {"smtp": 25} | {str(k): v for k, v in ports.items()}
 
 
 def _hostnames(topo: Topology) -> dict[str, str]:
@@ -373,13 +409,21 @@ def _soa(origin: str, ns: str) -> DnsRecord:
 def _addresses(
     topo: Topology, net: ipaddress.IPv4Network | ipaddress.IPv6Network
 ) -> tuple[list[str], dict[str, str]]:
-    """Nodes in start order, and their addresses in that order from .2 up."""
+    """Nodes in start order, and their addresses in that order from .2 up; an external
+    node keeps its own ("host": this machine, as the lab's nodes reach it)."""
     hosts = iter(net.hosts())
     next(hosts)  # .1 is the docker bridge's gateway; keep the layout the same everywhere
     order = sorted(topo.nodes, key=lambda n: START_ORDER.index(role_of(topo.nodes[n].kind)))
-    addresses = {name: str(ip) for name, ip in zip(order, hosts, strict=False)}
-    if len(addresses) < len(order):  # validation refuses this; a topology built in code may not
+    ours = [n for n in order if topo.nodes[n].address is None]
+    addresses = {name: str(ip) for name, ip in zip(ours, hosts, strict=False)}
+    if len(addresses) < len(ours):  # validation refuses this; a topology built in code may not
         raise LabError(f"{len(order)} nodes do not fit {net}: pin a larger subnet in settings")
+    local = isinstance(net, ipaddress.IPv4Network) and net.subnet_of(_LOOPBACK)
+    on_host = "127.0.0.1" if local else str(net.network_address + 1)
+    for name in order:
+        where = topo.nodes[name].address
+        if where is not None:
+            addresses[name] = on_host if where == "host" else where
     return order, addresses
 
 
@@ -433,6 +477,8 @@ def _zones(
     rev = reverse_zone_origin(net)
     ptrs = [_soa(rev, ns), DnsRecord(name=f"{rev}.", type="NS", rdata=f"{ns}.")]
     for name, addr in addresses.items():
+        if ipaddress.ip_address(addr) not in net:
+            continue  # an external node's: its own reverse zone is not the lab's
         ptr = ipaddress.ip_address(addr).reverse_pointer
         ptrs.append(DnsRecord(name=f"{ptr}.", type="PTR", rdata=f"{fqdns[name]}."))
     return [Zone(origin=f"{o}.", records=r) for o, r in records.items()] + [

@@ -210,6 +210,16 @@ class ExpectQueued(_Step):
     within: float = Field(15.0, gt=0)
 
 
+class ExpectSink(_Step):
+    """A sink node kept the message: each SMTP transaction that reached it, envelope
+    recipients and bytes as sent."""
+
+    action: Literal["expect_sink"] = "expect_sink"
+    id: str
+    node: str  # a node of kind sink
+    within: float = Field(30.0, gt=0)
+
+
 class ExpectDns(_Step):
     action: Literal["expect_dns"] = "expect_dns"
     name: Annotated[str, _parses(dns.name.from_text, "a DNS name")]
@@ -225,7 +235,8 @@ class OpenRelayProbe(_Step):
 
 Step = Annotated[
     NodeStep | Impair | DnsFault | DnsRestore | Send | ExpectSent | Reject | ExpectDelivered
-    | ExpectBounce | ExpectQueued | ExpectDns | OpenRelayProbe | ExpectAuth | ExpectQuarantined,
+    | ExpectBounce | ExpectQueued | ExpectDns | OpenRelayProbe | ExpectAuth | ExpectQuarantined
+    | ExpectSink,
     Field(discriminator="action"),
 ]  # fmt: skip
 
@@ -267,6 +278,7 @@ def _normalise(step: Any) -> Any:
 CHECK_ACTIONS = {
     "send", "expect_sent", "expect_reject", "expect_delivered", "expect_bounce",
     "expect_queued", "expect_dns", "expect_no_open_relay", "expect_auth", "expect_quarantined",
+    "expect_sink",
 }  # fmt: skip
 
 
@@ -355,6 +367,13 @@ def _check_names(scenario: Scenario, topo: Topology, src: str, field: str = "ste
                 f"no node named {node!r}",
                 f"use one of: {', '.join(topo.nodes)}",
             )
+        if isinstance(step, ExpectSink) and topo.nodes[step.node].kind != "sink":
+            sinks = [n for n, spec in topo.nodes.items() if spec.kind == "sink"]
+            kind = topo.nodes[step.node].kind
+            raise TopologyError(
+                src, f"{where}.node", f"{step.node!r} is of kind {kind}, need a sink",
+                f"use one of: {', '.join(sinks)}" if sinks else "add a node of kind sink",
+            )  # fmt: skip
         if node is not None and isinstance(step, _RELAY_STEPS) and node not in relays:
             raise TopologyError(
                 src,

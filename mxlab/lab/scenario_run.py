@@ -39,6 +39,7 @@ from mxlab.lab.scenario import (
     ExpectQuarantined,
     ExpectQueued,
     ExpectSent,
+    ExpectSink,
     Impair,
     NodeStep,
     OpenRelayProbe,
@@ -46,6 +47,7 @@ from mxlab.lab.scenario import (
     Scenario,
     Send,
 )
+from mxlab.lab.sink import node_sink
 from mxlab.lab.topology import Topology
 from mxlab.nodes.config import RelayNodeConfig
 
@@ -205,7 +207,31 @@ class Runner:
                 return self._expect_auth(step)
             case ExpectQuarantined():
                 return self._expect_quarantined(step)
+            case ExpectSink():
+                return self._expect_sink(step)
         raise LabError(f"unknown step {step!r}")
+
+    def _expect_sink(self, step: ExpectSink) -> str:
+        """Every acknowledged message reached the sink once per transaction, bytes intact
+        below the relays' trace headers, for the recipients it was sent to."""
+        sink = node_sink(self.plan, step.node)
+        acked = [s for s in self._finished(step.id) if s.acknowledged]
+        self._poll(
+            step.within,
+            lambda: all(sink.find(s.message_id) for s in acked),
+            f"{step.id} did not reach sink {step.node}",
+        )
+        for sent in acked:
+            for kept in sink.find(sent.message_id):
+                if split_trace(kept.data)[1] != sent.data:
+                    raise StepFailed(
+                        f"{sent.id}: the copy {step.node} kept differs from what was sent"
+                    )
+            got = {r.lower() for kept in sink.find(sent.message_id) for r in kept.rcpt_tos}
+            missing = [r for r in sent.rcpts if r.lower() not in got]
+            if missing:
+                raise StepFailed(f"{sent.id}: {step.node} kept no copy for {missing[0]}")
+        return f"kept by {step.node}"
 
     def _poll(self, within: float, done: Callable[[], bool], failure: str) -> str:
         deadline = time.monotonic() + within
@@ -395,11 +421,36 @@ class Runner:
         return f"{len(probes)} probes refused"
 
     # -- accounting ----------------------------------------------------------------------
+    def _sink_copies(self) -> set[tuple[str, str]]:
+        """(Message-ID, recipient) of everything the lab's sink nodes kept."""
+        return {
+            (m.message_id.lower(), r.lower())
+            for n in self.plan.nodes.values()
+            if n.kind == "sink"
+            for m in node_sink(self.plan, n.name).messages()
+            for r in m.rcpt_tos
+        }
+
+    def _leaves(self, rcpt: str) -> bool:
+        """Mail for ``rcpt`` is handed to a server outside the lab: its domain's MX or
+        the next hop of the relays it passes is an external node."""
+        domain = self.plan.domains.get(rcpt.rpartition("@")[2].lower())
+        if domain is not None:
+            return self.plan.nodes[domain.mx[0][1]].kind == "external"
+        outside = {n.address for n in self.plan.nodes.values() if n.kind == "external"}
+        return any(
+            isinstance(n.config, RelayNodeConfig)
+            and n.config.next_hop is not None
+            and n.config.next_hop.host in outside
+            for n in self.plan.nodes.values()
+        )
+
     def account(self, outcome: Outcome) -> None:
         """Every acknowledged message: delivered exactly once to each recipient, bounced
         to its sender, or still queued somewhere — anything else fails the run."""
         tally = {"delivered": 0, "bounced": 0, "queued": 0, "not acknowledged": 0, "duplicated": 0}
         tally["quarantined"] = 0
+        kept = self._sink_copies()
         boxes: dict[str, dict[str, list[bytes]]] = {}
         junk: dict[str, dict[str, list[bytes]]] = {}
         for sid in list(self.loads):
@@ -423,10 +474,14 @@ class Runner:
                         outcome.unaccounted.append(f"{sent.id} delivered {copies}x to {rcpt}")
                     elif not sent.acknowledged:
                         continue
+                    elif (sent.message_id.lower(), rcpt.lower()) in kept:
+                        tally["kept by a sink"] = tally.get("kept by a sink", 0) + 1
                     elif self._bounces(sent):
                         tally["bounced"] += 1
                     elif self._queued_anywhere(sent.message_id) is not None:
                         tally["queued"] += 1
+                    elif self._leaves(rcpt):
+                        tally["left the lab"] = tally.get("left the lab", 0) + 1  # external
                     else:
                         outcome.unaccounted.append(f"{sent.id} to {rcpt}: lost")
         outcome.accounting = tally

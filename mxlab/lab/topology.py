@@ -112,6 +112,11 @@ class NodeSpec(StrictModel):
     footer: str | None = None  # relays only: appended to every body passing (breaks DKIM)
     # swarm: a node hostname or label=value; hosts: an inventory host or group
     placement: str | None = None
+    # external only: where the server mxlab does not run is, "host" for the machine
+    # running the lab (its loopback locally, the network's gateway under docker)
+    address: str | None = None
+    ports: dict[Service, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
+    resolver: str | None = None  # relays only: an unbound node to ask instead of the lab DNS
 
 
 class MxSpec(StrictModel):
@@ -135,10 +140,10 @@ class AuthSpec(StrictModel):
 
 
 class DomainSpec(StrictModel):
-    store: str
+    store: str | None = None  # required unless every MX is outside the lab or a sink
     mx: list[MxSpec] = Field(min_length=1)
     submission: str | None = None  # relay that takes its users' mail; default: best MX
-    users: dict[str, str] = Field(min_length=1)  # local part -> password
+    users: dict[str, str] = Field(default_factory=dict)  # local part -> password
     forwards: dict[str, list[str]] = Field(default_factory=dict)  # local part -> addresses
     auth: AuthSpec = AuthSpec()
     # local part -> other addresses the user may send as (Postfix's smtpd_sender_login_maps)
@@ -195,12 +200,12 @@ def _check_refs(topo: Topology, src: str) -> None:
                     src, f"nodes.{name}.next_hop", "only relays have a next hop", "remove it"
                 )
             hop = topo.nodes.get(node.next_hop)
-            if hop is None or role_of(hop.kind) != "relay":
+            if hop is None or role_of(hop.kind) not in SMTP_PEERS:
                 raise TopologyError(
                     src,
                     f"nodes.{name}.next_hop",
                     f"no relay named {node.next_hop!r}",
-                    f"use one of: {', '.join(_in_role(topo, 'relay'))}",
+                    f"use one of: {', '.join(_in_role(topo, *SMTP_PEERS))}",
                 )
             if node.next_hop == name:
                 raise TopologyError(
@@ -217,6 +222,7 @@ def _check_refs(topo: Topology, src: str) -> None:
             raise TopologyError(
                 src, f"nodes.{name}.hostname", f"{node.hostname!r} is not a host name"
             )
+        _check_outside(topo, name, node, src)
     _check_hop_loops(topo, src)
     dns_nodes = _in_role(topo, "dns")
     if len(dns_nodes) != 1:
@@ -226,9 +232,9 @@ def _check_refs(topo: Topology, src: str) -> None:
     for dom, spec in topo.domains.items():
         where = f"domains.{dom}"
         _check_domain_name(dom, src, where)
-        _check_node_ref(topo, src, f"{where}.store", spec.store, "store")
         for i, mx in enumerate(spec.mx):
-            _check_node_ref(topo, src, f"{where}.mx[{i}].node", mx.node, "relay")
+            _check_node_ref(topo, src, f"{where}.mx[{i}].node", mx.node, *SMTP_PEERS)
+        _check_store(topo, dom, spec, src)
         if spec.submission is not None:
             _check_node_ref(topo, src, f"{where}.submission", spec.submission, "relay")
         seen: set[str] = set()
@@ -459,17 +465,79 @@ def _check_send_as(user: str, addresses: list[str], users: set[str], src: str, w
             )
 
 
-def _in_role(topo: Topology, role: str) -> list[str]:
-    """The nodes in ``role`` (a relay of any kind: ours or postfix)."""
-    return [n for n, spec in topo.nodes.items() if role_of(spec.kind) == role]
+def _in_role(topo: Topology, *roles: str) -> list[str]:
+    """The nodes in one of ``roles`` (a relay of any kind: ours or postfix)."""
+    return [n for n, spec in topo.nodes.items() if role_of(spec.kind) in roles]
 
 
-def _check_node_ref(topo: Topology, src: str, field: str, ref: str, kind: str) -> None:
+def _check_node_ref(topo: Topology, src: str, field: str, ref: str, *kinds: str) -> None:
     node = topo.nodes.get(ref)
-    if node is None or role_of(node.kind) != kind:
-        known = ", ".join(_in_role(topo, kind)) or f"(none: add a node of kind {kind})"
+    if node is None or role_of(node.kind) not in kinds:
+        need = " or ".join(kinds)
+        known = ", ".join(_in_role(topo, *kinds)) or f"(none: add a node of kind {kinds[0]})"
         what = f"no node named {ref!r}" if node is None else f"{ref!r} is a {node.kind}"
-        raise TopologyError(src, field, f"{what}, need a {kind}", f"use one of: {known}")
+        raise TopologyError(src, field, f"{what}, need a {need}", f"use one of: {known}")
+
+
+# roles that take mail by SMTP from a relay: as its next hop or as a domain's MX
+SMTP_PEERS = ("relay", "sink", "external")
+
+
+def _check_outside(topo: Topology, name: str, node: NodeSpec, src: str) -> None:
+    """An external node says where its server is; only it does (mxlab places the others)."""
+    where = f"nodes.{name}"
+    if node.kind != "external":
+        if node.address is not None:
+            raise TopologyError(
+                src, f"{where}.address", "only external nodes have an address here",
+                "remove it: mxlab gives the nodes it runs their addresses",
+            )  # fmt: skip
+        if node.ports:
+            raise TopologyError(
+                src, f"{where}.ports", "only external nodes have ports here",
+                "remove it: the lab's ports are settings.ports",
+            )  # fmt: skip
+    elif node.address is None:
+        raise TopologyError(
+            src, f"{where}.address", "an external node needs the address of its server",
+            "add address: 192.0.2.10, or address: host for this machine",
+        )  # fmt: skip
+    elif node.address != "host":
+        try:
+            ipaddress.IPv4Address(node.address)
+        except ValueError:
+            raise TopologyError(
+                src, f"{where}.address", f"{node.address!r} is not an IPv4 address",
+                "write e.g. 192.0.2.10, or host for the machine running the lab",
+            ) from None  # fmt: skip
+    if node.resolver is not None:
+        if role_of(node.kind) != "relay":
+            raise TopologyError(
+                src, f"{where}.resolver", "only relays have a resolver", "remove it"
+            )
+        _check_node_ref(topo, src, f"{where}.resolver", node.resolver, "resolver")
+
+
+def _check_store(topo: Topology, dom: str, spec: DomainSpec, src: str) -> None:
+    """A domain's mail ends in its store, unless every MX is a sink or outside the lab."""
+    where = f"domains.{dom}"
+    inside = [m.node for m in spec.mx if role_of(topo.nodes[m.node].kind) == "relay"]
+    if spec.store is not None:
+        _check_node_ref(topo, src, f"{where}.store", spec.store, "store")
+    elif inside:
+        raise TopologyError(
+            src, f"{where}.store", "required field is missing",
+            f"add it: {inside[0]} delivers the domain's mail to a store",
+        )  # fmt: skip
+    if spec.store is not None and not spec.users:
+        raise TopologyError(
+            src, f"{where}.users", "a domain with a store needs at least 1 user", "add one"
+        )
+    if spec.store is None and spec.users:
+        raise TopologyError(
+            src, f"{where}.users", "the domain's mail leaves the lab: no mailboxes to log in to",
+            "remove users, or give the domain a store and a relay as MX",
+        )  # fmt: skip
 
 
 def validation_error(

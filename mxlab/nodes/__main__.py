@@ -18,6 +18,7 @@ ROLES = {
     "dns": "mxlab.dns.server",
     "relay": "mxlab.nodes.relay.server",
     "store": "mxlab.nodes.store.server",
+    "sink": "mxlab.nodes.sink.server",
 }
 
 

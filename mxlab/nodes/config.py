@@ -146,8 +146,9 @@ class MailAuth(_Model):
     checks, and the on-purpose breakage a lesson asks for."""
 
     # the planner turns the checks on; a config written by hand does without them
-    verify: bool = False  # SPF, DKIM, ARC, DMARC on mail from other hosts; A-R added
-    enforce: bool = True  # DMARC p=reject refused at DATA, p=quarantine to Junk
+    # SPF, DKIM, ARC, DMARC on mail from other hosts, an A-R header added, and DMARC
+    # policies honoured: p=reject refused at DATA, p=quarantine marked for Junk
+    verify: bool = False
     sign: dict[str, list[DkimKey]] = field(default_factory=dict)  # sender domain -> keys
     arc: DkimKey | None = None  # seals mail it forwards (RFC 8617 §5.1)
     forwards: dict[str, list[str]] = field(default_factory=dict)  # address -> next addresses
@@ -171,6 +172,8 @@ class RelayNodeConfig(NodeBase):
     sender_aliases: dict[str, list[str]] = field(default_factory=dict)
     trusted_clients: list[str] = field(default_factory=list)  # may relay anywhere (chains)
     next_hop: Endpoint | None = None  # smarthost for every non-local domain
+    # MX address -> its SMTP port where not remote_smtp_port (peers outside the lab)
+    smtp_ports: dict[str, int] = field(default_factory=dict)
     max_message_size: int = 10 * 1024 * 1024
     max_received_headers: int = 30  # loop detection
     allow_plaintext_auth: bool = False  # AUTH before STARTTLS (Postfix's smtpd_tls_auth_only)
@@ -198,11 +201,47 @@ class StoreNodeConfig(NodeBase):
     tls: TlsFiles | None = None
 
 
-NodeConfig = DnsNodeConfig | RelayNodeConfig | StoreNodeConfig
+class SinkNodeConfig(NodeBase):
+    """An SMTP sink (like Postfix's smtp-sink or Mailpit): accepts any recipient and
+    keeps every message, envelope and bytes, in state_dir for checks to read."""
+
+    role: Literal["sink"] = "sink"
+    smtp_port: int
+    max_message_size: int = 10 * 1024 * 1024
+
+
+class ResolverNodeConfig(NodeBase):
+    """A recursive resolver for the lab: the lab's zones are stub zones at its DNS."""
+
+    role: Literal["resolver"] = "resolver"
+    port: int  # UDP and TCP
+    dns: Endpoint  # the lab's authoritative server
+    stub_zones: list[str]  # origins, e.g. "alpha.test."
+    allow: list[str]  # networks whose clients may ask it
+
+
+class ExternalNodeConfig(NodeBase):
+    """A server mxlab does not run: recorded so the lab directory says where it is."""
+
+    role: Literal["external"] = "external"
+    ports: dict[str, int]  # service -> port
+
+
+NodeConfig = (
+    DnsNodeConfig
+    | RelayNodeConfig
+    | StoreNodeConfig
+    | SinkNodeConfig
+    | ResolverNodeConfig
+    | ExternalNodeConfig
+)
 ROLES: dict[str, type[NodeConfig]] = {
     "dns": DnsNodeConfig,
     "relay": RelayNodeConfig,
     "store": StoreNodeConfig,
+    "sink": SinkNodeConfig,
+    "resolver": ResolverNodeConfig,
+    "external": ExternalNodeConfig,
 }
 
 

@@ -25,6 +25,8 @@ MODULES: dict[str, str] = {
     "store": "mxlab.lab.kinds.ours:STORE",
     "postfix": "mxlab.lab.kinds.postfix:KIND",
     "dovecot": "mxlab.lab.kinds.dovecot:KIND",
+    "external": "mxlab.lab.kinds.external:KIND",
+    "sink": "mxlab.lab.kinds.sink:KIND",
 }
 
 

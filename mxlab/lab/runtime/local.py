@@ -167,18 +167,19 @@ class LocalRuntime(Runtime):
         self._children: dict[str, subprocess.Popen] = {}
 
     def up(self, plan: LabPlan, progress: Progress) -> None:
-        for node in plan.nodes.values():
+        ours = [n for n in plan.start_order() if kinds.get(n.kind).runs]  # not external ones
+        for node in ours:
             problem = kinds.get(node.kind).local_problem(plan, node)
             if problem is not None:
                 raise LabError(f"node {node.name} (kind {node.kind}): {problem}")
             _check_free(node)
-        argvs = {n.name: kinds.get(n.kind).argv(plan, n) for n in plan.nodes.values()}
+        argvs = {n.name: kinds.get(n.kind).argv(plan, n) for n in ours}
         # our own nodes are forked by one warm process per role, started now so that
         # their imports overlap the earlier tiers' start-up
         roles = {argv[3] for argv in argvs.values() if argv[1:3] == ["-m", "mxlab.nodes"]}
         with _Forkers(roles, _node_env(plan), labdir.lab_dir(plan.lab)) as forkers:
             for role in START_ORDER:
-                group = [n for n in plan.start_order() if n.role == role]
+                group = [n for n in ours if n.role == role]
                 forked = [n for n in group if argvs[n.name][1:3] == ["-m", "mxlab.nodes"]]
                 with labdir.private():
                     pids = forkers.fork(role, [labdir.node_dir(plan, n.name) for n in forked])
@@ -230,6 +231,8 @@ class LocalRuntime(Runtime):
         for node in plan.start_order():
             pid = _node_pid(plan, node.name)
             state = "running" if pid else "stopped"
+            if not kinds.get(node.kind).runs:
+                state = "external"
             out.append(NodeStatus(node.name, node.role, node.address, state, str(pid or "")))
         return out
 
@@ -237,6 +240,8 @@ class LocalRuntime(Runtime):
         if _node_pid(plan, node) is not None:
             return
         target = plan.nodes[node]
+        if not kinds.get(target.kind).runs:
+            raise LabError(f"node {node} is external: mxlab does not run it")
         _check_free(target)
         self._spawn(plan, target)
         wait_ready([target], time.monotonic() + READY_TIMEOUT, self._why_dead(plan))

@@ -110,7 +110,7 @@ class Router:
             if not addresses and not error.startswith("4"):
                 error = f"550 5.4.4 MX host {host} has no address"
             hops += [
-                Hop(host, a, self.config.remote_smtp_port)
+                Hop(host, a, self.config.smtp_ports.get(a, self.config.remote_smtp_port))
                 for a in addresses
                 if a != self.config.address  # never deliver to ourselves
             ]

@@ -1,0 +1,1 @@
+"""The SMTP sink node: accepts any recipient and keeps every message for checks."""
