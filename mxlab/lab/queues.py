@@ -19,14 +19,16 @@ ANSWER_TIMEOUT = 10.0
 
 def relays_of(plan: LabPlan, node: str | None) -> list[str]:
     """Every relay of the lab, or the one named (refused with one line if not a relay)."""
-    relays = [name for name, n in plan.nodes.items() if n.role == "relay"]
+    # the queue requests are our relay program's: a postfix node has postqueue instead
+    relays = [name for name, n in plan.nodes.items() if n.kind == "relay"]
     if node is None:
         return relays
     if node not in plan.nodes:
         raise LabError(f"lab {plan.lab} has no node {node!r} ({', '.join(plan.nodes)})")
     if node not in relays:
         raise LabError(
-            f"{node} is a {plan.nodes[node].role} node, not a relay ({', '.join(relays)})"
+            f"{node} is a {plan.nodes[node].kind} node, not a relay of ours "
+            f"({', '.join(relays)}); a postfix node's queue: postqueue in the node"
         )
     return [node]
 
