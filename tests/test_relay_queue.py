@@ -39,7 +39,7 @@ def test_put_then_load_returns_envelope_and_exact_bytes(tmp_path: Path) -> None:
     queue.put(env, CONTENT)
     loaded, dropped = Queue(tmp_path / "queue").load()
     assert loaded == [env] and dropped == []
-    assert queue.read(env.id) == CONTENT
+    assert queue.data(loaded[0]).read() == CONTENT
     assert not [p for p in (tmp_path / "queue").iterdir() if p.name.endswith(".tmp")]
 
 

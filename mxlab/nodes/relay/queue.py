@@ -96,12 +96,13 @@ def read_envelope(root: Path, qid: str) -> Envelope:
     except FileNotFoundError:
         pass
     with open(root / f"{qid}.msg", "rb") as f:
-        return _trailer(f)[0]
+        return _trailer(f)
 
 
-def _trailer(f: BinaryIO) -> tuple[Envelope, int]:
-    """The envelope line at the end of a message file, and where the message ends.
-    JSON has no raw LF, so the line starts after the last LF but the final one."""
+def _trailer(f: BinaryIO) -> Envelope:
+    """The envelope line at the end of a message file: JSON has no raw LF, so the
+    line starts after the last LF but the final one; its size says where the
+    message ends, which must be just before it."""
     end = f.seek(0, os.SEEK_END)
     want = 4096
     while True:
@@ -117,7 +118,7 @@ def _trailer(f: BinaryIO) -> tuple[Envelope, int]:
     envelope = Envelope.model_validate_json(tail[cut + 1 :])
     if envelope.size != start + cut:
         raise ValueError("the message file does not match its envelope's size")
-    return envelope, start + cut
+    return envelope
 
 
 @dataclass(frozen=True)
@@ -338,13 +339,6 @@ class Queue:
     def data(self, envelope: Envelope) -> MessageData:
         """The message bytes, read in blocks when sent."""
         return MessageData(envelope.size, path=self._msg(envelope.id))
-
-    def read(self, qid: str) -> bytes:
-        """The message bytes, without the envelope line after them."""
-        with open(self._msg(qid), "rb") as f:
-            _, end = _trailer(f)
-            f.seek(0)
-            return f.read(end)
 
     def remove(self, qid: str) -> None:
         remove_message(self.root, qid)
