@@ -42,10 +42,13 @@ async def serve(config: RelayNodeConfig) -> None:
     def reload(new: RelayNodeConfig) -> None:
         """SIGHUP: users, domains and routes from the rewritten config; new sessions and
         the next delivery attempt use them (ports and TLS need a restart)."""
+        nonlocal config
+        config = new  # and listeners made after this signal
         for handler in handlers:
             handler.config = new
         delivery.config = delivery.router.config = new
 
+    on_sighup(config, reload)  # before any port answers: a HUP must never end the node
     await delivery.resume()
     ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
@@ -64,7 +67,6 @@ async def serve(config: RelayNodeConfig) -> None:
             factory = make_smtp(config, handler, tls_context, budget).clone
             start = loop.create_server(factory, config.address, port, ssl=implicit)
             await listen(config, servers, port, start)
-        on_sighup(config, reload)
         emit(
             config.node,
             "listening",

@@ -192,6 +192,7 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
         auth.hashes = Authenticator(new).hashes
         handler.config, handler.users = new, {a.lower() for a in new.users}
 
+    on_sighup(config, reload)  # before any port answers: a HUP must never end the node
     servers: list[asyncio.Server] = []
     try:
         address = config.address
@@ -231,7 +232,6 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
             config.pop3_port,
             asyncio.start_server(pop3_client(False), address, config.pop3_port),
         )
-        on_sighup(config, reload)
         emit(
             config.node,
             "listening",
