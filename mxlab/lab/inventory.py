@@ -12,7 +12,11 @@ from typing import Any
 
 from mxlab.lab.plan import LabPlan
 
-ROLE_GROUPS = {"dns": "dns", "relay": "relays", "store": "stores"}
+ROLE_GROUPS = {"dns": "dns", "relay": "relays", "store": "stores"}  # others: role + "s"
+
+
+def role_group(role: str) -> str:
+    return ROLE_GROUPS.get(role, f"{role}s")
 
 
 def domain_group(domain: str) -> str:
@@ -60,6 +64,7 @@ def host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
     return _connection(plan, node) | {
         "mxlab_node": n.name,
         "mxlab_role": n.role,
+        "mxlab_kind": n.kind or n.role,  # which software (postfix, dovecot...)
         "mxlab_address": n.address,
         "mxlab_fqdn": n.fqdn,
         "mxlab_ports": dict(n.ports),
@@ -69,9 +74,10 @@ def host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
 
 def inventory(plan: LabPlan) -> dict[str, Any]:
     """The inventory in Ansible's YAML structure (``all`` -> ``children`` -> ``hosts``)."""
+    roles = list(ROLE_GROUPS) + sorted({n.role for n in plan.nodes.values()} - set(ROLE_GROUPS))
     children: dict[str, Any] = {
-        group: {"hosts": {n.name: None for n in plan.start_order() if n.role == role}}
-        for role, group in ROLE_GROUPS.items()
+        role_group(role): {"hosts": {n.name: None for n in plan.start_order() if n.role == role}}
+        for role in roles
     }
     for dom in plan.domains:
         members = [n.name for n in plan.start_order() if dom in served(plan, n.name)]
