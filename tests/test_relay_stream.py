@@ -6,6 +6,7 @@ that was acknowledged and leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import socket
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ import pytest
 
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.config import Endpoint
-from mxlab.nodes.relay.esmtp import read_data
+from mxlab.nodes.relay.esmtp import QUEUE_UNAVAILABLE, read_data
+from mxlab.nodes.relay.queue import Spool
+from mxlab.nodes.relay.smtpd import Incoming
 from mxlab.nodes.relay.trace import MAX_LINE, LineCheck
 from tests.conftest import wait_for
 from tests.test_relay_support import RelayProcess, Sink, message, new_address, relay_config
@@ -214,3 +217,19 @@ def test_sigkill_mid_data_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 def _only_journal(queue: Path) -> bool:
     return [p.name for p in queue.iterdir()] == ["delivered.journal"]
+
+
+def test_a_failed_spool_write_is_answered_451_once_the_data_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, "Q1")
+    message = Incoming(spool, b"Received: by us\r\n", "a@alpha.test", 0.0)
+
+    def disk_full(data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "write", disk_full)
+    message.write(b"Subject: s\r\n\r\nbody\r\n")  # read on: the client is still sending
+    message.write(b"more\r\n")
+    assert message.refusal(max_received=30) == QUEUE_UNAVAILABLE
+    assert list(tmp_path.iterdir()) == []  # the partial file is gone

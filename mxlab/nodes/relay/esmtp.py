@@ -28,6 +28,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@{_DOMAIN})>\s*(.*)\Z", re.S)
 READ_LIMIT = 1 << 16  # bytes the reader buffers before a DATA block is taken
+QUEUE_UNAVAILABLE = "451 4.3.0 cannot queue the message now, try again later"
 _TOO_BIG = "552 5.3.4 message size exceeds fixed maximum message size"
 _CARRY_MAX = 1 << 12  # an unfinished line longer than this is written out in parts
 HARD_ERROR_LIMIT = 20  # error replies before we hang up (Postfix's smtpd_hard_error_limit)
@@ -343,8 +344,12 @@ class RelaySMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        try:
+            sink = self._sink()  # before 354: a client told to go ahead must be heard out
+        except OSError:
+            await self.push(QUEUE_UNAVAILABLE)
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        sink = self._sink()
         try:
             error = await read_data(self._reader, self.data_size_limit, sink.write)
         except BaseException:
@@ -395,7 +400,15 @@ class RelaySMTP(SMTP):
             if last and env.rcpt_tos:  # the failed transaction ends here
                 self._set_post_data_state()
             return
-        sink = env.incoming or self._sink()
+        try:
+            sink = env.incoming or self._sink()
+        except OSError:
+            env.chunk_error = QUEUE_UNAVAILABLE  # this chunk and the rest are dropped
+            await self._discard(size)
+            await self.push(QUEUE_UNAVAILABLE)
+            if last:
+                self._set_post_data_state()
+            return
         try:
             left = size
             while left > 0:

@@ -17,7 +17,12 @@ from mxlab.nodes.message import message_id
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
-from mxlab.nodes.relay.esmtp import ConnectionBudget, RelayEnvelope, RelaySMTP
+from mxlab.nodes.relay.esmtp import (
+    QUEUE_UNAVAILABLE,
+    ConnectionBudget,
+    RelayEnvelope,
+    RelaySMTP,
+)
 from mxlab.nodes.relay.policy import address_error, rcpt_verdict, sender_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
 from mxlab.nodes.relay.queue import Queue, Recipient, Spool, new_queue_id
@@ -63,6 +68,7 @@ class Incoming:
         self.size = 0  # bytes as received, without our trace header
         self.head = b""  # the first HEAD bytes: the header section, as far as checked
         self.lines = LineCheck()
+        self.failed: OSError | None = None  # a spool write failed: the message is lost
         self._digest = DuplicateFilter.hasher(sender)
         spool.write(trace)
 
@@ -81,7 +87,12 @@ class Incoming:
         self.spool.write(self.trace + content)
 
     def write(self, block: bytes) -> None:
-        self.spool.write(block)
+        if self.failed is None:
+            try:
+                self.spool.write(block)
+            except OSError as exc:  # the disk is full: read on, answer 451 at the end
+                self.failed = exc
+                self.spool.discard()
         self.lines.feed(block)
         self._digest.update(block)
         if len(self.head) < HEAD:
@@ -101,6 +112,8 @@ class Incoming:
             return "500 5.5.2 line too long (RFC 5321 §4.5.3.1.6)"
         if count_received(self.head) > max_received:
             return "554 5.4.6 too many Received headers: mail loop detected"
+        if self.failed is not None:
+            return QUEUE_UNAVAILABLE
         return None
 
     def digest(self) -> str:
@@ -232,6 +245,8 @@ class RelayHandler:
         assert isinstance(message, Incoming)  # made by incoming() when the data began
         refusal = message.refusal(self.config.max_received_headers)
         if refusal is not None:
+            if message.failed is not None:
+                emit(self.config.node, "error", error=f"queue write failed: {message.failed}")
             return refusal
         key = message.digest()
         known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
@@ -278,7 +293,7 @@ class RelayHandler:
             await asyncio.shield(self.delivery.accept(queued, message.spool, queued_now))
         except OSError as exc:
             emit(self.config.node, "error", error=f"queue write failed: {exc}")
-            return "451 4.3.0 cannot queue the message now, try again later"
+            return QUEUE_UNAVAILABLE
         return f"250 2.0.0 Ok: queued as {qid}"
 
 
