@@ -13,6 +13,7 @@ import dns.query
 import pytest
 
 from mxlab.dns.zonefile import render_zone
+from mxlab.lab.kinds.nsd import nsd_conf
 from tests.test_dns_support import DnsNode, free_port, lab_zones, need, new_address, wait_for
 
 QUERIES = [
@@ -32,27 +33,10 @@ class Nsd:
     def __init__(self, tmp: Path) -> None:
         binary = need("nsd")
         self.address, self.port = new_address(), free_port()
-        lines = [
-            "server:",
-            f"  ip-address: {self.address}@{self.port}",
-            f"  port: {self.port}",
-            '  username: ""',
-            '  chroot: ""',
-            '  database: ""',
-            f'  zonesdir: "{tmp}"',
-            f'  pidfile: "{tmp}/nsd.pid"',
-            f'  xfrdfile: "{tmp}/xfrd.state"',
-            f'  zonelistfile: "{tmp}/zone.list"',
-            f'  logfile: "{tmp}/nsd.log"',
-            "  server-count: 1",
-            "  rrl-ratelimit: 0",
-            "remote-control:",
-            "  control-enable: no",
-        ]
-        for i, zone in enumerate(lab_zones()):
-            (tmp / f"z{i}.zone").write_text(render_zone(zone))
-            lines += ["zone:", f"  name: {zone.origin}", f"  zonefile: z{i}.zone"]
-        (tmp / "nsd.conf").write_text("\n".join(lines) + "\n")
+        zones = {z.origin: f"z{i}.zone" for i, z in enumerate(lab_zones())}
+        for zone in lab_zones():
+            (tmp / zones[zone.origin]).write_text(render_zone(zone))
+        (tmp / "nsd.conf").write_text(nsd_conf(self.address, self.port, str(tmp), zones))
         self.proc = subprocess.Popen([binary, "-d", "-c", str(tmp / "nsd.conf")])
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mxlab.lab.kinds.unbound import unbound_conf
 from mxlab.nodes.config import Zone
 from tests.test_dns_support import (
     DnsNode,
@@ -31,41 +32,6 @@ class Unbound:
     proc: subprocess.Popen[bytes]
 
 
-def unbound_conf(
-    tmp: Path, node: DnsNode, address: str, port: int, zones: list[str] = LAB_ZONES
-) -> str:
-    """Foreground, unprivileged, no chroot, no remote control, iterator only (the lab
-    zones are unsigned), and the local-zone defaults for .test and 127 lifted."""
-    lines = [
-        "server:",
-        f"  interface: {address}@{port}",
-        f"  port: {port}",
-        "  do-daemonize: no",
-        '  chroot: ""',
-        '  username: ""',
-        f'  directory: "{tmp}"',
-        f'  pidfile: "{tmp}/unbound.pid"',
-        '  logfile: ""',
-        "  use-syslog: no",
-        "  verbosity: 1",
-        "  do-ip6: no",
-        "  do-not-query-localhost: no",
-        '  module-config: "iterator"',
-        "  access-control: 127.0.0.0/8 allow",
-        "  num-threads: 1",
-        "  qname-minimisation: no",
-        '  local-zone: "test." nodefault',
-        '  local-zone: "127.in-addr.arpa." nodefault',
-        "  unblock-lan-zones: yes",
-        "  insecure-lan-zones: yes",
-    ]
-    lines += [f'  domain-insecure: "{zone}"' for zone in zones]
-    lines += ["remote-control:", "  control-enable: no"]
-    for zone in zones:
-        lines += ["stub-zone:", f'  name: "{zone}"', f"  stub-addr: {node.address}@{node.port}"]
-    return "\n".join(lines) + "\n"
-
-
 def start_unbound(tmp: Path, zones: list[Zone] | None = None) -> Iterator[Unbound]:
     """A DNS node serving ``zones`` and an unbound with them as stub zones."""
     binary = need("unbound")
@@ -73,7 +39,8 @@ def start_unbound(tmp: Path, zones: list[Zone] | None = None) -> Iterator[Unboun
     origins = [z.origin for z in zones] if zones else LAB_ZONES
     address, port = new_address(), free_port()
     conf = tmp / "unbound.conf"
-    conf.write_text(unbound_conf(tmp, node, address, port, origins))
+    dns = f"{node.address}@{node.port}"
+    conf.write_text(unbound_conf(address, port, str(tmp), dns, origins, ["127.0.0.0/8"]))
     log = (tmp / "unbound.log").open("w")
     proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=log, stderr=log)
     unbound = Unbound(address, port, proc)

@@ -29,7 +29,7 @@ def _greets(host: str, port: int, prefix: bytes, timeout: float) -> bool:
         return False
 
 
-def _answers_soa(host: str, port: int, zone: str, timeout: float) -> bool:
+def answers_soa(host: str, port: int, zone: str, timeout: float) -> bool:
     query = dns.message.make_query(zone, "SOA")
     try:
         reply = dns.query.udp(query, host, port=port, timeout=timeout)
@@ -43,7 +43,7 @@ def is_ready(node: NodePlan, timeout: float = 1.0) -> bool:
     for service, port in node.ports.items():
         if service == "dns":
             zone = node.config.zones[0].origin  # type: ignore[union-attr]
-            if not _answers_soa(node.address, port, zone, timeout):
+            if not answers_soa(node.address, port, zone, timeout):
                 return False
         elif service in _GREETINGS and not _greets(
             node.address, port, _GREETINGS[service], timeout

@@ -27,6 +27,8 @@ MODULES: dict[str, str] = {
     "dovecot": "mxlab.lab.kinds.dovecot:KIND",
     "external": "mxlab.lab.kinds.external:KIND",
     "sink": "mxlab.lab.kinds.sink:KIND",
+    "nsd": "mxlab.lab.kinds.nsd:KIND",
+    "unbound": "mxlab.lab.kinds.unbound:KIND",
 }
 
 
