@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan
-from mxlab.nodes.config import RelayNodeConfig, StoreNodeConfig
+from mxlab.nodes.config import RelayNodeConfig, ResolverNodeConfig, StoreNodeConfig
 
 FORMATS = ("mermaid", "dot", "svg", "png", "html")
-ROLE_ORDER = {"domain": 0, "relay": 1, "store": 2, "dns": 3}
+ROLE_ORDER = {
+    "domain": 0, "relay": 1, "store": 2, "sink": 3, "external": 4, "dns": 5, "resolver": 6
+}  # fmt: skip
 
 
 @dataclass
@@ -91,12 +93,15 @@ def build(
                 hop = by_address.get(cfg.next_hop.host, cfg.next_hop.host)
                 g.arrows.append(Arrow(_node_id(name), _node_id(hop), "next hop", "next_hop"))
             if cfg.next_hop is None or cfg.relay_domains:  # finds other domains' MX by DNS
-                dns = plan.dns_node.name
+                dns = by_address.get(cfg.dns.host, plan.dns_node.name)  # or its resolver
                 g.arrows.append(Arrow(_node_id(name), _node_id(dns), "MX, A lookups", "dns"))
             if queues is not None and name in queues:
                 lines.append(f"queue: {queues[name]}")
         elif isinstance(cfg, StoreNodeConfig):
             lines.append(f"mailboxes of {', '.join(cfg.domains) or 'no domain'}")
+        elif isinstance(cfg, ResolverNodeConfig):
+            dns = by_address.get(cfg.dns.host, cfg.dns.host)
+            g.arrows.append(Arrow(_node_id(name), _node_id(dns), "stub zones", "dns"))
         if states is not None:
             lines.append(f"state: {states.get(name, 'unknown')}")
         g.boxes.append(Box(_node_id(name), n.role, name, lines, (states or {}).get(name, "")))
@@ -121,7 +126,7 @@ def _columns(g: Graph) -> None:
             box.column = 0
         elif box.role == "relay":
             box.column = 1 + depths[box.id]
-        elif box.role == "store":
+        elif box.role in ("store", "sink", "external"):  # where mail ends, for the lab
             box.column = 1 + relay_cols
         else:
             box.column = 2 + relay_cols
@@ -133,6 +138,9 @@ _MERMAID_SHAPE = {
     "relay": ('["', '"]'),
     "store": ('[("', '")]'),
     "dns": ('{{"', '"}}'),
+    "resolver": ('{{"', '"}}'),
+    "sink": ('[("', '")]'),
+    "external": ('[/"', '"/]'),
 }
 _MERMAID_ARROW = {
     "mx": "-->",
@@ -178,7 +186,9 @@ def mermaid(g: Graph) -> str:
 
 # -- Graphviz DOT --------------------------------------------------------------------
 _DOT_SHAPE = {"domain": "ellipse", "relay": "box", "store": "cylinder", "dns": "hexagon"}
+_DOT_SHAPE |= {"resolver": "hexagon", "sink": "cylinder", "external": "parallelogram"}
 _DOT_FILL = {"domain": "#eef6ff", "relay": "#fff6e5", "store": "#eefaf0", "dns": "#f5f0ff"}
+_DOT_FILL |= {"resolver": "#f5f0ff", "sink": "#f0f0f0", "external": "#ffffff"}
 _DOT_STYLE = {
     "mx": "solid",
     "lmtp": "bold",
@@ -242,6 +252,7 @@ def graphviz(dot_source: str, fmt: str) -> bytes:
 BOX_W, LINE_H, PAD, COL_GAP, ROW_GAP, CHAR_W = 180, 15, 8, 90, 28, 6.3
 _SVG_FILL = _DOT_FILL
 _SVG_STROKE = {"domain": "#3b6ea5", "relay": "#b7791f", "store": "#2f855a", "dns": "#6b46c1"}
+_SVG_STROKE |= {"resolver": "#6b46c1", "sink": "#4a5568", "external": "#4a5568"}
 
 
 def svg(g: Graph) -> str:
