@@ -1,8 +1,10 @@
 """What a forwarder does to a message it passes on: the new recipients, an SRS sender
-(so SPF at the next hop checks the forwarder's domain), and a footer where a lesson
-wants DKIM broken."""
+on the wire (so SPF at the next hop checks the forwarder's domain), and a footer where
+a lesson wants DKIM broken."""
 
 from __future__ import annotations
+
+import functools
 
 from mxlab.nodes.config import MailAuth
 from mxlab.nodes.relay.queue import Envelope, Recipient
@@ -26,15 +28,24 @@ def expand(auth: MailAuth, env: Envelope) -> bool:
     return forwarded
 
 
-def srs_sender(sender: str, secret_file: str, domain: str) -> str:
-    """The SRS0 address of ``sender`` under ``domain`` (the null sender stays null)."""
+def outbound_sender(auth: MailAuth, env: Envelope, rcpts: list[Recipient], *, local: bool) -> str:
+    """The reverse-path on the wire, for the send path: an SRS0 address of our domain
+    when we forward to another domain's host, so SPF there checks us. The queue keeps
+    the original sender, so our own bounces of forwarded mail reach the real one."""
+    if local or auth.srs_secret is None or not env.sender:
+        return env.sender
+    forwards = {a.lower() for a in auth.forwards}
+    if not any(r.orcpt.partition(";")[2].lower() in forwards for r in rcpts):
+        return env.sender
     import srslib
 
-    if not sender:
-        return sender
-    with open(secret_file) as f:
-        secret = f.read().strip()
-    return str(srslib.SRS(secret).forward(sender, domain))
+    return str(srslib.SRS(_secret(auth.srs_secret)).forward(env.sender, auth.srs_domain))
+
+
+@functools.cache
+def _secret(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
 
 
 def add_footer(message: bytes, footer: str) -> bytes:

@@ -21,8 +21,8 @@ async def on_receive(
 ) -> tuple[str | None, bytes | None]:
     """The SMTP refusal (DMARC p=reject), or None and the message to queue instead
     (``content()`` with the headers we add, the footer if any), None to keep it; ``env``
-    gets forwarded recipients and the SRS sender. Nothing is read, imported or looked
-    up when nothing applies."""
+    gets the forwarded recipients. Nothing is read, imported or looked up when nothing
+    applies."""
     auth = config.mailauth
     ip = client_ip(session)
     authenticated = bool(session.authenticated)
@@ -77,11 +77,8 @@ def _process(
 
         keys = auth.sign[env.sender.rpartition("@")[2].lower()]
         head = sign.dkim_headers(content, keys) + head
-    if forward.expand(auth, env):
-        if auth.srs_secret is not None:
-            env.sender = forward.srs_sender(env.sender, auth.srs_secret, auth.srs_domain)
-        if auth.arc is not None and checks:
-            from mxlab.nodes.mailauth import sign
+    if forward.expand(auth, env) and auth.arc is not None and checks:
+        from mxlab.nodes.mailauth import sign
 
-            head = sign.arc_headers(head + content, auth.arc, config.fqdn) + head
+        head = sign.arc_headers(head + content, auth.arc, config.fqdn) + head
     return None, head + content

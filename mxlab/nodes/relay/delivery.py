@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.mailauth.forward import outbound_sender
 from mxlab.nodes.message import message_id
 from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.policy import split_address
@@ -336,9 +337,11 @@ class Delivery:
                     f"{h.name} {h.address}:{h.port}" + (" (LMTP)" if h.lmtp else "") for h in hops
                 ],
             )
-            transfer = Transfer(
-                env.sender, content, env.mail_options, wire_params(env, rcpts), env.id
+            # forwarded mail leaves with an SRS sender (mxlab.nodes.mailauth)
+            sender = outbound_sender(
+                self.config.mailauth, env, rcpts, local=any(h.lmtp for h in hops)
             )
+            transfer = Transfer(sender, content, env.mail_options, wire_params(env, rcpts), env.id)
             return await send(hops, addresses, transfer, self.me, self.sessions, delivered)
 
     async def _notify(
