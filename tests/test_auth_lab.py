@@ -97,3 +97,26 @@ def test_forged_marks_and_results_are_dropped(plan: LabPlan) -> None:
     got = auth_methods(auth_results(raw) or "")
     # the lab's DNS refuses names outside the lab: a DNS error (RFC 7208 §2.6.6)
     assert got["spf"] == ["temperror"] and got["dkim"] == ["none"], raw[:600]
+
+
+def test_a_bounce_to_an_srs_sender_reaches_the_real_one(plan: LabPlan) -> None:
+    """delta.test forwards with SRS: a bounce to its SRS0 address (from a host further
+    on) is taken at RCPT and goes to the original sender; a forged one is refused."""
+    import srslib
+
+    secret = (Path(plan.lab_dir) / "nodes" / "mx-delta" / "auth" / "srs.secret").read_text()
+    srs = srslib.SRS(secret.strip()).forward("alice@alpha.test", "delta.test")
+    assert srs.startswith("SRS0=") and srs.endswith("@delta.test")
+    dsn = message("srsback", sender="MAILER-DAEMON@mx-beta.beta.test").replace(
+        b"To: bob@beta.test", f"To: {srs}".encode()
+    )
+    with mx_session(plan, "mx-delta") as smtp:
+        smtp.sendmail("", [srs], dsn)
+        forged = "SRS0=AAAA=" + srs.split("=", 2)[2]
+        assert smtp.mail("")[0] == 250
+        assert smtp.rcpt(forged)[0] == 550
+
+    def arrived() -> bool:
+        return any(b"srsback" in m for m in imap_messages(plan, "alice@alpha.test"))
+
+    wait_for(arrived, timeout=20, what="the bounce in alice's INBOX")

@@ -12,12 +12,16 @@ from mxlab.nodes.relay.queue import Envelope, Recipient
 
 def expand(auth: MailAuth, env: Envelope) -> bool:
     """Replace forwarded recipients by their targets (RFC 3461 §4.2 ORCPT keeps the
-    original); whether any was forwarded."""
+    original), and our SRS addresses by the senders they stand for (a bounce coming
+    back); whether any was forwarded."""
     table = {a.lower(): targets for a, targets in auth.forwards.items()}
     out: list[Recipient] = []
     forwarded = False
     for rcpt in env.recipients:
         targets = table.get(rcpt.address.lower())
+        if targets is None and is_srs(auth, rcpt.address):
+            original = srs_original(auth, rcpt.address)
+            targets = [original] if original else None
         if targets is None:
             out.append(rcpt)
             continue
@@ -40,6 +44,28 @@ def outbound_sender(auth: MailAuth, env: Envelope, rcpts: list[Recipient], *, lo
     import srslib
 
     return str(srslib.SRS(_secret(auth.srs_secret)).forward(env.sender, auth.srs_domain))
+
+
+def is_srs(auth: MailAuth, address: str) -> bool:
+    """An address of the shape of our SRS senders (checked no further: cheap)."""
+    local, _, domain = address.rpartition("@")
+    return (
+        auth.srs_secret is not None
+        and domain.lower() == auth.srs_domain
+        and local.upper().startswith(("SRS0=", "SRS1="))
+    )
+
+
+def srs_original(auth: MailAuth, address: str) -> str | None:
+    """The sender one of our SRS addresses stands for, if its hash and age hold."""
+    if auth.srs_secret is None or not is_srs(auth, address):
+        return None
+    import srslib
+
+    try:
+        return str(srslib.SRS(_secret(auth.srs_secret)).reverse(address))
+    except srslib.Error:
+        return None
 
 
 @functools.cache

@@ -11,7 +11,7 @@ from aiosmtpd.smtp import Session
 
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
-from mxlab.nodes.mailauth import quarantine
+from mxlab.nodes.mailauth import forward, quarantine
 from mxlab.nodes.relay.queue import Envelope
 from mxlab.nodes.smtp_session import client_ip
 
@@ -30,7 +30,9 @@ async def on_receive(
     signs = authenticated and bool(auth.sign.get(domain))
     checks = auth.verify and not authenticated and ip not in auth.internal
     forwards = {a.lower() for a in auth.forwards}
-    forwarding = any(r.address.lower() in forwards for r in env.recipients)
+    forwarding = any(
+        r.address.lower() in forwards or forward.is_srs(auth, r.address) for r in env.recipients
+    )
     if not (signs or checks or forwarding or auth.footer):
         return None, None
     helo = session.host_name or ""
@@ -53,8 +55,6 @@ def _process(
     signs: bool,
     checks: bool,
 ) -> tuple[str | None, bytes]:
-    from mxlab.nodes.mailauth import forward
-
     auth = config.mailauth
     head = b""
     if checks:

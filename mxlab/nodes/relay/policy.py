@@ -5,6 +5,7 @@ from an authenticated session or a trusted client (the relay before us in a chai
 from __future__ import annotations
 
 from mxlab.nodes.config import RelayNodeConfig
+from mxlab.nodes.mailauth.forward import srs_original
 
 RELAY_DENIED = "554 5.7.1 relay access denied"
 # RFC 5321 §3.6.1: a server MAY decline to act as a relay for source-routed addresses.
@@ -69,6 +70,8 @@ def rcpt_verdict(
     final = config.local_domains.get(domain) or config.relay_domains.get(domain)
     if final is not None:
         if local.lower() in {u.lower() for u in final.users}:
+            return None
+        if srs_original(config.mailauth, address):  # a bounce to one of our SRS senders
             return None
         return f"550 5.1.1 <{address}>: recipient address rejected: user unknown"
     if relay_ok:
