@@ -8,11 +8,12 @@ Each domain gets a relay (its MX and submission) and a store; one DNS node serve
 RSS and PSS summed (from /proc; PSS shares a page among the processes mapping it, so its
 sum is what the lab costs the machine) and per node, and seconds for `down`.
 
-The peer, measured in the same run: as many bare Python processes as the lab has nodes
-(``python3 -c "import asyncio"``, the floor any Python node starts from), started at
-once, timed until all have exited, with their RSS at exit. Ratios printed: ours over
-the peer at each N, and each quantity at N over its value at the smallest N, next to
-N's own ratio (linear growth keeps the two alike).
+The peer, measured in the same run: on the local runtime, as many bare Python processes
+as the lab has nodes (``python3 -c "import asyncio"``, the floor any Python node starts
+from), started at once, timed until all have exited, with their RSS at exit; on docker,
+as many containers run by the docker CLI (no readiness), as bench/lab_up.py does.
+Ratios printed: ours over the peer at each N, and each quantity at N over its value at
+the smallest N, next to N's own ratio (linear growth keeps the two alike).
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker
+from lab_up import time_cli  # bench/ is this script's directory
+
 from mxlab.lab import labdir
+from mxlab.lab.image import ensure_image
 from mxlab.lab.lifecycle import bring_up, tear_down
 from mxlab.lab.topology import parse_topology
 
@@ -44,7 +49,10 @@ def topology(n: int) -> str:
             f"    mx: [{{node: mx-{d}}}]",
             "    users: {u1: secret-1}",
         ]
-    return "\n".join([f"name: scale{n}", "nodes:", *nodes, "domains:", *domains]) + "\n"
+    # more than a /24 holds: a /22 pinned for either runtime
+    wide = ["settings: {local_subnet: 127.120.0.0/22, docker_subnet: 172.29.0.0/22}"]
+    head = [f"name: scale{n}", *(wide if 2 * n + 1 > 253 else []), "nodes:"]
+    return "\n".join([*head, *nodes, "domains:", *domains]) + "\n"
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
@@ -59,8 +67,6 @@ def memory_kib(pid: int) -> tuple[int, int]:
 def node_pids(plan, runtime: str) -> dict[str, int]:  # noqa: ANN001 - a LabPlan
     if runtime == "local":
         return {n: int((labdir.node_dir(plan, n) / "pid").read_text()) for n in plan.nodes}
-    import docker
-
     from mxlab.lab.runtime.docker import container_name
 
     client = docker.from_env()
@@ -72,6 +78,8 @@ def node_pids(plan, runtime: str) -> dict[str, int]:  # noqa: ANN001 - a LabPlan
 
 def measure(n: int, runtime: str) -> dict[str, float]:
     topo = parse_topology(topology(n), f"scale{n}.yaml")
+    if runtime == "docker":
+        ensure_image(docker.from_env(timeout=900))  # a rebuild is not part of `up`
     started = time.monotonic()
     plan, _ = bring_up(topo, runtime, lambda line: None)
     ready = time.monotonic() - started
@@ -93,8 +101,12 @@ def measure(n: int, runtime: str) -> dict[str, float]:
 PEER = "import asyncio; print(int(open('/proc/self/statm').read().split()[1]) * 4)"  # KiB
 
 
-def peer(count: int) -> dict[str, float]:
-    """``count`` bare interpreters importing asyncio, all at once, until all exit."""
+def peer(count: int, runtime: str) -> dict[str, float]:
+    """Local: ``count`` bare interpreters importing asyncio, all at once, until all
+    exit. Docker: ``count`` containers by the docker CLI (bench/lab_up.py's peer)."""
+    if runtime == "docker":
+        subnet = "172.29.0.0/22" if count > 253 else "172.29.8.0/24"
+        return {"ready": time_cli(ensure_image(docker.from_env()), count, subnet), "rss_node": 0}
     started = time.monotonic()
     procs = [
         subprocess.Popen([sys.executable, "-c", PEER], stdout=subprocess.PIPE, text=True)
@@ -114,7 +126,7 @@ def main() -> int:
     rows = {}
     for n in sizes:
         ours = measure(n, args.runtime)
-        rows[n] = ours | {f"peer_{k}": v for k, v in peer(int(ours["nodes"])).items()}
+        rows[n] = ours | {f"peer_{k}": v for k, v in peer(int(ours["nodes"]), args.runtime).items()}
         r = rows[n]
         print(
             f"N={n:4d} nodes={r['nodes']:4.0f}  ready {r['ready']:6.2f} s"
