@@ -166,14 +166,17 @@ class Lab:
         *,
         name: str | None = None,
         progress: Progress = _quiet,
+        inventory: str | Path | None = None,
     ) -> Lab:
         """Start a lab from a topology (file, dict or ``Topology``) and wait until every
-        node answers. ``runtime``: "local", "docker" or "auto" (docker where an engine
+        node answers. ``runtime``: "local", "docker", "swarm", "hosts" (nodes on the
+        machines of the Ansible ``inventory``) or "auto" (docker where an engine
         answers). ``name`` overrides the topology's lab name (parallel test workers)."""
         topo = validate(topology)
         if name is not None:
             topo = topo.model_copy(update={"name": name})
-        plan, rt = lifecycle.bring_up(topo, runtime, progress)
+        where = Path(inventory) if inventory is not None else None
+        plan, rt = lifecycle.bring_up(topo, runtime, progress, where)
         return cls(plan, rt, progress)
 
     @classmethod

@@ -37,7 +37,10 @@ TopologyArg = Annotated[Path, argument("TOPOLOGY")]
 RuntimeOpt = Annotated[
     str,
     typer.Option(
-        "--runtime", "-r", metavar="RUNTIME", help="docker, local, or auto (docker if it answers)"
+        "--runtime",
+        "-r",
+        metavar="RUNTIME",
+        help="docker, local, swarm, hosts, or auto (docker if it answers)",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]

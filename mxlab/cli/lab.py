@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,9 +38,19 @@ def validate(topology: TopologyArg, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def up(topology: TopologyArg, runtime: RuntimeOpt = "auto", json_out: JsonOpt = False) -> None:
+def up(
+    topology: TopologyArg,
+    runtime: RuntimeOpt = "auto",
+    json_out: JsonOpt = False,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory", "-i", metavar="FILE", help="Ansible inventory (--runtime hosts)"
+        ),
+    ] = None,
+) -> None:
     """Start a lab and wait until every node answers its protocol."""
-    _status(mxlab.Lab.up(topology, runtime, progress=say), json_out)
+    _status(mxlab.Lab.up(topology, runtime, progress=say, inventory=inventory), json_out)
 
 
 @app.command()

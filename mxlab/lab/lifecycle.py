@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import cast
 
 from mxlab.lab import labdir
@@ -45,10 +46,12 @@ def resolve(lab: str | None, progress: Progress) -> str:
     raise LabError(f"several labs are up ({', '.join(labs)}): name one")
 
 
-def bring_up(topo: Topology, runtime_name: str, progress: Progress) -> tuple[LabPlan, Runtime]:
+def bring_up(
+    topo: Topology, runtime_name: str, progress: Progress, inventory: Path | None = None
+) -> tuple[LabPlan, Runtime]:
     """Plan the lab, write its directory, start every node and wait until all answer.
     A lab left on disk by ``down --keep`` is replaced: an `up` starts empty."""
-    runtime = select(runtime_name, progress)
+    runtime = select(runtime_name, progress, inventory)
     with labdir.lock(topo.name):
         if is_running(topo.name, progress):
             raise LabError(f"lab {topo.name!r} is already running (mxlab down {topo.name} first)")
