@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import mxlab
 from mxlab.lab import graph as drawing
+from mxlab.lab import kinds
 
 STATIC = Path(__file__).parent / "static"
 NODE_ACTIONS = ("start", "stop", "kill", "restart", "cut", "restore")
@@ -94,13 +95,8 @@ class Dashboard:
             if end <= start:
                 continue
             self.offsets[node] = end
-            for raw in data[start:end].splitlines():
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(line, dict) and "event" in line:
-                    found.append(line)
+            plan = self.lab.plan.nodes[node]  # each kind reads its own log (Postfix's...)
+            found += kinds.get(plan.kind).events(plan, data[start:end])
         return sorted(found, key=lambda line: line.get("ts", 0))
 
     async def state(self, request: Request) -> Response:
