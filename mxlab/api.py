@@ -30,6 +30,7 @@ from mxlab.lab.checks import Result, check_pairs, choose_pairs, collect
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan, predict_route
 from mxlab.lab.runtime import NodeStatus, Progress, Runtime
+from mxlab.lab.sink import Sink, node_sink
 from mxlab.lab.topology import Topology, load_topology, parse_topology
 from mxlab.lab.trace import Event, events_for, events_since
 
@@ -313,6 +314,10 @@ class Lab:
         at = {sent.message_id: sent.submitted_at}
         collect(self.plan, results, {sent.message_id: sent.data}, at, time.monotonic() + timeout)
         return results
+
+    def sink(self, node: str) -> Sink:
+        """What the sink node ``node`` kept: ``.messages()``, ``.wait_for(message_id)``."""
+        return node_sink(self.plan, self._node(node))
 
     def mailbox(self, address: str) -> Mailbox:
         self.user(address)
