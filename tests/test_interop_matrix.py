@@ -5,8 +5,11 @@ Dovecot are installed (private root instances)."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import os
 import poplib
+import shutil
 import smtplib
 from collections.abc import Iterator
 from itertools import pairwise, product
@@ -16,11 +19,12 @@ import pytest
 
 import mxlab
 from mxlab.lab import kinds
-from mxlab.lab.kinds.swap import REAL_SOFTWARE
+from mxlab.lab.kinds.swap import REAL_SOFTWARE, swap_kinds
 from mxlab.lab.mail import tls_context
 from mxlab.lab.plan import LabPlan, make_plan, predict_route
 from mxlab.lab.scenario import ExpectBounce, ExpectDelivered, Send, load_scenario
-from tests.conftest import TOPOLOGIES, needs_docker
+from mxlab.lab.topology import load_topology
+from tests.conftest import TOPOLOGIES, needs_docker, wait_for
 
 MIXED = TOPOLOGIES / "mixed.yaml"
 RELAY_KINDS = {"relay", "postfix"}
@@ -199,3 +203,31 @@ def test_shipped_scenarios_run_with_postfix_and_dovecot(name: str, mxlab_home: P
     assert {k: v for k, v in outcome.accounting.items() if v} == {
         k: v for k, v in _expected(path).items() if v
     }
+
+
+def _postfix_masters() -> list[int]:
+    """Postfix masters of any lab: each leaves its node's process group (setsid)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if (
+                Path(f"/proc/{pid}/cmdline")
+                .read_bytes()
+                .startswith(b"/usr/lib/postfix/sbin/master")
+            ):
+                found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(bool(LOCAL), reason=LOCAL or "")
+def test_gc_ends_every_process_of_an_orphaned_postfix_node(mxlab_home: Path) -> None:
+    """A lab whose directory went (a crashed run): gc finds its Postfix and Dovecot nodes
+    and ends all their processes, Postfix's master included (their PID namespace)."""
+    before = set(_postfix_masters())
+    topo = swap_kinds(load_topology(TOPOLOGIES / "two-domains.yaml"), REAL_SOFTWARE)
+    lab = mxlab.Lab.up(topo, "local")
+    ours = set(_postfix_masters()) - before
+    assert len(ours) == 2  # mx-alpha and mx-beta
+    shutil.rmtree(lab.directory)
+    assert mxlab.gc() == ["two-domains (local)"]
+    wait_for(lambda: not ours & set(_postfix_masters()), what="the masters to end")

@@ -76,11 +76,14 @@ def _environ(pid: str) -> dict[bytes, bytes]:
 def orphans() -> dict[str, list[int]]:
     """Node processes of this MXLAB_HOME whose lab directory is gone, by lab."""
     home = str(labdir.home()).encode()
+    markers = {kinds.get(kind).process_marker for kind in kinds.MODULES}  # Postfix's too
     found: dict[str, list[int]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         env = _environ(pid)
         lab = env.get(b"MXLAB_LAB", b"").decode()
-        if not lab or env.get(b"MXLAB_HOME") != home or _running_pid(pid) is None:
+        if not lab or env.get(b"MXLAB_HOME") != home:
+            continue
+        if all(_running_pid(pid, marker) is None for marker in markers):
             continue
         if not (labdir.lab_dir(lab) / "plan.json").exists():
             found.setdefault(lab, []).append(int(pid))
