@@ -24,13 +24,15 @@ if TYPE_CHECKING:
 
 # one image for every mail kind: the postfix kind needs Dovecot's SASL too
 MAIL_PACKAGES = ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd")
+# the image every Debian kind runs: one debootstrap build (minutes) serves them all
+IMAGE_PACKAGES = (*MAIL_PACKAGES, "nsd", "unbound")
 LOCAL_ROOT = "/mnt"  # where a local instance sees its node directory
 
 
 class DebianKind(Kind):
     """A kind whose software comes from Debian's packages."""
 
-    packages: tuple[str, ...] = MAIL_PACKAGES
+    packages: tuple[str, ...] = MAIL_PACKAGES  # what a local instance needs installed
     programs: tuple[str, ...] = ()  # what a local instance needs on the PATH
     files: tuple[str, ...] = ()  # and in the file system (e.g. Dovecot's LMTP server)
     resolves: bool = False  # asks the lab DNS through the C library (port 53 only)
@@ -38,7 +40,7 @@ class DebianKind(Kind):
     def image(self, client: docker.DockerClient, progress: Progress) -> str:
         from mxlab.lab.image import packages_image
 
-        return packages_image(client, self.packages, progress)
+        return packages_image(client, IMAGE_PACKAGES, progress)
 
     def local_problem(self, plan: LabPlan, node: NodePlan) -> str | None:
         path = os.environ.get("PATH", "") + ":/usr/sbin"

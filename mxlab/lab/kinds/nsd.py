@@ -12,8 +12,7 @@ from mxlab.lab.kinds.debian import DebianKind
 from mxlab.lab.plan import LabPlan, NodePlan
 from mxlab.nodes.config import DnsNodeConfig, Zone
 
-# one image for both DNS kinds: one debootstrap build serves NSD and unbound
-DNS_PACKAGES = ("nsd", "unbound")
+DNS_PACKAGES = ("nsd", "unbound")  # what a local instance needs installed
 
 
 def zone_files(zones: list[Zone]) -> dict[str, str]:
