@@ -120,6 +120,19 @@ def test_generated_configs_are_files_in_the_lab(local_lab: mxlab.Lab) -> None:
     assert stubs == len(local_lab.plan.zones) == len(resolver.config.stub_zones)
 
 
+def test_record_changes_reach_nsd(local_lab: mxlab.Lab) -> None:
+    """``mxlab dns add`` rewrites NSD's zone files and restarts it; our DNS node's
+    faults are refused in one line (NSD has no such switch)."""
+    local_lab.dns_add("www.isp.test", "A", "192.0.2.7")
+    ns, resolver = local_lab.plan.nodes["ns"], local_lab.plan.nodes["resolver"]
+    assert answers(ask(ns.address, ns.ports["dns"], "www.isp.test", "A", rd=False)) == ["192.0.2.7"]
+    assert answers(ask(resolver.address, resolver.ports["dns"], "www.isp.test", "A")) == [
+        "192.0.2.7"
+    ]
+    with pytest.raises(LabError, match=r"^DNS faults are our DNS node's: ns runs nsd"):
+        local_lab.dns_fail("isp.test")
+
+
 def test_local_refusal_is_one_line(
     local_lab: mxlab.Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -50,6 +50,10 @@ def current(plan: LabPlan) -> Faults:
 
 def _apply(plan: LabPlan, runtime: Runtime, faults: Faults) -> None:
     node, state = _state_dir(plan)
+    if plan.dns_node.kind != "dns":
+        raise LabError(
+            f"DNS faults are our DNS node's: {node} runs {plan.dns_node.kind} (use kind: dns)"
+        )
     write_faults(state, **{k: sorted(v) for k, v in asdict(faults).items()})
     runtime.signal(plan, node, signal.SIGHUP)  # the DNS node reloads its faults on HUP
     if not wait_applied(state, APPLY_TIMEOUT):  # SIGHUP is asynchronous: the next step of

@@ -17,7 +17,7 @@ import dns.rdatatype
 
 from mxlab.dns.zonefile import render_zone
 from mxlab.dns.zones import load_zone
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan, zone_of
 from mxlab.lab.runtime.base import Runtime
@@ -115,4 +115,5 @@ def apply(plan: LabPlan, runtime: Runtime, new: LabPlan) -> None:
         for zone in new.zones:
             path = Path(new.lab_dir) / "zones" / f"{zone.origin.rstrip('.')}.zone"
             path.write_text(render_zone(zone))
+    kinds.get(new.dns_node.kind).write_config(new, new.dns_node)  # e.g. NSD's zone files
     runtime.restart(new, new.dns_node.name)
