@@ -181,23 +181,26 @@ def _expected(path: Path) -> dict[str, int]:
 
 
 # the shipped scenarios of mail flow and faults (the mail-authentication ones need our
-# relay's SPF/DKIM/DMARC, and link faults need docker: they run in their own tests)
+# relay's SPF/DKIM/DMARC); link faults need docker
+_ON_LOCAL = pytest.mark.skipif(bool(LOCAL), reason=LOCAL or "")
 SCENARIOS = [
-    "relay-outage",
-    "backup-mx-takeover",
-    "relay-chain",
-    "dns-outage",
-    "unknown-user-bounce",
-]
+    *(
+        pytest.param(name, "local", marks=_ON_LOCAL)
+        for name in ("relay-outage", "backup-mx-takeover", "relay-chain", "dns-outage",
+                     "unknown-user-bounce")
+    ),
+    pytest.param("link-faults", "docker", marks=needs_docker),
+]  # fmt: skip
 
 
-@pytest.mark.skipif(bool(LOCAL), reason=LOCAL or "")
-@pytest.mark.parametrize("name", SCENARIOS)
-def test_shipped_scenarios_run_with_postfix_and_dovecot(name: str, mxlab_home: Path) -> None:
+@pytest.mark.parametrize(("name", "runtime"), SCENARIOS)
+def test_shipped_scenarios_run_with_postfix_and_dovecot(
+    name: str, runtime: str, mxlab_home: Path
+) -> None:
     """Every relay a Postfix and every store a Dovecot: the same steps pass (faults,
     queued mail read from Postfix's queue, routes, bounces) with the same accounting."""
     path = TOPOLOGIES / f"{name}.scenario.yaml"
-    outcome = mxlab.run_scenario(path, "local", kinds=REAL_SOFTWARE, artifacts=mxlab_home)
+    outcome = mxlab.run_scenario(path, runtime, kinds=REAL_SOFTWARE, artifacts=mxlab_home)
     assert outcome.ok, [(s.title, s.detail) for s in outcome.steps if not s.ok]
     assert not outcome.unaccounted
     assert {k: v for k, v in outcome.accounting.items() if v} == {
