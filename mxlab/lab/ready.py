@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import dns.exception
 import dns.message
@@ -54,6 +55,7 @@ def is_ready(node: NodePlan, timeout: float = 1.0) -> bool:
 
 PROBE_TIMEOUT = 0.25  # short: a probe sent before the node's address exists is just lost
 PROBE_PAUSE_MAX = 0.2  # between probes of a node that is not ready yet
+ALIVE_EVERY = 0.5  # seconds between asking whether a node that is not ready yet died
 
 
 def wait_ready(
@@ -69,16 +71,22 @@ def wait_ready(
 
     def one(node: NodePlan) -> None:
         kind = kinds.get(node.kind)
-        pause = 0.02
-        while not kind.is_ready(node, PROBE_TIMEOUT):
-            died = alive(node)
-            if died is not None:
-                raise LabError(f"node {node.name} exited while starting: {died}")
+        pause, asked = 0.02, 0.0
+        while not failed.is_set() and not kind.is_ready(node, PROBE_TIMEOUT):
+            if time.monotonic() - asked > ALIVE_EVERY:  # docker: an engine call each time
+                asked = time.monotonic()
+                died = alive(node)
+                if died is not None:
+                    raise LabError(f"node {node.name} exited while starting: {died}")
             if time.monotonic() > deadline:
                 raise LabError(f"node {node.name} not ready in time (see mxlab logs {node.name})")
             time.sleep(pause)
             pause = min(pause * 1.5, PROBE_PAUSE_MAX)  # 200 nodes polling: CPU for them
 
+    failed = threading.Event()  # one node failed: the others stop polling
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        for future in [pool.submit(one, n) for n in nodes]:
-            future.result()
+        futures = [pool.submit(one, n) for n in nodes]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed.set()
+        for future in done:
+            future.result()  # raises the failure, if one ended the wait
