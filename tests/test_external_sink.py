@@ -121,6 +121,8 @@ def test_sink_node_keeps_mail(lab: tuple[mxlab.Lab, Sink]) -> None:
     kept = running.sink("catch").wait_for(sent.message_id, timeout=30)
     assert sorted(kept.rcpt_tos) == ["x@caught.test", "y@caught.test"]
     assert split_trace(kept.data)[1] == sent.data
+    trace = [(e.node, e.event) for e in running.trace(sent.message_id)]
+    assert ("catch", "sink.kept") in trace
     outcome = running.run_checks(
         [
             {"send": {"id": "m1", "from": "alice@alpha.test", "to": ["z@caught.test"]}},
@@ -243,6 +245,9 @@ class TestDocker:
                 assert kept.peer == running.plan.nodes["mx"].address
                 inside = running.sink("catch").wait_for(sent.message_id, timeout=30)
                 assert split_trace(inside.data) == (["mx.alpha.test"], sent.data)
+                assert ("catch", "sink.kept") in [
+                    (e.node, e.event) for e in running.trace(sent.message_id)
+                ]  # the trace reads the lab's nodes, not the server outside it
             finally:
                 host.terminate()
                 host.wait(10)

@@ -23,7 +23,9 @@ def _log_lines(plan: LabPlan, runtime: Runtime) -> list[dict[str, Any]]:
     Postfix and Dovecot their own log formats)."""
     lines: list[dict[str, Any]] = []
     for name, node in plan.nodes.items():
-        lines += kinds.get(node.kind).events(node, runtime.log_bytes(plan, name))
+        kind = kinds.get(node.kind)
+        if kind.runs:  # an external node's log is not ours to read
+            lines += kind.events(node, runtime.log_bytes(plan, name))
     return lines
 
 

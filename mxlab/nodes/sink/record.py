@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxlab.nodes.durable import fsync_dir
+from mxlab.nodes.message import message_id
 
 _COUNTER = itertools.count()
 
@@ -29,12 +30,7 @@ class SinkMessage:
     @property
     def message_id(self) -> str:
         """The Message-ID header's value ("" when it has none)."""
-        head = self.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        for line in head.split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "message-id":
-                return value.strip()
-        return ""
+        return message_id(self.data)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mxlab.nodes.config import SinkNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.listen import listen
+from mxlab.nodes.message import message_id
 from mxlab.nodes.sink.record import keep
 
 
@@ -32,7 +33,10 @@ class SinkHandler:
         rcpts = list(envelope.rcpt_tos)
         sender = envelope.mail_from or ""
         msg_id = await asyncio.to_thread(keep, self.directory, sender, rcpts, peer, data)
-        emit(self.config.node, "sink.kept", id=msg_id, mail_from=sender, to=rcpts, size=len(data))
+        emit(
+            self.config.node, "sink.kept", message_id=message_id(data), id=msg_id,
+            mail_from=sender, to=rcpts, size=len(data),
+        )  # fmt: skip
         return f"250 2.0.0 Ok: kept as {msg_id}"  # RFC 5321 §4.2: only after the fsync
 
 
