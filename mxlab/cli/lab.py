@@ -27,13 +27,15 @@ def validate(topology: TopologyArg, json_out: JsonOpt = False) -> None:
         "stores": roles.count("store"),
         "dns": roles.count("dns"),
     }
+    others = {"resolvers": "resolver", "sinks": "sink", "external": "external"}
+    summary |= {k: roles.count(role) for k, role in others.items() if role in roles}
     if json_out:
         print(json.dumps({"file": str(topology), "ok": True} | summary))
         return
     out.print(
         f"{topology}: ok — lab {topo.name}: {summary['domains']} domains, "
         f"{summary['users']} users, {summary['relays']} relays, {summary['stores']} stores, "
-        f"{summary['dns']} DNS"
+        f"{summary['dns']} DNS" + "".join(f", {summary[k]} {k}" for k in others if k in summary)
     )
 
 
