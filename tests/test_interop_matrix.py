@@ -146,6 +146,17 @@ def test_no_password_before_tls_at_postfix_and_dovecot(lab: mxlab.Lab) -> None:
         imap.shutdown()
 
 
+def test_postfix_submission_keeps_logins_to_their_own_addresses(lab: mxlab.Lab) -> None:
+    """Postfix's reject_sender_login_mismatch from the plan: bob may not send as alice."""
+    postfix, bob = lab.plan.nodes["mx-beta"], lab.plan.user("bob@beta.test")
+    with smtplib.SMTP(postfix.address, postfix.ports["submission"], timeout=10) as smtp:
+        smtp.starttls(context=tls_context(lab.plan))
+        smtp.login(bob.address, bob.password)
+        smtp.mail("alice@alpha.test")
+        code, reply = smtp.rcpt("dave@delta.test")
+        assert code == 553 and b"not owned by user" in reply, reply
+
+
 def test_trace_follows_mail_through_postfix_and_dovecot(
     lab: mxlab.Lab, report: mxlab.CheckReport
 ) -> None:

@@ -62,6 +62,19 @@ def test_relay_chain_as_postfix_main_cf(runtime: str, tmp_path: Path) -> None:
     assert (ndir / "config.json").stat().st_mode & 0o077 == 0  # the lab's files stay private
 
 
+def test_send_as_becomes_postfixs_sender_login_map(tmp_path: Path) -> None:
+    topo = load_topology(TOPOLOGIES / "two-domains.yaml").model_dump(by_alias=True)
+    topo["domains"]["alpha.test"]["send_as"] = {"alice": ["postmaster@alpha.test"]}
+    plan = make_plan(
+        swap_kinds(mxlab.validate(topo), REAL_SOFTWARE), runtime="local", lab_dir=tmp_path
+    )
+    labdir.write_plan(plan)
+    assert (labdir.node_dir(plan, "mx-alpha") / "postfix" / "senders").read_text() == (
+        "alice@alpha.test alice@alpha.test\ncarol@alpha.test carol@alpha.test\n"
+        "postmaster@alpha.test alice@alpha.test\n"
+    )
+
+
 def test_dovecot_conf_serves_the_stores_users_with_the_plans_hashes(tmp_path: Path) -> None:
     topo = swap_kinds(load_topology(TOPOLOGIES / "two-domains.yaml"), REAL_SOFTWARE)
     plan = make_plan(topo, runtime="local", lab_dir=tmp_path / "lab")

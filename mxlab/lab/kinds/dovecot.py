@@ -7,6 +7,7 @@ Its log goes to stderr, read back for ``trace``.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,7 @@ ssl = {ssl}
 disable_plaintext_auth = {"no" if plaintext == "yes" else "yes"}
 auth_mechanisms = plain login
 auth_username_format = %Lu
+auth_failure_delay = {math.ceil(cfg.login_limits.failure_delay)} secs
 mail_location = maildir:{root}/mail/%d/%n
 mail_fsync = always
 first_valid_uid = {MAIL_UID}

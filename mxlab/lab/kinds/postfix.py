@@ -65,6 +65,7 @@ def main_cf(cfg: RelayNodeConfig, root: str, local: bool) -> dict[str, str]:
         "smtpd_relay_restrictions": (
             "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
         ),
+        "smtpd_sender_login_maps": f"texthash:{root}/postfix/senders",
         "smtpd_sasl_type": "dovecot",
         "smtpd_sasl_path": f"{root}/sasl/auth-postfix",
         "smtpd_tls_auth_only": tls_auth_only,
@@ -126,6 +127,7 @@ def master_cf(cfg: RelayNodeConfig) -> str:
         "-o smtpd_sasl_auth_enable=yes",
         "-o smtpd_client_restrictions=permit_sasl_authenticated,reject",
         "-o smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+        "-o smtpd_sender_restrictions=reject_sender_login_mismatch",
     ]
     level = "may" if cfg.allow_plaintext_auth else "encrypt"
     lines = [f"{at}:{cfg.smtp_port} inet n - n - - smtpd"]
@@ -151,6 +153,16 @@ def recipients(cfg: RelayNodeConfig) -> str:
     domains = {d: x.users for d, x in cfg.local_domains.items()}
     domains |= {d: x.users for d, x in cfg.relay_domains.items()}
     return "".join(f"{u}@{d} OK\n" for d, users in domains.items() for u in users)
+
+
+def senders(cfg: RelayNodeConfig) -> str:
+    """Who may send as whom after AUTH (smtpd_sender_login_maps): each user as itself
+    and as the aliases the topology gives it (send_as)."""
+    owners = {a.lower(): [a.lower()] for a in cfg.auth_users}
+    for login, aliases in cfg.sender_aliases.items():
+        for alias in aliases:
+            owners.setdefault(alias.lower(), []).append(login.lower())
+    return "".join(f"{a} {','.join(logins)}\n" for a, logins in owners.items())
 
 
 def sasl_conf(cfg: RelayNodeConfig, root: str) -> str:
@@ -204,6 +216,7 @@ class PostfixKind(DebianKind):
                 "postfix/master.cf": master_cf(cfg),
                 "postfix/transport": transport(cfg),
                 "postfix/recipients": recipients(cfg),
+                "postfix/senders": senders(cfg),
                 "postfix/sasl.conf": sasl_conf(cfg, root),
                 "postfix/sasl-users": sasl_users(cfg),
             },
