@@ -158,6 +158,14 @@ class MailAuth(_Model):
     internal: list[str] = Field(default_factory=list)  # relays of ours: checked before us
 
 
+class MtaSts(_Model):
+    """MTA-STS (RFC 8461) at a relay: the policies it serves over HTTPS, by domain, and
+    the lab-wide port policy hosts listen on (443; 2443 for an unprivileged lab)."""
+
+    port: int = 443
+    policies: dict[str, str] = field(default_factory=dict)  # domain -> policy text
+
+
 class RelayNodeConfig(NodeBase):
     role: Literal["relay"] = "relay"
     smtp_port: int  # MX traffic (25 in a container or as root)
@@ -181,6 +189,7 @@ class RelayNodeConfig(NodeBase):
     queue: QueuePolicy = QueuePolicy()
     tls: TlsFiles | None = None
     mailauth: MailAuth = MailAuth()
+    mta_sts: MtaSts = MtaSts()
 
 
 class StoreUser(_Model):

@@ -74,6 +74,8 @@ class Client:
                 async with asyncio.timeout(TIMEOUT):
                     await writer.start_tls(tls)
                 await client.hello(b"EHLO", helo)  # RFC 3207 §4.2: forget what was said
+            elif tls is not None and not lmtp and tls.verify_mode == ssl.CERT_REQUIRED:
+                raise ReplyError(f"{host} offers no STARTTLS, and TLS is required (RFC 8461 §4.2)")
         except BaseException:
             client.close()
             raise

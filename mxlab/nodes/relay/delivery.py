@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from mxlab.nodes.config import RelayNodeConfig
 from mxlab.nodes.events import emit
 from mxlab.nodes.mailauth.forward import outbound_sender
+from mxlab.nodes.mailauth.mtasts import MtaSts
 from mxlab.nodes.message import message_id
 from mxlab.nodes.relay.bounce import EXPIRED, build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.policy import split_address
@@ -33,7 +34,6 @@ from mxlab.nodes.relay.transport import (
     Outcome,
     Transfer,
     opportunistic_tls,
-    send,
 )
 
 MAX_ACTIVE = 100  # messages in delivery at once (Postfix's qmgr_message_active_limit, scaled)
@@ -60,6 +60,7 @@ class Delivery:
         tls = opportunistic_tls() if config.tls is not None else None
         self.me = ClientIdentity(config.fqdn, config.address, tls)
         self.sessions = SessionCache()
+        self.mta_sts = MtaSts(config, self.router.resolver)  # RFC 8461 policies
         self._envelopes: dict[str, Envelope] = {}
         self._content: dict[str, bytes] = {}  # new small messages, for their first attempt
         self._ready: deque[str] = deque()  # due now, oldest first
@@ -342,7 +343,11 @@ class Delivery:
                 self.config.mailauth, env, rcpts, local=any(h.lmtp for h in hops)
             )
             transfer = Transfer(sender, content, env.mail_options, wire_params(env, rcpts), env.id)
-            return await send(hops, addresses, transfer, self.me, self.sessions, delivered)
+            # MTA-STS (RFC 8461 §5): an MX delivery under the domain's policy, if it has one
+            mx_domain = domain if dest == f"smtp:{domain}" else None
+            return await self.mta_sts.send(
+                mx_domain, hops, addresses, transfer, self.me, self.sessions, delivered
+            )
 
     async def _notify(
         self, env: Envelope, reports: list[tuple[Recipient, str, str]], content: MessageData

@@ -59,6 +59,13 @@ async def serve(config: RelayNodeConfig) -> None:
         ]
         if tls_context is not None and config.submissions_port:  # RFC 8314 §3.3: implicit
             listeners.insert(0, (config.submissions_port, True, tls_context))  # TLS, bound first
+        if tls_context is not None and config.mta_sts.policies:  # bound before SMTP greets
+            from mxlab.nodes.mailauth.policy_server import serve_policies
+
+            https = serve_policies(
+                config.address, config.mta_sts.port, tls_context, lambda: config.mta_sts.policies
+            )
+            await listen(config, servers, config.mta_sts.port, https)
         for port, submission, implicit in listeners:
             handler = RelayHandler(
                 config, queue, delivery, duplicates, throttle, submission=submission
