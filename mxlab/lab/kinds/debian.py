@@ -62,8 +62,9 @@ class DebianKind(Kind):
 
     def run(self, plan: LabPlan, node: NodePlan, script: str) -> list[str]:
         """The command running shell ``script`` (its last step ``exec``s the daemon); under
-        the usual umask: the daemons' own users must reach the directories they make."""
-        script = f"umask 022; {script}"
+        the usual umask (the daemons' own users must reach the directories they make)
+        and in UTC, whatever the host's or container's zone."""
+        script = f"umask 022; export TZ=UTC; {script}"  # log stamps as trace reads them
         if plan.runtime != "local":
             return ["sh", "-c", script]
         ndir = shlex.quote(str(labdir.node_dir(plan, node.name)))

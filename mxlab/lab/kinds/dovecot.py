@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mxlab.lab.kinds.debian import DebianKind
@@ -145,7 +145,8 @@ def dovecot_events(node: str, log: bytes) -> list[dict[str, Any]]:
         m = _LINE.match(raw)
         if m is None:
             continue
-        base = {"ts": datetime.fromisoformat(m["ts"]).timestamp(), "node": node}
+        stamp = datetime.fromisoformat(m["ts"]).replace(tzinfo=UTC)  # it runs with TZ=UTC
+        base = {"ts": stamp.timestamp(), "node": node}
         saved = _SAVED.search(raw)
         if m["svc"] == "lmtp" and saved:
             events.append(

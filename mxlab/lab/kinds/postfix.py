@@ -14,7 +14,7 @@ import contextlib
 import math
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mxlab.lab import labdir
@@ -258,10 +258,11 @@ _STATUS = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced"}
 
 
 def _timestamp(text: str) -> float:
-    """Postfix's log stamps carry no year: this year's, or last year's if in the future."""
-    now = datetime.now()
+    """Postfix's log stamps (UTC: the node runs with TZ=UTC) carry no year: this
+    year's, or last year's if that would be in the future."""
+    now = datetime.now(UTC)
     fmt = "%Y %b %d %H:%M:%S.%f" if "." in text else "%Y %b %d %H:%M:%S"
-    stamp = datetime.strptime(f"{now.year} {text}", fmt)
+    stamp = datetime.strptime(f"{now.year} {text}", fmt).replace(tzinfo=UTC)
     if stamp.timestamp() > time.time() + 86400:
         stamp = stamp.replace(year=now.year - 1)
     return stamp.timestamp()
