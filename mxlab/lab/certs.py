@@ -10,6 +10,7 @@ from pathlib import Path
 from mxlab.lab import labdir, pki
 from mxlab.lab.errors import LabError
 from mxlab.lab.mail import tls_context
+from mxlab.lab.mtasts import cert_names
 from mxlab.lab.plan import LabPlan
 from mxlab.lab.runtime.base import Runtime
 
@@ -58,5 +59,6 @@ def reissue(plan: LabPlan, runtime: Runtime, node: str, expired: bool = False) -
     ca = pki.ensure_ca(Path(plan.lab_dir) / "ca", plan.lab)
     tls = labdir.node_dir(plan, node) / "tls"
     with labdir.private():
-        pki.issue(ca, n.fqdn, n.address, tls / "cert.pem", tls / "key.pem", expired=expired)
+        also = cert_names(n.config)  # mta-sts.<domain> it serves policies for
+        pki.issue(ca, n.fqdn, n.address, tls / "cert.pem", tls / "key.pem", expired, also=also)
     runtime.restart(plan, node)

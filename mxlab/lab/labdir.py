@@ -100,6 +100,7 @@ def write_plan(plan: LabPlan) -> None:
     """Write plan.json, one config.json and a state folder per node, and the zones."""
     from mxlab.dns.zonefile import render_zone
     from mxlab.lab import kinds
+    from mxlab.lab.mtasts import cert_names
     from mxlab.lab.pki import ensure_ca, issue
 
     root = Path(plan.lab_dir)
@@ -116,7 +117,8 @@ def write_plan(plan: LabPlan) -> None:
             (ndir / "config.json").write_text(node.config.model_dump_json(indent=2))
             if getattr(node.config, "tls", None) is not None:
                 tls = ndir / "tls"
-                issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem")
+                also = cert_names(node.config)  # mta-sts.<domain> it serves policies for
+                issue(ca, node.fqdn, node.address, tls / "cert.pem", tls / "key.pem", also=also)
                 shutil.copyfile(root / "ca" / "ca.pem", tls / "ca.pem")
             kinds.get(node.kind).write_config(plan, node)  # e.g. Postfix's main.cf
         for zone in plan.zones:

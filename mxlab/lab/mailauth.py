@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxlab.lab.errors import TopologyError
+from mxlab.lab.mtasts import check_mta_sts, sts_records
 from mxlab.lab.topology import Topology, _check_user, is_address
 from mxlab.nodes.config import DkimKey, DnsRecord, MailAuth
 
@@ -79,6 +80,7 @@ def check_auth(topo: Topology, src: str) -> None:
     for name, node in topo.nodes.items():
         if node.footer is not None and node.kind != "relay":
             raise TopologyError(src, f"nodes.{name}.footer", "only relays add footers", "remove it")
+    check_mta_sts(topo, src)
 
 
 def dkim_keys(topo: Topology, lab_dir: Path | None) -> list[DkimKeyPlan]:
@@ -147,8 +149,9 @@ def sending_relays(topo: Topology, dom: str) -> list[str]:
 def auth_records(
     topo: Topology, fqdns: dict[str, str], addresses: dict[str, str], keys: list[DkimKeyPlan]
 ) -> list[DnsRecord]:
-    """SPF (RFC 7208 §3), DKIM keys (RFC 6376 §3.6.2.1) and DMARC (RFC 7489 §6.1) per
-    domain; an SPF record for each relay's own name, for HELO checks of bounces (§2.3)."""
+    """SPF (RFC 7208 §3), DKIM keys (RFC 6376 §3.6.2.1), DMARC (RFC 7489 §6.1) and
+    MTA-STS per domain; an SPF record for each relay's own name, for HELO checks of
+    bounces (§2.3)."""
     records: list[DnsRecord] = []
     for dom, spec in topo.domains.items():
         if spec.auth.spf:
@@ -168,6 +171,7 @@ def auth_records(
         if node.kind == "relay" and fqdn not in topo.domains:
             rdata = _txt(f"v=spf1 ip4:{addresses[name]} -all")
             records.append(DnsRecord(name=f"{fqdn}.", type="TXT", rdata=rdata))
+    records += sts_records(topo, fqdns, addresses)  # MTA-STS and TLS-RPT, where asked
     # the topology's own record of a kind wins: two SPF records are a permerror (§4.5)
     own = {(r.name.rstrip(".").lower(), _tag(r.value)) for r in topo.records if r.type == "TXT"}
     return [r for r in records if (r.name.rstrip(".").lower(), _tag(r.rdata)) not in own]

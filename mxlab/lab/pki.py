@@ -77,9 +77,11 @@ def issue(
     cert_path: Path,
     key_path: Path,
     expired: bool = False,
+    also: list[str] | None = None,
 ) -> None:
-    """A server certificate for the node's name and address (RFC 6125 SANs); an
-    ``expired`` one (valid until yesterday) for the certificate exercise."""
+    """A server certificate for the node's name and address (RFC 6125 SANs), and the
+    names ``also`` (a policy host's mta-sts.<domain>); an ``expired`` one (valid until
+    yesterday) for the certificate exercise."""
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC) - (VALIDITY + dt.timedelta(days=1) if expired else dt.timedelta())
@@ -93,7 +95,11 @@ def issue(
         .not_valid_after(now + VALIDITY)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName(fqdn), x509.IPAddress(ipaddress.ip_address(address))]
+                [
+                    x509.DNSName(fqdn),
+                    *(x509.DNSName(name) for name in also or []),
+                    x509.IPAddress(ipaddress.ip_address(address)),
+                ]
             ),
             critical=False,
         )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxlab.lab.errors import LabError
 from mxlab.lab.mailauth import DkimKeyPlan, auth_records, dkim_keys, relay_auth
+from mxlab.lab.mtasts import served_policies
 from mxlab.lab.topology import Role, Service, Topology, TopologyError, role_of
 from mxlab.nodes.config import (
     DnsNodeConfig,
@@ -24,6 +25,7 @@ from mxlab.nodes.config import (
     Endpoint,
     ExternalNodeConfig,
     LocalDomain,
+    MtaSts,
     NodeConfig,
     QueuePolicy,
     RelayDomain,
@@ -42,6 +44,7 @@ _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 STANDARD_PORTS = {"dns": 53, "smtp": 25, "submission": 587, "lmtp": 24, "imap": 143, "pop3": 110}
 STANDARD_PORTS |= {"submissions": 465, "imaps": 993, "pop3s": 995}  # RFC 8314 implicit TLS
+STANDARD_PORTS["https"] = 443  # MTA-STS policy hosts (RFC 8461 §3.3)
 # One lab-wide unprivileged set: every node has its own address, so they never collide.
 UNPRIVILEGED_PORTS = {
     "dns": 5353,
@@ -53,6 +56,7 @@ UNPRIVILEGED_PORTS = {
     "submissions": 2465,
     "imaps": 2993,
     "pop3s": 2995,
+    "https": 2443,
 }
 CONTAINER_NODE_DIR = "/mxlab"  # each node's lab directory is mounted here in docker
 HOSTS_ROOT = "/var/lib/mxlab"  # the hosts runtime keeps each node's directory below this
@@ -272,7 +276,10 @@ def make_plan(
             ours = {n for d in final for _, n in domains[d].mx if n != name}
             internal = [*config.trusted_clients, *(addresses[n] for n in sorted(ours))]
             auth = relay_auth(topo, name, keys, auth_dir, final, internal)
-            config = config.model_copy(update={"mailauth": auth})
+            sts = MtaSts(port=ports["https"], policies=served_policies(topo, name, fqdns))
+            config = config.model_copy(update={"mailauth": auth, "mta_sts": sts})
+            if sts.policies:  # RFC 8461 §3.3: it serves policies over HTTPS
+                node_ports["https"] = ports["https"]
         nodes[name] = NodePlan(
             name=name,
             role=role,

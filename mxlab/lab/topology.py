@@ -55,7 +55,7 @@ class QueueSettings(StrictModel):
 
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 Service = Literal[
-    "dns", "smtp", "submission", "lmtp", "imap", "pop3", "submissions", "imaps", "pop3s"
+    "dns", "smtp", "submission", "lmtp", "imap", "pop3", "submissions", "imaps", "pop3s", "https"
 ]
 
 
@@ -124,6 +124,16 @@ class MxSpec(StrictModel):
     preference: int = Field(10, ge=0, le=65535)
 
 
+class MtaStsSpec(StrictModel):
+    """An MTA-STS policy (RFC 8461) and TLS-RPT record (RFC 8460) for a domain."""
+
+    mode: Literal["enforce", "testing", "none"] = "enforce"
+    node: str  # the relay serving https://mta-sts.<domain>/.well-known/mta-sts.txt
+    max_age: int = Field(86400, ge=0, le=31557600)  # RFC 8461 §3.2
+    mx: list[str] | None = None  # the policy's mx lines; default the domain's MX hosts
+    report_to: str | None = None  # TLS-RPT rua mailbox; default the domain's first user
+
+
 class AuthSpec(StrictModel):
     """A domain's mail authentication, on by default; each switch turns a part off or
     breaks it on purpose for a lesson."""
@@ -137,6 +147,7 @@ class AuthSpec(StrictModel):
     wrong_selector: bool = False  # sign with a selector that has no key in DNS
     missing_key: bool = False  # sign, but publish no key
     sign_as: str | None = None  # sign as this other lab domain: d= unaligned with From
+    mta_sts: MtaStsSpec | None = None  # publish and serve an MTA-STS policy (RFC 8461)
 
 
 class DomainSpec(StrictModel):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import h11
 
-from mxlab.nodes.mailauth.mtasts import PATH
+from mxlab.nodes.mailauth.sts_policy import PATH
 
 MAX_REQUEST = 8192
 TIMEOUT = 10.0
