@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from mxlab.lab import labdir
 from mxlab.lab.kinds.base import Kind, node_root
 from mxlab.lab.plan import LabPlan, NodePlan
+from mxlab.nodes.config import RelayNodeConfig
 
 if TYPE_CHECKING:
     import docker
@@ -88,6 +89,8 @@ class DebianKind(Kind):
                 path.write_text(text)
         if self.resolves:  # read by the daemons' unprivileged processes
             resolv = Path(ndir, "resolv.conf")
-            resolv.write_text(f"nameserver {plan.dns_node.address}\noptions attempts:2 timeout:2\n")
+            cfg = node.config  # a relay may ask the lab's resolver instead of its DNS
+            server = cfg.dns.host if isinstance(cfg, RelayNodeConfig) else plan.dns_node.address
+            resolv.write_text(f"nameserver {server}\noptions attempts:2 timeout:2\n")
             resolv.chmod(0o644)
         ndir.chmod(0o711)
