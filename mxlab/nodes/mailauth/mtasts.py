@@ -59,13 +59,11 @@ def result_type(reply: str) -> str:
     """The TLS-RPT result type (RFC 8460 §4.3) a failed hop's reply stands for."""
     if "STARTTLS" in reply:
         return "starttls-not-supported"
-    if "Hostname mismatch" in reply or "IP address mismatch" in reply:
+    if "certificate not valid" not in reply:
+        return ""  # not a TLS failure: the host is down, busy...
+    if "mismatch" in reply:
         return "certificate-host-mismatch"
-    if "expired" in reply:
-        return "certificate-expired"
-    if "certificate verify failed" in reply:
-        return "certificate-not-trusted"
-    return ""
+    return "certificate-expired" if "expired" in reply else "certificate-not-trusted"
 
 
 class MtaSts:

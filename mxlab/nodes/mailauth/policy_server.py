@@ -23,6 +23,8 @@ BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: clo
 def respond(data: bytes, policies: dict[str, str]) -> bytes | None:
     """The whole response to the request bytes so far, or None while it is incomplete
     (sans-IO: the caller reads, this decides)."""
+    if not data:
+        return None  # (h11 takes b"" for the end of the stream)
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     conn.receive_data(data)
     try:

@@ -71,8 +71,12 @@ class Client:
                 started = await client.command(b"STARTTLS\r\n")
                 if not started.startswith("2"):
                     raise ReplyError(started)
-                async with asyncio.timeout(TIMEOUT):
-                    await writer.start_tls(tls)
+                try:
+                    async with asyncio.timeout(TIMEOUT):
+                        await writer.start_tls(tls)
+                except ssl.SSLCertVerificationError as exc:  # a ValueError too: keep it
+                    # a connection failure (4xx, try the next MX), not a bad address
+                    raise ConnectionError(f"certificate not valid: {exc.verify_message}") from None
                 await client.hello(b"EHLO", helo)  # RFC 3207 §4.2: forget what was said
             elif tls is not None and not lmtp and tls.verify_mode == ssl.CERT_REQUIRED:
                 raise ReplyError(f"{host} offers no STARTTLS, and TLS is required (RFC 8461 §4.2)")
