@@ -74,8 +74,8 @@ class Client:
                 try:
                     async with asyncio.timeout(TIMEOUT):
                         await writer.start_tls(tls)
-                except ssl.SSLCertVerificationError as exc:  # a ValueError too: keep it
-                    # a connection failure (4xx, try the next MX), not a bad address
+                except ssl.SSLCertVerificationError as exc:  # RFC 8461 §4.2, verified TLS
+                    # a ValueError too, which reads as a bad address: a 4xx failure instead
                     raise ConnectionError(f"certificate not valid: {exc.verify_message}") from None
                 await client.hello(b"EHLO", helo)  # RFC 3207 §4.2: forget what was said
             elif tls is not None and not lmtp and tls.verify_mode == ssl.CERT_REQUIRED:
