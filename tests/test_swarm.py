@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,33 @@ class TestSwarm:
             mxlab("down", LAB)
         assert _labelled(LAB) == ([], [], [])
         assert _routes_in(plan.subnet) == []
+
+    @pytest.mark.usefixtures("swarm")
+    def test_engine_named_by_label_gets_copies(self) -> None:
+        """A swarm node labelled with an engine URL is driven through that URL, as another
+        machine would be: its containers get their folders copied in, not mounted."""
+        assert DOCKER is not None
+        node = DOCKER.nodes.list()[0]
+        spec = node.attrs["Spec"]
+        url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        labels = (spec.get("Labels") or {}) | {"mxlab.engine": url}
+        node.update(spec | {"Labels": labels})
+        try:
+            mxlab("up", str(TWO), "--runtime", "swarm", timeout=1200)
+            try:
+                nodes = [c for c in _labelled(LAB)[0] if "mxlab.node" in c.labels]
+                assert nodes and all(not c.attrs["HostConfig"]["Binds"] for c in nodes)
+                sent = json.loads(
+                    mxlab("send", "--from", "bob@beta.test", "--to", "alice@alpha.test",
+                          "--json").stdout
+                )  # fmt: skip
+                assert sent["failed"] == 0 and sent["passed"] == 1, sent
+            finally:
+                mxlab("down", LAB)
+        finally:
+            node.reload()
+            node.update(node.attrs["Spec"] | {"Labels": spec.get("Labels") or {}})
+        assert _labelled(LAB) == ([], [], [])
 
     @pytest.mark.usefixtures("swarm")
     def test_placement_nowhere_is_one_line(self, tmp_path: Path) -> None:

@@ -292,11 +292,13 @@ class SwarmRuntime(DockerRuntime):
         return [self.client, *(self._client(e) for e in others)]
 
     def _containers(self, lab: str) -> list[Container]:
-        return [
-            c
+        """Once each, though two engine URLs may name one engine."""
+        found = {
+            c.id: c
             for client in self._reachable()
             for c in client.containers.list(all=True, filters=self._mine(lab))
-        ]
+        }
+        return list(found.values())
 
     def _find(self, lab: str, node: str) -> Container | None:
         for client in self._reachable():
