@@ -174,3 +174,28 @@ def test_two_domains_over_three_ssh_hosts(inventory: Path) -> None:
         mxlab("down", LAB, timeout=300)
     assert _hosts_state(inventory) == []
     print(f"hosts runtime: up, check, kill/start, down in {time.monotonic() - started:.0f}s")
+
+
+def test_placement_over_inventory_hosts(tmp_path: Path) -> None:
+    """Round-robin over the group mxlab; a placement names a host, a group or a host
+    variable as key=value; one naming nothing is one line."""
+    from mxlab.lab.errors import LabError
+    from mxlab.lab.plan import make_plan
+    from mxlab.lab.runtime.hosts import HostsRuntime
+    from mxlab.lab.topology import load_topology
+
+    topo = load_topology(TWO)
+    topo.nodes["ns"].placement = "h3"
+    topo.nodes["store-beta"].placement = "rack=b"
+    topo.nodes["mx-beta"].placement = "edge"
+    plan = make_plan(topo, runtime="hosts", lab_dir=tmp_path, subnet="10.214.0.0/24")
+    rt = HostsRuntime(tmp_path / "inventory.yml")
+    rt._hostvars = {"h1": {}, "h2": {"rack": "b"}, "h3": {}, "spare": {}}
+    rt._groups = {"mxlab": ["h1", "h2", "h3"], "edge": ["h1"]}
+    placed = rt.place(plan)
+    assert placed["ns"] == "h3" and placed["store-beta"] == "h2" and placed["mx-beta"] == "h1"
+    assert "spare" not in placed.values()  # outside the group mxlab
+    topo.nodes["ns"].placement = "nowhere"
+    plan = make_plan(topo, runtime="hosts", lab_dir=tmp_path, subnet="10.214.0.0/24")
+    with pytest.raises(LabError, match="node ns: placement 'nowhere' matches no host"):
+        rt.place(plan)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxlab.lab import labdir
+from mxlab.lab.image import IMAGE
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import TopologyError, load_topology, parse_topology
 
@@ -227,3 +228,41 @@ def test_round_robin_respects_placement(tmp_path: Path) -> None:
     assert placed["ns"] == "h1" and placed["store-beta"] == "h2"
     load = [list(placed.values()).count(h) for h in ("h1", "h2", "h3")]
     assert max(load) - min(load) <= 1, placed
+
+
+class _Images:
+    """A remote engine without the node image: what `docker load` would receive."""
+
+    def __init__(self) -> None:
+        self.loaded = b""
+
+    def get(self, ref: str) -> None:
+        import docker.errors
+
+        raise docker.errors.ImageNotFound(ref)
+
+    def load(self, data: Iterator[bytes]) -> None:
+        for chunk in data:
+            if len(self.loaded) < 1024:
+                self.loaded += chunk[:1024]
+
+
+@pytest.mark.usefixtures("mxlab_home")
+def test_image_goes_to_an_engine_without_it(tmp_path: Path) -> None:
+    """The node image is streamed from this engine (docker save) into an engine that
+    lacks it (docker load), and only there."""
+    if DOCKER is None:
+        pytest.skip("no Docker engine")
+    from types import SimpleNamespace
+
+    from mxlab.lab.runtime.swarm import Engine, SwarmRuntime
+
+    plan = make_plan(load_topology(TWO), runtime="swarm", lab_dir=tmp_path, subnet="10.213.9.0/24")
+    remote = SimpleNamespace(images=_Images())
+    rt = SwarmRuntime.__new__(SwarmRuntime)
+    rt.client = DOCKER
+    rt._engines = [Engine("here", {}, None, DOCKER), Engine("there", {}, "ssh://x", remote)]  # type: ignore[arg-type]
+    said: list[str] = []
+    rt._image(plan, said.append)
+    assert remote.images.loaded[257:262] == b"ustar"  # a tar stream: docker save's output
+    assert said[-1] == f"copying {IMAGE} to there (docker save | docker load)"
