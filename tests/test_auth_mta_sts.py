@@ -21,6 +21,7 @@ from mxlab.lab.errors import TopologyError
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import load_topology, parse_topology
 from mxlab.lab.trace import Event
+from mxlab.nodes.mailauth.mtasts import result_type
 from mxlab.nodes.mailauth.policy_server import respond
 from mxlab.nodes.mailauth.sts_policy import (
     PolicyError,
@@ -279,3 +280,21 @@ def test_enforced_policy_defers_when_the_mx_certificate_is_invalid(lab: mxlab.La
     assert [m for m in lab.queue("mx-alpha") if held.message_id in str(m)]
     tried = lab.send("alice@alpha.test", ["dan@delta.test"], subject="sts testing expired")
     assert all(r.ok for r in lab.delivered(tried)), "testing mode must deliver"
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("451 4.4.1 mx: ConnectionError: certificate not valid: certificate has expired",
+         "certificate-expired"),
+        ("451 4.4.1 mx: ConnectionError: certificate not valid: Hostname mismatch, ...",
+         "certificate-host-mismatch"),
+        ("451 4.4.1 mx: ConnectionError: certificate not valid: self-signed certificate",
+         "certificate-not-trusted"),
+        ("451 4.4.1 mx refused the session: mx offers no STARTTLS, and TLS is required",
+         "starttls-not-supported"),
+        ("451 4.4.1 mx: ConnectionRefusedError: [Errno 111] Connection refused", ""),
+    ],
+)  # fmt: skip
+def test_tls_rpt_result_types(reply: str, kind: str) -> None:
+    assert result_type(reply) == kind  # RFC 8460 §4.3

@@ -76,6 +76,7 @@ class MtaSts:
         self._txt: dict[str, tuple[str | None, float]] = {}  # domain -> (id, until)
         self._policies: dict[str, tuple[str, Policy, float]] = {}  # domain -> (id, .., until)
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._fetching: dict[str, asyncio.Lock] = {}  # one lookup per domain at a time
 
     def _emit(self, event: str, **fields: object) -> None:
         emit(self.config.node, event, **fields)
@@ -142,6 +143,10 @@ class MtaSts:
     async def policy(self, domain: str) -> Policy | None:
         """The domain's policy: the cached one while its id is the TXT record's and its
         max_age holds, else fetched anew; a failed fetch keeps a cached one (§5.1)."""
+        async with self._fetching.setdefault(domain, asyncio.Lock()):
+            return await self._policy(domain)
+
+    async def _policy(self, domain: str) -> Policy | None:
         now = time.time()
         ident = await self._txt_id(domain, now)
         cached = self._policies.get(domain)
