@@ -229,12 +229,12 @@ def _events(lab: mxlab.Lab, since: float, event: str, **fields: object) -> list[
 
 def test_enforced_policy_delivers_to_its_mx_over_verified_tls(lab: mxlab.Lab) -> None:
     since = time.time()
-    sent = lab.send("alice@alpha.test", ["bob@beta.test"], subject="sts enforce")
+    sent = lab.send("alice@alpha.test", ["bob@beta.test", "erin@epsilon.test"], subject="sts")
     results = lab.delivered(sent)
-    assert all(r.ok for r in results), results
+    assert len(results) == 2 and all(r.ok for r in results), results
     fetched = _events(lab, since, "mta_sts_policy", domain="beta.test")
     assert fetched and fetched[0].node == "mx-alpha" and fetched[0].fields["mode"] == "enforce"
-    assert not _events(lab, since, "tls_failure", domain="beta.test")
+    assert not [e for e in lab.events(since) if e.event == "tls_failure"]
 
 
 def test_policy_naming_other_mx_keeps_mail_queued_and_testing_mode_delivers(
@@ -278,8 +278,10 @@ def test_enforced_policy_defers_when_the_mx_certificate_is_invalid(lab: mxlab.La
     failure = _events(lab, since, "tls_failure", domain="beta.test")[0].fields
     assert (failure["result_type"], failure["mx"]) == ("certificate-expired", "mx-beta.beta.test")
     assert [m for m in lab.queue("mx-alpha") if held.message_id in str(m)]
-    tried = lab.send("alice@alpha.test", ["dan@delta.test"], subject="sts testing expired")
+    tried = lab.send("alice@alpha.test", ["erin@epsilon.test"], subject="sts testing expired")
     assert all(r.ok for r in lab.delivered(tried)), "testing mode must deliver"
+    testing = _events(lab, since, "tls_failure", domain="epsilon.test")[0].fields
+    assert (testing["result_type"], testing["mode"]) == ("certificate-expired", "testing")
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from mxlab.nodes.relay.transport import ClientIdentity, Outcome, Transfer, send
 
 FETCH_TIMEOUT = 10.0
 TXT_NEGATIVE_TTL = 60.0  # the lab SOA's negative TTL: no record, ask again after this
+_UNTRIED = Outcome("451 4.4.0 not tried", "")
 
 
 class _NamedContext(ssl.SSLContext):
@@ -99,17 +100,33 @@ class MtaSts:
         allowed = [h for h in hops if policy.matches(h.name)]
         for host in sorted({h.name for h in hops if h not in allowed}):
             self._failure(domain, policy, host, "validation-failure", "MX not in the policy")
-        if policy.mode == "testing":  # §5: deliver as usual, report only
-            return await send(hops, rcpts, transfer, me, cache, on_delivered)
-        if not allowed:
+        if not allowed and policy.mode == "enforce":
             reply = (
                 f"451 4.7.5 MTA-STS: no MX host of {domain} matches its policy "
                 f"(mx: {', '.join(policy.mx)}; RFC 8461 §4.1)"
             )
             return dict.fromkeys(rcpts, Outcome(reply, domain))
+        outcomes = await self._verified(domain, policy, allowed, rcpts, transfer, me, on_delivered)
+        rest = [r for r in rcpts if outcomes.get(r, _UNTRIED).kind == "deferred"]
+        if policy.mode == "testing" and rest:  # §5: deliver as usual, having reported
+            outcomes |= await send(hops, rest, transfer, me, cache, on_delivered)
+        return outcomes
+
+    async def _verified(
+        self,
+        domain: str,
+        policy: Policy,
+        hops: list[Hop],
+        rcpts: list[str],
+        transfer: Transfer,
+        me: ClientIdentity,
+        on_delivered: Callable[[dict[str, Outcome]], None],
+    ) -> dict[str, Outcome]:
+        """The hops in order over STARTTLS, each certificate valid for its MX name
+        (§4.2); TLS failures reported. A 4xx moves on to the next hop, as in send."""
         outcomes: dict[str, Outcome] = {}
         pending = list(rcpts)
-        for hop in allowed:  # §4.2: TLS required, the certificate valid for the MX name
+        for hop in hops:
             strict = ClientIdentity(me.helo, me.source, self._context(hop.name))
             got = await send([hop], pending, transfer, strict, self.sessions, on_delivered)
             outcomes |= got
