@@ -248,3 +248,12 @@ def test_gc_ends_every_process_of_an_orphaned_postfix_node(mxlab_home: Path) -> 
     shutil.rmtree(lab.directory)
     assert mxlab.gc() == ["two-domains (local)"]
     wait_for(lambda: not ours & set(_postfix_masters()), what="the masters to end")
+
+
+def test_exec_reaches_postfix_inside_its_node(lab: mxlab.Lab) -> None:
+    """`mxlab exec` runs beside the node's software (in its container, or in its
+    namespaces on the local runtime): Postfix's own tools see its instance."""
+    node = lab.plan.nodes["mx-beta"]
+    root = kinds.get("postfix").root(lab.plan, node)  # type: ignore[attr-defined]
+    assert lab.exec("mx-beta", ["postfix", "-c", f"{root}/postfix", "status"]) == 0
+    assert lab.exec("mx-beta", ["postfix", "-c", f"{root}/nowhere", "status"]) != 0

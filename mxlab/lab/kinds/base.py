@@ -41,6 +41,10 @@ class Kind:
         container's /mxlab or the lab directory's nodes/NAME)."""
         raise NotImplementedError
 
+    def local_exec(self, pid: int | None, argv: list[str]) -> list[str]:
+        """``argv`` as it runs beside the node's local process ``pid`` (None: stopped)."""
+        return argv
+
     def is_ready(self, node: NodePlan, timeout: float) -> bool:
         """Every service of the node answers its protocol's greeting."""
         return is_ready(node, timeout)

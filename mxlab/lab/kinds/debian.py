@@ -78,6 +78,18 @@ class DebianKind(Kind):
         unshare = ["unshare", "--pid", "--fork", "--mount", "--propagation", "private"]
         return [*unshare, "sh", "-c", f"{mounts} || exit 1; {script}"]
 
+    def local_exec(self, pid: int | None, argv: list[str]) -> list[str]:
+        """Inside the node's namespaces (its directory at /mnt, its processes): the
+        first process in them is the child of ``unshare``."""
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        try:
+            first = children.read_text().split()[0] if pid is not None else ""
+        except (OSError, IndexError):
+            first = ""
+        if not first:
+            return argv
+        return ["nsenter", f"--target={first}", "--mount", "--pid", "--", *argv]
+
     def write_files(self, plan: LabPlan, node: NodePlan, files: dict[str, str]) -> None:
         """Write the generated files (paths relative to the node directory); the node
         directory becomes 0711, so the daemons' own users reach what lies inside."""

@@ -287,6 +287,7 @@ class LocalRuntime(Runtime):
 
     def exec(self, plan: LabPlan, node: str, argv: list[str]) -> int:
         env = dict(os.environ, MXLAB_LAB=plan.lab, MXLAB_NODE=node)
+        argv = kinds.get(plan.nodes[node].kind).local_exec(_node_pid(plan, node), argv)
         return subprocess.call(argv, cwd=labdir.node_dir(plan, node), env=env)
 
     def logs(self, plan: LabPlan, node: str, follow: bool) -> None:
