@@ -72,6 +72,21 @@ def swarm() -> Iterator[None]:
             assert _swarm_state() == "inactive"
 
 
+@pytest.fixture
+def engine_by_label(swarm: None) -> Iterator[None]:
+    """This swarm node labelled with this engine's URL (mxlab.engine), then unlabelled."""
+    assert DOCKER is not None
+    node = DOCKER.nodes.list()[0]
+    spec = node.attrs["Spec"]
+    url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    node.update(spec | {"Labels": (spec.get("Labels") or {}) | {"mxlab.engine": url}})
+    try:
+        yield
+    finally:
+        node.reload()
+        node.update(node.attrs["Spec"] | {"Labels": spec.get("Labels") or {}})
+
+
 @pytest.mark.usefixtures("mxlab_home")
 class TestSwarm:
     pytestmark = needs_docker
@@ -86,7 +101,10 @@ class TestSwarm:
         assert _labelled(LAB) == ([], [], [])
 
     @pytest.mark.usefixtures("swarm")
+    @pytest.mark.usefixtures("engine_by_label")
     def test_up_check_kill_start_down(self) -> None:
+        """The swarm node is driven through the engine URL in its label, as another
+        machine would be: its containers get their folders copied in, not mounted."""
         mxlab("up", str(TWO), "--runtime", "swarm", timeout=1200)
         try:
             plan = labdir.read_plan(LAB)
@@ -100,6 +118,7 @@ class TestSwarm:
                 ip = c.attrs["NetworkSettings"]["Networks"][overlay.name]["IPAddress"]
                 assert ip == plan.nodes[c.labels["mxlab.node"]].address
                 assert c.labels["mxlab.engine"]  # the swarm node it was placed on
+                assert not c.attrs["HostConfig"]["Binds"]
             status = json.loads(mxlab("status", "--json").stdout)
             assert status["runtime"] == "swarm" and len(status["nodes"]) == 5
             check = json.loads(mxlab("check", "--json").stdout)
@@ -121,33 +140,6 @@ class TestSwarm:
             mxlab("down", LAB)
         assert _labelled(LAB) == ([], [], [])
         assert _routes_in(plan.subnet) == []
-
-    @pytest.mark.usefixtures("swarm")
-    def test_engine_named_by_label_gets_copies(self) -> None:
-        """A swarm node labelled with an engine URL is driven through that URL, as another
-        machine would be: its containers get their folders copied in, not mounted."""
-        assert DOCKER is not None
-        node = DOCKER.nodes.list()[0]
-        spec = node.attrs["Spec"]
-        url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        labels = (spec.get("Labels") or {}) | {"mxlab.engine": url}
-        node.update(spec | {"Labels": labels})
-        try:
-            mxlab("up", str(TWO), "--runtime", "swarm", timeout=1200)
-            try:
-                nodes = [c for c in _labelled(LAB)[0] if "mxlab.node" in c.labels]
-                assert nodes and all(not c.attrs["HostConfig"]["Binds"] for c in nodes)
-                sent = json.loads(
-                    mxlab("send", "--from", "bob@beta.test", "--to", "alice@alpha.test",
-                          "--json").stdout
-                )  # fmt: skip
-                assert sent["failed"] == 0 and sent["passed"] == 1, sent
-            finally:
-                mxlab("down", LAB)
-        finally:
-            node.reload()
-            node.update(node.attrs["Spec"] | {"Labels": spec.get("Labels") or {}})
-        assert _labelled(LAB) == ([], [], [])
 
     @pytest.mark.usefixtures("swarm")
     def test_placement_nowhere_is_one_line(self, tmp_path: Path) -> None:
