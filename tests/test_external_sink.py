@@ -251,3 +251,23 @@ class TestDocker:
             finally:
                 host.terminate()
                 host.wait(10)
+
+
+def test_postfix_reaches_an_mx_outside_on_its_port(tmp_path: Path) -> None:
+    """A Postfix relay knows no per-host SMTP port: a domain whose MX is outside the
+    lab on a port of its own gets a transport entry to it (none behind a next hop)."""
+    from mxlab.lab.kinds.postfix import outside_mx, transport
+    from mxlab.lab.plan import make_plan
+    from mxlab.nodes.config import RelayNodeConfig
+
+    data = topology(2626)
+    data["nodes"]["mx"]["kind"] = data["nodes"]["smart"]["kind"] = "postfix"
+    plan = make_plan(parse_topology(yaml.safe_dump(data)), runtime="local", lab_dir=tmp_path)
+    mx, smart = plan.nodes["mx"].config, plan.nodes["smart"].config
+    assert isinstance(mx, RelayNodeConfig) and isinstance(smart, RelayNodeConfig)
+    assert "outside.test smtp:[127.0.0.1]:2626\n" in transport(mx, outside_mx(plan, mx))
+    assert "outside.test" not in transport(smart, outside_mx(plan, smart))
+    assert smart.next_hop is not None and (smart.next_hop.host, smart.next_hop.port) == (
+        "127.0.0.1",
+        2626,
+    )

@@ -141,11 +141,25 @@ def master_cf(cfg: RelayNodeConfig) -> str:
     return "\n".join(lines) + "\n" + _SERVICES
 
 
-def transport(cfg: RelayNodeConfig) -> str:
-    """Local domains go to their store by LMTP (RFC 2033)."""
-    return "".join(
-        f"{dom} lmtp:inet:[{d.lmtp.host}]:{d.lmtp.port}\n" for dom, d in cfg.local_domains.items()
-    )
+def transport(cfg: RelayNodeConfig, outside: dict[str, str] | None = None) -> str:
+    """Local domains go to their store by LMTP (RFC 2033); ``outside`` (domain -> its
+    MX host's address) those whose MX is a server outside the lab on a port of its own."""
+    lines = [
+        f"{dom} lmtp:inet:[{d.lmtp.host}]:{d.lmtp.port}" for dom, d in cfg.local_domains.items()
+    ]
+    if cfg.next_hop is None:  # else the next hop takes them (relayhost)
+        lines += [f"{dom} smtp:[{a}]:{cfg.smtp_ports[a]}" for dom, a in (outside or {}).items()]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def outside_mx(plan: LabPlan, cfg: RelayNodeConfig) -> dict[str, str]:
+    """Domains whose best MX is an external node listening on a port of its own."""
+    found = {}
+    for dom, d in plan.domains.items():
+        best = plan.nodes[d.mx[0][1]]
+        if best.kind == "external" and best.address in cfg.smtp_ports:
+            found[dom] = best.address
+    return found
 
 
 def recipients(cfg: RelayNodeConfig) -> str:
@@ -214,7 +228,7 @@ class PostfixKind(DebianKind):
             {
                 "postfix/main.cf": "".join(f"{k} = {v}\n" for k, v in main.items()),
                 "postfix/master.cf": master_cf(cfg),
-                "postfix/transport": transport(cfg),
+                "postfix/transport": transport(cfg, outside_mx(plan, cfg)),
                 "postfix/recipients": recipients(cfg),
                 "postfix/senders": senders(cfg),
                 "postfix/sasl.conf": sasl_conf(cfg, root),
