@@ -20,6 +20,7 @@ import docker
 from mxlab.lab import labdir
 from mxlab.lab.image import ensure_image
 from mxlab.lab.plan import make_plan
+from mxlab.lab.runtime.base import SubnetTaken
 from mxlab.lab.runtime.docker import DockerRuntime, container_name
 from mxlab.lab.topology import parse_topology
 
@@ -49,16 +50,26 @@ def rss_mib(client: docker.DockerClient, name: str) -> float:
 
 
 def time_ours(client: docker.DockerClient, topo) -> tuple[float, dict[str, float]]:  # noqa: ANN001
-    """Seconds for `up` until every node answers its protocol, and each node's RSS."""
+    """Seconds for `up` until every node answers its protocol, and each node's RSS (on
+    a shared engine another lab may take the subnet between choosing and creating it)."""
+    for _ in range(5):
+        try:
+            return _time_ours(client, topo)
+        except SubnetTaken:
+            continue
+    sys.exit("no free subnet after 5 tries")
+
+
+def _time_ours(client: docker.DockerClient, topo) -> tuple[float, dict[str, float]]:  # noqa: ANN001
     with tempfile.TemporaryDirectory() as home:
         os.environ["MXLAB_HOME"] = home
         rt = DockerRuntime()
+        ensure_image(client)  # rebuilt here, untimed, if the node sources just changed
         plan = make_plan(
             topo, runtime="docker", lab_dir=labdir.lab_dir(topo.name),
             subnet=rt.choose_subnet(topo), privileged=True,
         )  # fmt: skip
         labdir.write_plan(plan)
-        ensure_image(client)  # rebuilt here, untimed, if the node sources just changed
         started = time.monotonic()
         try:
             rt.up(plan, lambda s: None)
@@ -73,8 +84,9 @@ def time_cli(image: str, n: int, subnet: str) -> float:
     """The same containers by hand: a bridge network with that subnet, then `docker run`
     with a static address for each, one after the other; no readiness wait at all."""
     hosts = list(ipaddress.ip_network(subnet).hosts())[1 : n + 1]
-    names = [f"mxlab-bench-cli-{i}" for i in range(n)]
-    label, net = "mxlab.test=1", "mxlab-bench-cli"
+    net = f"mxlab-bench-cli-{os.getpid()}-{time.monotonic_ns()}"  # never a stuck one's
+    names = [f"{net}-{i}" for i in range(n)]
+    label = "mxlab.test=1"
     started = time.monotonic()
     try:
         cmd = f"docker network create --subnet {subnet} --label {label} {net}"
@@ -95,11 +107,11 @@ def main() -> int:
     image = ensure_image(client, progress=lambda s: print(s, file=sys.stderr))
     topo = parse_topology(topology(), "bench")
     n = len(topo.nodes)
-    subnet = DockerRuntime().choose_subnet(topo)
     ours, cli, rss = [], [], {}
     for _ in range(rounds):  # alternate, so drift in the machine's load hits both alike
         took, rss = time_ours(client, topo)
         ours.append(took)
+        subnet = DockerRuntime().choose_subnet(topo)  # free now (other labs come and go)
         cli.append(time_cli(image, n, subnet))
     mine, theirs = statistics.median(ours), statistics.median(cli)
     print(f"nodes: {n}, rounds: {rounds} (medians)")
