@@ -7,6 +7,8 @@ delivering all the same."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import socket
 import ssl
@@ -17,11 +19,12 @@ from pathlib import Path
 import pytest
 
 import mxlab
+from mxlab.lab import pki
 from mxlab.lab.errors import TopologyError
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import load_topology, parse_topology
 from mxlab.lab.trace import Event
-from mxlab.nodes.mailauth.mtasts import result_type
+from mxlab.nodes.mailauth.mtasts import result_type, verifying_context
 from mxlab.nodes.mailauth.policy_server import respond
 from mxlab.nodes.mailauth.sts_policy import (
     PolicyError,
@@ -30,6 +33,7 @@ from mxlab.nodes.mailauth.sts_policy import (
     policy_id,
     render_policy,
 )
+from mxlab.nodes.relay.client import Client, ReplyError
 
 from .conftest import TOPOLOGIES, wait_for
 
@@ -300,3 +304,59 @@ def test_enforced_policy_defers_when_the_mx_certificate_is_invalid(lab: mxlab.La
 )  # fmt: skip
 def test_tls_rpt_result_types(reply: str, kind: str) -> None:
     assert result_type(reply) == kind  # RFC 8460 §4.3
+
+
+async def _mx(ca_dir: Path, starttls: bool) -> asyncio.Server:
+    """An MX that greets, offers STARTTLS (or not) with a lab-CA certificate for
+    mx.beta.test, and says EHLO again over TLS."""
+    ca = pki.ensure_ca(ca_dir, "t")
+    pki.issue(ca, "mx.beta.test", "127.0.0.1", ca_dir / "cert.pem", ca_dir / "key.pem")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(ca_dir / "cert.pem", ca_dir / "key.pem")
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            writer.write(b"220 mx.beta.test ESMTP\r\n")
+            await reader.readline()
+            writer.write(b"250-mx.beta.test\r\n250 STARTTLS\r\n" if starttls else b"250 mx\r\n")
+            if await reader.readline() == b"STARTTLS\r\n":
+                writer.write(b"220 2.0.0 go ahead\r\n")
+                await writer.drain()
+                await writer.start_tls(server_tls)
+                await reader.readline()
+                writer.write(b"250 mx.beta.test\r\n")
+                await reader.readline()
+        writer.close()
+
+    return await asyncio.start_server(session, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("starttls", "name", "error"),
+    [
+        (True, "mx.beta.test", None),
+        (True, "mx2.beta.test", "certificate not valid: Hostname mismatch"),
+        (False, "mx.beta.test", "offers no STARTTLS, and TLS is required"),
+    ],
+)
+def test_verified_starttls_checks_the_mx_name(
+    tmp_path: Path, starttls: bool, name: str, error: str | None
+) -> None:
+    """RFC 8461 §4.2 with our SMTP client: the certificate must be valid for the MX
+    host's name, and a host offering no STARTTLS is refused."""
+
+    async def run() -> None:
+        server = await _mx(tmp_path, starttls)
+        port = server.sockets[0].getsockname()[1]
+        tls = verifying_context(str(tmp_path / "ca.pem"), name)
+        try:
+            client = await Client.open("127.0.0.1", port, helo="mx.alpha.test", tls=tls)
+            assert error is None
+            assert client.writer.get_extra_info("peercert") is not None  # TLS is on
+            client.close()
+        except (ConnectionError, ReplyError) as exc:
+            assert error is not None and error in str(exc), exc
+        finally:
+            server.close()
+
+    asyncio.run(run())
