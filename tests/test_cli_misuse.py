@@ -36,7 +36,7 @@ WITHOUT_A_LAB = [
     (["up"], "Missing argument 'TOPOLOGY'"),
     (["validate"], "Missing argument 'TOPOLOGY'"),
     (["up", "/nonexistent/lab.yaml"], "/nonexistent/lab.yaml"),
-    (["run", TWO, "--runtime", "vm"], "use docker, local or auto"),
+    (["run", TWO, "--runtime", "vm"], "use docker, local, swarm, hosts or auto"),
     (["send", "--frmo", "x"], "No such option: --frmo"),
     (["check", "--timeout", "abc"], "Invalid value for '--timeout'"),
     (["scenario", "run", "/nonexistent/s.yaml"], "/nonexistent/s.yaml"),

@@ -37,4 +37,4 @@ def test_auto_falls_back_to_local_and_says_so_first(no_engine: None, mxlab_home:
 
 def test_unknown_runtime_is_refused(mxlab_home: Path) -> None:
     proc = mxlab("up", str(TWO), "--runtime", "vm", check=False)
-    assert proc.returncode == 2 and "use docker, local or auto" in proc.stderr
+    assert proc.returncode == 2 and "use docker, local, swarm, hosts or auto" in proc.stderr
