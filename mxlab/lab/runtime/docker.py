@@ -250,10 +250,12 @@ class DockerRuntime(Runtime):
     def status(self, lab: str) -> list[NodeStatus]:
         out = []
         for c in self._containers(lab):
+            if "mxlab.node" not in c.labels:  # a helper, such as a swarm lab's gateway
+                continue
             nets = c.attrs["NetworkSettings"]["Networks"]
             addr = next((n.get("IPAddress") for n in nets.values()), "") or ""
             out.append(
-                NodeStatus(c.labels.get("mxlab.node", c.name), c.labels.get("mxlab.role", "?"),
+                NodeStatus(c.labels["mxlab.node"], c.labels.get("mxlab.role", "?"),
                            addr, c.status, c.short_id)
             )  # fmt: skip
         if (labdir.lab_dir(lab) / "plan.json").exists():  # servers it does not run
@@ -277,7 +279,11 @@ class DockerRuntime(Runtime):
         return [
             lab
             for lab in self.labs()
-            if all(c.status in ("exited", "dead", "created") for c in self._containers(lab))
+            if all(
+                c.status in ("exited", "dead", "created")
+                for c in self._containers(lab)
+                if "mxlab.node" in c.labels  # a swarm lab's gateway outlives its nodes
+            )
         ]
 
     def _container(self, plan: LabPlan, node: str) -> Container:

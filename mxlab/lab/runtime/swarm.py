@@ -35,7 +35,7 @@ from mxlab.lab import labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import IMAGE, ensure_image
 from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
-from mxlab.lab.runtime.base import NodeStatus, Progress, SubnetTaken
+from mxlab.lab.runtime.base import Progress, SubnetTaken
 from mxlab.lab.runtime.docker import (
     API_VERSION,
     DockerRuntime,
@@ -307,6 +307,3 @@ class SwarmRuntime(DockerRuntime):
             except docker.errors.NotFound:
                 continue
         return None
-
-    def status(self, lab: str) -> list[NodeStatus]:
-        return [s for s in super().status(lab) if s.role != GATEWAY_ROLE]
