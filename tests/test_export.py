@@ -68,22 +68,34 @@ def test_stack_file_places_and_carries_configs(tmp_path: Path) -> None:
 class TestCompose:
     pytestmark = needs_docker
 
-    def test_compose_up_runs_the_lab(self, tmp_path: Path) -> None:
-        """Exported into the lab home, so `mxlab check NAME` reads the exported plan."""
-        _compose_up_and_check(tmp_path)
+    def test_file_export_runs_under_compose(self, tmp_path: Path) -> None:
+        """A topology exported into the lab home: `mxlab check NAME` reads its plan."""
+        mxlab("image", "build", timeout=1200)  # compose cannot build it
+        folder = labdir.lab_dir(NAME)
+        mxlab("export", "compose", str(_topology(tmp_path)), "-o", str(folder))
+        _compose_up_and_check(folder, NAME)
+
+    def test_running_lab_export_outlives_it(self, tmp_path: Path) -> None:
+        """A running docker lab exported, then brought down: compose runs its copy."""
+        mxlab("up", str(_topology(tmp_path)), "--runtime", "docker", timeout=1200)
+        copy = labdir.lab_dir(f"{NAME}-copy")
+        try:
+            mxlab("export", "compose", NAME, "-o", str(copy))
+        finally:
+            mxlab("down", NAME)
+        assert not (copy / "nodes" / "mx-alpha" / "node.log").exists()
+        _compose_up_and_check(copy, copy.name)
 
 
-def _compose_up_and_check(tmp_path: Path) -> None:
+def _compose_up_and_check(folder: Path, name: str) -> None:
     assert COMPOSE is not None and DOCKER is not None
-    mxlab("image", "build", timeout=1200)
-    folder = labdir.lab_dir(NAME)
-    mxlab("export", "compose", str(_topology(tmp_path)), "-o", str(folder))
     project = ["-p", f"mxlab-{NAME}", "-f", str(folder / "docker-compose.yml")]
     subprocess.run([COMPOSE, *project, "up", "-d"], check=True, capture_output=True, timeout=300)
     try:
-        plan = labdir.read_plan(NAME)
+        plan = labdir.read_plan(name)
+        assert plan.lab_dir == str(folder.resolve())
         wait_ready(plan.start_order(), time.monotonic() + 60, lambda node: None)
-        check = mxlab("check", NAME, "--json", check=False, timeout=300)
+        check = mxlab("check", name, "--json", check=False, timeout=300)
         report = json.loads(check.stdout)
         assert report["failed"] == 0 and report["passed"] > 0, check.stdout
     finally:

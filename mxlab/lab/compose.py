@@ -49,7 +49,7 @@ def export(source: str, out_dir: Path, swarm: bool = False) -> Path:
                 f"lab {source} runs on the {plan.runtime} runtime, whose configs name host "
                 "paths: export its topology file instead (mxlab export compose FILE)"
             )
-        _copy_nodes(plan, out_dir)
+        plan = _copy_lab(plan, out_dir)
     doc = stack(plan) if swarm else compose(plan)
     path = out_dir / (STACK_FILE if swarm else COMPOSE_FILE)
     with labdir.private():
@@ -57,15 +57,17 @@ def export(source: str, out_dir: Path, swarm: bool = False) -> Path:
     return path
 
 
-def _copy_nodes(plan: LabPlan, out_dir: Path) -> None:
-    """Each node's config and TLS files from the lab directory; a fresh state."""
+def _copy_lab(plan: LabPlan, out_dir: Path) -> LabPlan:
+    """The lab's folder as planned (CA, zones, configs, TLS, secrets), without its nodes'
+    state and logs; the copy's plan names the new folder (so `mxlab check` reads it)."""
     with labdir.private():
+        skip = shutil.ignore_patterns("state", "node.log", "pid", "*.lock")
+        shutil.copytree(plan.lab_dir, out_dir, ignore=skip, dirs_exist_ok=True)
+        copy = plan.model_copy(update={"lab_dir": str(out_dir.resolve())})
         for name in plan.nodes:
-            src, dst = labdir.node_dir(plan, name), out_dir / "nodes" / name
-            (dst / "state").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / "config.json", dst / "config.json")
-            if (src / "tls").is_dir():
-                shutil.copytree(src / "tls", dst / "tls", dirs_exist_ok=True)
+            labdir.node_dir(copy, name).joinpath("state").mkdir(exist_ok=True)
+        (out_dir / "plan.json").write_text(copy.model_dump_json(indent=2))
+    return copy
 
 
 def _argv(role: str) -> list[str]:
