@@ -11,6 +11,7 @@ import contextlib
 import signal
 import socket
 import threading
+from collections.abc import Callable
 
 from mxlab.dns import batch_io
 from mxlab.dns.answer import Responder
@@ -91,19 +92,19 @@ class _UdpEndpoint:
         self.thread = threading.Thread(target=self._serve, name="dns-udp", daemon=True)
         self.thread.start()
 
-    def _answer(self, query: bytes) -> list[bytes]:
-        return self.node.responder.respond(query)  # the responder in force (reloads)
+    def _answerer(self) -> Callable[[bytes], list[bytes]]:
+        return self.node.responder.respond  # the responder in force (reloads replace it)
 
     def _serve(self) -> None:
         if batch_io.available():
-            batch_io.Batches(self.sock).serve(self._answer, lambda: self.closing)
+            batch_io.Batches(self.sock).serve(self._answerer, lambda: self.closing)
             return
         while not self.closing:  # one datagram per system call
             try:
                 query, addr = self.sock.recvfrom(65535)
             except OSError:
                 continue  # e.g. an ICMP error queued on the socket
-            for reply in self._answer(query):
+            for reply in self._answerer()(query):
                 with contextlib.suppress(OSError):
                     self.sock.sendto(reply, socket.MSG_DONTWAIT, addr)
 
