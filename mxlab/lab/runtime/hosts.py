@@ -98,15 +98,12 @@ def _ansible(tool: str, *args: str, env: dict[str, str] | None = None) -> str:
     """Run an Ansible CLI (ansible-playbook, ansible-inventory) from this Python."""
     argv = [sys.executable, "-m", f"ansible.cli.{tool}", *args]
     full = dict(os.environ, ANSIBLE_LOCALHOST_WARNING="false", **(env or {}))
-    try:
-        run = subprocess.run(argv, capture_output=True, text=True, env=full, timeout=900)
-    except FileNotFoundError:
-        raise LabError("the hosts runtime needs Ansible: pip install 'mxlab[ansible]'") from None
+    run = subprocess.run(argv, capture_output=True, text=True, env=full, timeout=900)
+    if "No module named ansible" in run.stderr:
+        raise LabError("the hosts runtime needs Ansible: pip install 'mxlab[ansible]'")
     if run.returncode != 0 and tool != "playbook":  # a playbook's failures are in its JSON
         tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["?"]
         raise LabError(f"ansible-{tool} {' '.join(args)}: {tail[0]}")
-    if "No module named ansible" in run.stderr:
-        raise LabError("the hosts runtime needs Ansible: pip install 'mxlab[ansible]'")
     return run.stdout
 
 
@@ -130,10 +127,12 @@ class HostsRuntime(Runtime):
         """Host -> its variables, and the groups, as Ansible itself reads the file."""
         if self._hostvars is None:
             data = json.loads(_ansible("inventory", "-i", str(self._need_inventory()), "--list"))
-            self._hostvars = data.get("_meta", {}).get("hostvars", {})
+            hostvars = data.get("_meta", {}).get("hostvars", {})  # hosts with variables
             self._groups = {
                 g: v.get("hosts", []) for g, v in data.items() if g != "_meta" and "hosts" in v
             }
+            every = {h for hosts in self._groups.values() for h in hosts}
+            self._hostvars = {h: hostvars.get(h, {}) for h in sorted(every)}
             for group, body in data.items():  # children's hosts count as the group's
                 for child in body.get("children", []) if isinstance(body, dict) else []:
                     self._groups.setdefault(group, []).extend(self._groups.get(child, []))
