@@ -180,6 +180,16 @@ def test_trace_follows_mail_through_postfix_and_dovecot(
         assert all(abs(e.ts - time.time()) < 600 for e in events), [e.ts for e in events]
 
 
+def test_postfix_and_dovecot_nodes_killed_and_started_again(lab: mxlab.Lab) -> None:
+    """SIGKILL ends the whole node (Postfix's master too: its ports come free), a start
+    brings it back with its queue and mail, and submission AUTH works again."""
+    for node in ("mx-beta", "dovecot-beta"):
+        lab.kill(node)
+        lab.start(node)
+    sent = lab.send("dave@delta.test", ["bob@beta.test", "alice@alpha.test"], subject="after")
+    assert all(r.ok for r in lab.delivered(sent, timeout=30))
+
+
 def _expected(path: Path) -> dict[str, int]:
     """The accounting a scenario's own steps promise: each recipient of a message it
     expects delivered counts once as delivered, of one it expects bounced as bounced."""

@@ -48,6 +48,27 @@ def _alive(pid: int) -> bool:
     return False
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` now, also those that left its process group (Postfix's
+    master does) or sit in a PID namespace of their own."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                children = [
+                    int(c) for c in Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+                ]
+                found += children
+                todo += children
+    return found
+
+
 def _running_pid(pid_file: Path | str, marker: bytes = b"mxlab.nodes") -> int | None:
     """The pid (in the file) if that process is alive and is a node (not a reused pid):
     its command line holds the kind's ``marker``."""
@@ -256,10 +277,11 @@ class LocalRuntime(Runtime):
         if pid is None:
             pid_file.unlink(missing_ok=True)
             return
+        procs = [pid, *_descendants(pid)]  # ended only when all are: they hold its ports
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid):
+        while any(_alive(p) for p in procs):
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
