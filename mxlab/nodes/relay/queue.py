@@ -1,8 +1,8 @@
 """The on-disk mail queue. "250 queued" means the message is fsynced under its final
 name: streamed to a temporary name while it is received (``Spool``), its envelope
-appended, fsynced, renamed, and the directory fsynced (the maildir discipline), one
-file and one directory fsync per message, the directory fsync shared by every
-message of a batch. A killed relay resumes every message it finds.
+appended, renamed, fsynced, and the directory fsynced, one file and one directory
+fsync per message, the directory fsync shared by every message of a batch. A killed
+relay resumes every message it finds.
 
 Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the bytes as received, trace
 header first, then a LF and the envelope as one JSON line: last, because it is
@@ -185,10 +185,14 @@ class Spool:
         return None if self._kept is None else b"".join(self._kept)
 
     def finish(self, envelope: Envelope) -> None:
-        """Append the envelope, fsync, rename to the final name (blocking)."""
+        """Append the envelope, rename to the final name, fsync (blocking). Renamed
+        first, so the one fsync commits the data and the name together (the
+        directory fsync after it finds nothing left to commit); a file renamed but
+        cut short by a crash has no valid envelope line and is never loaded as mail.
+        Nothing was acknowledged before the fsync returned."""
         _write_all(self._fd, _envelope_line(envelope))
-        os.fsync(self._fd)
         os.replace(self.tmp, self.final)
+        os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
 
