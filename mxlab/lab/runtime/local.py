@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mxlab.lab import kinds, labdir
@@ -245,9 +246,13 @@ class LocalRuntime(Runtime):
         return check
 
     def down(self, lab: str) -> None:
+        """Relays, then stores, then DNS (the reverse of up), each tier's nodes stopped
+        together: one after the other, 200 nodes took ~25 ms each."""
         plan = labdir.read_plan(lab)
-        for node in reversed(plan.start_order()):
-            self.stop(plan, node.name)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            for role in reversed(START_ORDER):
+                tier = [n.name for n in plan.start_order() if n.role == role]
+                list(pool.map(lambda name: self.stop(plan, name), tier))
 
     def status(self, lab: str) -> list[NodeStatus]:
         plan = labdir.read_plan(lab)
