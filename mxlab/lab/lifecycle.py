@@ -69,6 +69,7 @@ def _start(topo: Topology, runtime: Runtime, progress: Progress) -> LabPlan:
     rt_name = cast(RuntimeName, runtime.name)
     taken: set[str] = set()
     privileged = os.geteuid() == 0
+    runtime.prepare(topo)
     for _ in range(SUBNET_TRIES):
         plan = make_plan(
             topo,

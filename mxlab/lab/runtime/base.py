@@ -35,6 +35,11 @@ class Runtime(ABC):
         topology's default."""
         return None
 
+    def prepare(self, topo: Topology) -> None:
+        """Before the lab is planned: start what needs no plan and is slow to start (the
+        local runtime's spawners import meanwhile). Nothing by default."""
+        return None
+
     @abstractmethod
     def up(self, plan: LabPlan, progress: Progress) -> None:
         """Create networks and start every node in dependency order until all are ready."""

@@ -18,6 +18,8 @@ from mxlab.lab.errors import LabError
 from mxlab.lab.plan import START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
+from mxlab.lab.topology import Topology
+from mxlab.nodes.__main__ import ROLES
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -138,10 +140,10 @@ def _check_free(node: NodePlan) -> None:
                     ) from None
 
 
-def _node_env(plan: LabPlan) -> dict[str, str]:
+def _node_env(lab: str) -> dict[str, str]:
     """MXLAB_LAB and MXLAB_HOME are the marker gc finds orphans by: a node whose lab
     directory is gone."""
-    return dict(os.environ, PYTHONUNBUFFERED="1", MXLAB_LAB=plan.lab, MXLAB_HOME=str(labdir.home()))
+    return dict(os.environ, PYTHONUNBUFFERED="1", MXLAB_LAB=lab, MXLAB_HOME=str(labdir.home()))
 
 
 class _Forkers:
@@ -149,21 +151,25 @@ class _Forkers:
     once and forks a node per directory (mxlab.nodes.spawn); 236 fresh interpreters
     importing the same modules took most of a 100-domain lab's 42 s start."""
 
-    def __init__(self, roles: set[str], env: dict[str, str], cwd: Path) -> None:
-        self.procs = {
-            role: subprocess.Popen(
-                [sys.executable, "-m", "mxlab.nodes.spawn", role],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, text=True,
-            )
-            for role in sorted(roles)
-        }  # fmt: skip
+    def __init__(self, lab: str, roles: set[str]) -> None:
+        self.lab = lab
+        self.procs: dict[str, subprocess.Popen] = {}
+        for role in sorted(roles):
+            self._start(role)
+
+    def _start(self, role: str) -> subprocess.Popen:
+        self.procs[role] = subprocess.Popen(
+            [sys.executable, "-m", "mxlab.nodes.spawn", role],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_node_env(self.lab), text=True,
+        )  # fmt: skip
+        return self.procs[role]
 
     def fork(self, role: str, node_dirs: list[Path]) -> list[int]:
         """Each directory's node forked (in that order); their pids."""
         if not node_dirs:
             return []
-        proc = self.procs[role]
+        proc = self.procs.get(role) or self._start(role)
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write("".join(f"{d}\n" for d in node_dirs))
         proc.stdin.flush()
@@ -190,6 +196,13 @@ class LocalRuntime(Runtime):
         # Children this process spawned: poll() tells "alive" even before the child's
         # execve, when /proc still shows the parent's command line.
         self._children: dict[str, subprocess.Popen] = {}
+        self._warm: _Forkers | None = None  # started by prepare, for the next up
+
+    def prepare(self, topo: Topology) -> None:
+        """The spawners of our node programs, importing while the lab is planned."""
+        if self._warm is not None:
+            self._warm.__exit__()
+        self._warm = _Forkers(topo.name, set(ROLES) & {s.kind for s in topo.nodes.values()})
 
     def up(self, plan: LabPlan, progress: Progress) -> None:
         ours = [n for n in plan.start_order() if kinds.get(n.kind).runs]  # not external ones
@@ -202,7 +215,11 @@ class LocalRuntime(Runtime):
         # our own nodes are forked by one warm process per role, started now so that
         # their imports overlap the earlier tiers' start-up
         roles = {argv[3] for argv in argvs.values() if argv[1:3] == ["-m", "mxlab.nodes"]}
-        with _Forkers(roles, _node_env(plan), labdir.lab_dir(plan.lab)) as forkers:
+        warm, self._warm = self._warm, None
+        if warm is not None and warm.lab != plan.lab:
+            warm.__exit__()
+            warm = None
+        with warm or _Forkers(plan.lab, roles) as forkers:
             for role in START_ORDER:
                 group = [n for n in ours if n.role == role]
                 forked = [n for n in group if argvs[n.name][1:3] == ["-m", "mxlab.nodes"]]
@@ -220,7 +237,7 @@ class LocalRuntime(Runtime):
     def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
         ndir = labdir.node_dir(plan, node.name)
         argv = kinds.get(node.kind).argv(plan, node)
-        env = _node_env(plan)
+        env = _node_env(plan.lab)
         with labdir.private(), open(_log_file(plan, node.name), "ab") as log:
             proc = subprocess.Popen(
                 argv,
