@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 
 import docker
-from lab_up import time_cli  # bench/ is this script's directory
 
 from mxlab.lab import labdir
 from mxlab.lab.image import ensure_image
@@ -35,6 +35,7 @@ from mxlab.lab.lifecycle import bring_up, tear_down
 from mxlab.lab.topology import parse_topology
 
 TARGET_READY_100 = 10.0  # seconds, local runtime
+time_cli = runpy.run_path(str(Path(__file__).with_name("lab_up.py")))["time_cli"]  # its peer
 TARGET_NODE_MIB = 20.0
 
 
