@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -86,21 +87,28 @@ def check_auth(topo: Topology, src: str) -> None:
 def dkim_keys(topo: Topology, lab_dir: Path | None) -> list[DkimKeyPlan]:
     """A key pair per domain and algorithm: the lab directory's, else new ones (a lab
     keeps its keys across `up`s); ``lab_dir`` None makes placeholders for validation."""
-    keys = []
-    for dom, spec in topo.domains.items():
-        for alg in spec.auth.dkim:
-            selector = SELECTORS[alg]
-            plan = DkimKeyPlan(domain=dom, selector=selector, algorithm=alg, public="")
-            path = None if lab_dir is None else lab_dir / "dkim" / plan.file
-            if lab_dir is None:
-                plan.public = "AAAA"
-            elif path is not None and path.is_file():
-                plan.private = path.read_bytes()
-                plan.public = _public(alg, plan.private)
-            else:
-                plan.private = _new_key(alg)
-                plan.public = _public(alg, plan.private)
-            keys.append(plan)
+    keys = [
+        DkimKeyPlan(domain=dom, selector=SELECTORS[alg], algorithm=alg, public="")
+        for dom, spec in topo.domains.items()
+        for alg in spec.auth.dkim
+    ]
+    if lab_dir is None:
+        for plan in keys:
+            plan.public = "AAAA"
+        return keys
+    for plan in keys:
+        path = lab_dir / "dkim" / plan.file
+        if path.is_file():
+            plan.private = path.read_bytes()
+    fresh = [plan for plan in keys if not plan.private]
+    # RSA generation is OpenSSL's work outside the GIL: a 100-domain lab makes its keys
+    # on every core rather than one
+    with ThreadPoolExecutor() as pool:
+        keys_made = pool.map(_new_key, [p.algorithm for p in fresh])
+        for plan, private in zip(fresh, keys_made, strict=True):
+            plan.private = private
+    for plan in keys:
+        plan.public = _public(plan.algorithm, plan.private)
     return keys
 
 
@@ -118,7 +126,11 @@ def _new_key(alg: str) -> bytes:
 
 def _public(alg: str, private: bytes) -> str:
     if alg == "rsa":
-        key = serialization.load_pem_private_key(private, password=None)
+        # the lab's own key, written 0600 by the planner: the full RSA check (60 ms a
+        # key) would only slow every `up`
+        key = serialization.load_pem_private_key(
+            private, password=None, unsafe_skip_rsa_key_validation=True
+        )
         der = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
