@@ -385,7 +385,7 @@ class Lab:
         return graph.build(self.plan, states, sizes)
 
     def dns_add(self, name: str, rdtype: str, value: str, ttl: int = 300) -> None:
-        """Add a record to the running lab's DNS (the DNS node restarts to serve it)."""
+        """Add a record to the running lab's DNS (our DNS node reloads it on SIGHUP)."""
         self.dns_change(add=[(name, rdtype, value)], ttl=ttl)
 
     def dns_remove(self, name: str, rdtype: str, value: str | None = None) -> None:
@@ -465,8 +465,8 @@ class Lab:
     ) -> list[str]:
         """Put an edited ``topology()`` in force without a restart - or a function that
         edits it, given the lab's topology as it is at that moment. The lab is planned
-        again (every node keeps its address), relays and stores whose config changed
-        reload it (SIGHUP), the DNS node restarts with changed zones. Returns the nodes
+        again (every node keeps its address), our nodes whose config changed reload it
+        (SIGHUP); other kinds (Postfix, NSD...) restart. Returns the nodes
         that change ([]: nothing to do); ``dry_run`` only says which."""
         from mxlab.lab import live
 

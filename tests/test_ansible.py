@@ -176,6 +176,17 @@ def test_add_user_playbook_then_mail_without_restart(env: dict[str, str], lab: m
     assert "erin-secret-1" not in (Path(lab.directory) / "plan.json").read_text()
 
 
+def test_dns_changes_reload_without_restart(lab: mxlab.Lab) -> None:
+    """Records and MX changes reach the DNS node by SIGHUP, as NSD's reload: no restart."""
+    dns = lab.plan.dns_node.name
+    before = _pids(lab)[dns]
+    lab.dns_add("www.alpha.test", "A", "192.0.2.7")
+    assert lab.dns("www.alpha.test", "A") == ("NOERROR", ["192.0.2.7"])
+    lab.dns_remove("www.alpha.test", "A")
+    assert lab.dns("www.alpha.test", "A")[0] == "NXDOMAIN"
+    assert _pids(lab)[dns] == before
+
+
 Probe = Callable[[mxlab.Lab], Any]
 
 

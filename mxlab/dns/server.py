@@ -1,7 +1,8 @@
 """The DNS node: a UDP thread and asyncio TCP around the sans-IO ``Responder``.
 
 Replies come from precomputed templates and a cache of whole replies, so serving only
-moves datagrams. Faults are reloaded from ``<state_dir>/faults.json`` on SIGHUP.
+moves datagrams. On SIGHUP the node rereads its config (zones changed by `mxlab dns
+add` or a live change, as ``nsd-control reload`` does) and ``<state_dir>/faults.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mxlab.dns.answer import Responder
 from mxlab.dns.faults import Faults, mark_applied, read_request
 from mxlab.nodes.config import DnsNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.reload import mark_applied as mark_config_applied
+from mxlab.nodes.reload import read_config
 
 UDP_BUFFER = 4 << 20  # receive buffer: absorbs bursts instead of dropping them
 TCP_IDLE = 10.0  # RFC 7766 §6.2.3: close idle connections after some seconds
@@ -55,14 +58,18 @@ class _Node:
                 return  # a reload that started after this signal has read the file
             covers = self._asked
             try:
-                faults, generation = await asyncio.to_thread(read_request, self.config.state_dir)
-                responder = await asyncio.to_thread(Responder, self.config.zones, faults)
-            except ValueError as exc:
+                loaded = await asyncio.to_thread(read_config, self.config)
+                config = self.config if loaded is None else loaded[0]
+                faults, generation = await asyncio.to_thread(read_request, config.state_dir)
+                responder = await asyncio.to_thread(Responder, config.zones, faults)
+            except ValueError as exc:  # a zone or fault file that does not load: keep serving
                 emit(self.config.node, "faults_error", error=str(exc))
                 return
             finally:
                 self._done = covers
-            self.responder = responder
+            self.config, self.responder = config, responder
+            if loaded is not None:
+                await asyncio.to_thread(mark_config_applied, config, loaded[1])
             emit(self.config.node, "faults_loaded", **_summary(faults))
             try:
                 await asyncio.to_thread(mark_applied, self.config.state_dir, generation)

@@ -30,7 +30,7 @@ from mxlab.nodes.config import DnsNodeConfig, StoreNodeConfig, Zone
 from mxlab.nodes.reload import APPLIED_FILE, digest
 
 RELOAD_TIMEOUT = 10.0
-RELOADS = ("relay", "store")  # kinds whose node program rereads its config on SIGHUP
+RELOADS = ("dns", "relay", "store")  # kinds whose node program rereads its config on SIGHUP
 
 
 def topology(plan: LabPlan) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def apply(
         elif name in running:
             runtime.restart(new, name)  # loads zones (or another kind's files) at start
     for name in hup:
-        _wait_reloaded(new, name, written[name])
+        wait_reloaded(new, name, written[name])
     return changed
 
 
@@ -149,7 +149,7 @@ def _kind(plan: LabPlan, node: str) -> str:
     return n.kind or n.role  # plans older than node kinds name the role only
 
 
-def _wait_reloaded(plan: LabPlan, node: str, want: str) -> None:
+def wait_reloaded(plan: LabPlan, node: str, want: str) -> None:
     """SIGHUP is asynchronous: the next step (a message to the new user) must already
     find the node reloaded."""
     path = labdir.node_dir(plan, node) / "state" / APPLIED_FILE

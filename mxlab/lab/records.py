@@ -1,11 +1,13 @@
 """Change the running lab's DNS records: the zones in the plan, the DNS node's config and
-the BIND files are rewritten together, then the DNS node is restarted to serve them.
+the BIND files are rewritten together, then the DNS node reloads them (SIGHUP; a DNS
+kind that cannot, such as NSD here, is restarted).
 
 This is how a student fixes (and an exercise breaks) a lab's DNS while it runs; the
 topology file is left alone."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,11 +19,12 @@ import dns.rdatatype
 
 from mxlab.dns.zonefile import render_zone
 from mxlab.dns.zones import load_zone
-from mxlab.lab import kinds, labdir
+from mxlab.lab import kinds, labdir, live
 from mxlab.lab.errors import LabError
 from mxlab.lab.plan import LabPlan, zone_of
 from mxlab.lab.runtime.base import Runtime
 from mxlab.nodes.config import DnsNodeConfig, DnsRecord, Zone
+from mxlab.nodes.reload import digest
 
 TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "PTR", "SRV", "CAA")
 
@@ -106,14 +109,20 @@ def edited(
 
 
 def apply(plan: LabPlan, runtime: Runtime, new: LabPlan) -> None:
-    """Write the new zones where the DNS node and `mxlab dns zone` read them, and
-    restart the DNS node so that it serves them (its fault file survives)."""
+    """Write the new zones where the DNS node and `mxlab dns zone` read them, and have
+    the DNS node serve them: ours reloads on SIGHUP, other kinds restart (the fault
+    file survives either way)."""
     root = labdir.node_dir(new, new.dns_node.name)
     with labdir.private():
-        (root / "config.json").write_text(new.dns_node.config.model_dump_json(indent=2))
+        config_bytes = new.dns_node.config.model_dump_json(indent=2).encode()
+        (root / "config.json").write_bytes(config_bytes)
         (Path(new.lab_dir) / "plan.json").write_text(new.model_dump_json(indent=2))
         for zone in new.zones:
             path = Path(new.lab_dir) / "zones" / f"{zone.origin.rstrip('.')}.zone"
             path.write_text(render_zone(zone))
     kinds.get(new.dns_node.kind).write_config(new, new.dns_node)  # e.g. NSD's zone files
-    runtime.restart(new, new.dns_node.name)
+    if (new.dns_node.kind or new.dns_node.role) in live.RELOADS:
+        runtime.signal(new, new.dns_node.name, signal.SIGHUP)
+        live.wait_reloaded(new, new.dns_node.name, digest(config_bytes))
+    else:
+        runtime.restart(new, new.dns_node.name)

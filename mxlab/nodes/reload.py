@@ -26,25 +26,38 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_config(config: NodeBase) -> tuple[Any, bytes] | None:
+    """The node's config file as it is now, with its bytes (for ``mark_applied``); None,
+    logged, when it does not load or belongs to another node."""
+    path = config.state_path.parent / CONFIG_FILE
+    try:
+        data = path.read_bytes()
+        new = load_config(path)
+    except (OSError, ValueError) as exc:  # a ConfigError is a ValueError
+        emit(config.node, "reload_error", error=str(exc))
+        return None
+    if new.node != config.node or new.role != getattr(config, "role", None):
+        emit(config.node, "reload_error", error=f"{path} is {new.role} node {new.node}")
+        return None
+    return new, data
+
+
+def mark_applied(config: NodeBase, data: bytes) -> None:
+    """Say which config is in force, so the lab can wait for the reload."""
+    applied = config.state_path / APPLIED_FILE
+    tmp = applied.with_name(f".{APPLIED_FILE}.tmp")
+    tmp.write_text(digest(data) + "\n")
+    os.replace(tmp, applied)
+    emit(config.node, "reloaded", config=str(config.state_path.parent / CONFIG_FILE))
+
+
 def on_sighup(config: NodeBase, apply: Callable[[Any], None]) -> None:
     """Reread the config on SIGHUP and hand it to ``apply`` (same node, same role)."""
-    path = config.state_path.parent / CONFIG_FILE
 
     def reload() -> None:
-        try:
-            data = path.read_bytes()
-            new = load_config(path)
-        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            emit(config.node, "reload_error", error=str(exc))
-            return
-        if new.node != config.node or new.role != getattr(config, "role", None):
-            emit(config.node, "reload_error", error=f"{path} is {new.role} node {new.node}")
-            return
-        apply(new)
-        applied = config.state_path / APPLIED_FILE
-        tmp = applied.with_name(f".{APPLIED_FILE}.tmp")
-        tmp.write_text(digest(data) + "\n")
-        os.replace(tmp, applied)
-        emit(config.node, "reloaded", config=str(path))
+        loaded = read_config(config)
+        if loaded is not None:
+            apply(loaded[0])
+            mark_applied(config, loaded[1])
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
