@@ -103,3 +103,41 @@ def _compose_up_and_check(folder: Path, name: str) -> None:
     flt = {"label": f"mxlab.lab={NAME}"}
     assert DOCKER.containers.list(all=True, filters=flt) == []
     assert DOCKER.networks.list(filters=flt) == []
+
+
+def test_compose_runs_each_kind_its_way_and_no_external(tmp_path: Path) -> None:
+    """Postfix and Dovecot nodes get their kind's image and command; a sink runs our node
+    program; an external node gets no service; a stack refuses kinds it cannot carry."""
+    from mxlab.lab.compose import compose, stack
+    from mxlab.lab.errors import LabError
+    from mxlab.lab.topology import parse_topology
+
+    from .test_external_sink import topology
+
+    mixed = make_plan(
+        load_topology(TOPOLOGIES / "mixed.yaml"),
+        runtime="docker",
+        lab_dir=tmp_path / "m",
+        subnet="172.30.253.0/24",  # an odd /24, as a stack needs
+    )
+    doc = compose(mixed, {"postfix": "debian-mail:x", "dovecot": "debian-mail:x"})
+    for name, node in mixed.nodes.items():
+        service = doc["services"][name]
+        assert service["working_dir"] == "/mxlab"
+        if node.kind in ("postfix", "dovecot"):
+            assert service["image"] == "debian-mail:x"
+            assert "mxlab.nodes" not in " ".join(service["command"])
+        else:
+            assert service["command"][1:4] == ["-m", "mxlab.nodes", node.role]
+    with pytest.raises(LabError, match="postfix"):
+        stack(mixed)
+    sinks = make_plan(
+        parse_topology(yaml.safe_dump(topology(2525)), "t.yaml"),
+        runtime="docker",
+        lab_dir=tmp_path / "s",
+        subnet="172.30.251.0/24",
+    )
+    services = compose(sinks)["services"]
+    assert "hostsink" not in services
+    assert services["catch"]["command"][1:4] == ["-m", "mxlab.nodes", "sink"]
+    assert all("hostsink" not in s["depends_on"] for s in services.values())

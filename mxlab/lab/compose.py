@@ -4,7 +4,11 @@ configs, addresses and network, without mxlab; ``swarm`` gives a stack file for
 
 The export is a self-contained folder: the compose file beside each node's directory
 (config, TLS, an empty state), private like a lab directory. Nodes start the way every
-runtime starts them (``python3 -m mxlab.nodes ROLE --config config.json``).
+runtime starts them: the command and image their kind gives (our node programs:
+``python3 -m mxlab.nodes ROLE --config config.json``; Postfix, Dovecot, NSD, unbound:
+the Debian image, built on first use). External nodes are not run. A stack runs our
+node programs only: other kinds read files beside config.json that swarm configs
+would have to carry one by one.
 
 Swarm services cannot be given a static address (the engine ignores ``ipv4_address``
 in a stack), so in a stack each node adds its planned address to its own interface
@@ -21,10 +25,11 @@ from typing import Any
 
 import yaml
 
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import IMAGE
-from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, make_plan
+from mxlab.lab.kinds.ours import OurKind
+from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, NodePlan, make_plan
 from mxlab.lab.topology import load_topology
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -50,7 +55,7 @@ def export(source: str, out_dir: Path, swarm: bool = False) -> Path:
                 "paths: export its topology file instead (mxlab export compose FILE)"
             )
         plan = _copy_lab(plan, out_dir)
-    doc = stack(plan) if swarm else compose(plan)
+    doc = stack(plan) if swarm else compose(plan, _images(plan))
     path = out_dir / (STACK_FILE if swarm else COMPOSE_FILE)
     with labdir.private():
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -74,12 +79,30 @@ def _argv(role: str) -> list[str]:
     return ["python3", "-m", "mxlab.nodes", role, "--config", f"{CONTAINER_NODE_DIR}/config.json"]
 
 
-def _service(plan: LabPlan, name: str) -> dict[str, Any]:
+def _run(plan: LabPlan) -> list[NodePlan]:
+    """The nodes a container runs for, in start order (external ones run elsewhere)."""
+    return [n for n in plan.start_order() if kinds.get(n.kind or n.role).runs]
+
+
+def _images(plan: LabPlan) -> dict[str, str]:
+    """Each kind's image: ours the node image, others theirs (built here on first use,
+    as `up` would)."""
+    images = {}
+    for node in _run(plan):
+        kind = kinds.get(node.kind or node.role)
+        if node.kind not in images and not isinstance(kind, OurKind):
+            import docker
+
+            images[node.kind] = kind.image(docker.from_env(), lambda _line: None)
+    return images
+
+
+def _service(plan: LabPlan, name: str, image: str = IMAGE) -> dict[str, Any]:
     """What a node's container gets on every runtime (see runtime/docker.py)."""
     node = plan.nodes[name]
     host, _, domain = node.fqdn.partition(".")
     return {
-        "image": IMAGE,
+        "image": image,
         "hostname": host,
         "domainname": domain,
         "dns": [plan.dns_node.address],
@@ -89,16 +112,20 @@ def _service(plan: LabPlan, name: str) -> dict[str, Any]:
     }
 
 
-def compose(plan: LabPlan) -> dict[str, Any]:
-    """Compose file: static addresses, node folders bind-mounted, started in order."""
+def compose(plan: LabPlan, images: dict[str, str] | None = None) -> dict[str, Any]:
+    """Compose file: static addresses, node folders bind-mounted, started in order;
+    ``images`` names the image of each kind that is not ours."""
     services: dict[str, Any] = {}
-    for node in plan.start_order():
+    run = _run(plan)
+    for node in run:
         before = START_ORDER[: START_ORDER.index(node.role)]
-        services[node.name] = _service(plan, node.name) | {
-            "command": _argv(node.role),
+        image = (images or {}).get(node.kind, IMAGE)
+        services[node.name] = _service(plan, node.name, image) | {
+            "command": kinds.get(node.kind or node.role).argv(plan, node),
+            "working_dir": CONTAINER_NODE_DIR,
             "volumes": [f"./nodes/{node.name}:{CONTAINER_NODE_DIR}"],
             "networks": {NETWORK: {"ipv4_address": node.address}},
-            "depends_on": [n.name for n in plan.start_order() if n.role in before],
+            "depends_on": [n.name for n in run if n.role in before],
         }
     gateway = str(next(ipaddress.ip_network(plan.subnet).hosts()))
     return {
@@ -126,9 +153,17 @@ def stack(plan: LabPlan) -> dict[str, Any]:
             f"addresses); {plan.subnet} is not: export the topology file, or pin "
             f"settings.docker_subnet to one such as {STACK_SUBNET}"
         )
+    others = sorted(
+        {n.kind for n in _run(plan) if not isinstance(kinds.get(n.kind or n.role), OurKind)}
+    )
+    if others:
+        raise LabError(
+            f"a stack runs mxlab's own nodes only, not {', '.join(others)}: "
+            "export a compose file (without --swarm), or use --runtime swarm"
+        )
     services: dict[str, Any] = {}
     configs: dict[str, Any] = {}
-    for node in plan.start_order():
+    for node in _run(plan):
         files = {"config.json": "config.json"}
         if (labdir.node_dir(plan, node.name) / "tls").is_dir():
             files |= {f"tls/{f}": f"tls/{f}" for f in ("cert.pem", "key.pem", "ca.pem")}
