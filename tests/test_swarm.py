@@ -258,3 +258,38 @@ def test_image_goes_to_an_engine_without_it(tmp_path: Path) -> None:
     rt._image(plan, said.append)
     assert remote.images.loaded[257:262] == b"ustar"  # a tar stream: docker save's output
     assert said[-1] == f"copying {IMAGE} to there (docker save | docker load)"
+
+
+@pytest.mark.usefixtures("mxlab_home")
+def test_other_kinds_images_go_to_their_nodes_engines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Postfix node placed on another engine finds its kind's image there too."""
+    if DOCKER is None:
+        pytest.skip("no Docker engine")
+    from types import SimpleNamespace
+
+    from mxlab.lab.runtime.docker import DockerRuntime
+    from mxlab.lab.runtime.swarm import Engine, SwarmRuntime
+
+    topo = load_topology(TOPOLOGIES / "mixed.yaml")
+    postfix = next(n for n, spec in topo.nodes.items() if spec.kind == "postfix")
+    for name, spec in topo.nodes.items():
+        spec.placement = "there" if name == postfix else "here"
+    plan = make_plan(topo, runtime="swarm", lab_dir=tmp_path, subnet="10.213.9.0/24")
+    stand_in = "mxlab-kind-stand-in:1"  # the node image under another name, built already
+    DOCKER.images.get(IMAGE).tag(stand_in)
+    try:
+        monkeypatch.setattr(
+            DockerRuntime, "_kind_images", lambda self, plan, image, progress: {"postfix": stand_in}
+        )
+        remote = SimpleNamespace(images=_Images())
+        rt = SwarmRuntime.__new__(SwarmRuntime)
+        rt.client = DOCKER
+        rt._engines = [Engine("here", {}, None, DOCKER), Engine("there", {}, "ssh://x", remote)]  # type: ignore[arg-type]
+        said: list[str] = []
+        rt._image(plan, said.append)
+        rt._kind_images(plan, IMAGE, said.append)
+        assert said[-1] == f"copying {stand_in} to there (docker save | docker load)"
+    finally:
+        DOCKER.images.remove(stand_in)

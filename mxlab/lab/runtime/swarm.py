@@ -30,10 +30,9 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import EndpointConfig
 
-import mxlab
 from mxlab.lab import labdir
 from mxlab.lab.errors import LabError
-from mxlab.lab.image import IMAGE, ensure_image
+from mxlab.lab.image import ensure_image
 from mxlab.lab.plan import CONTAINER_NODE_DIR, LabPlan, NodePlan
 from mxlab.lab.runtime.base import Progress, SubnetTaken
 from mxlab.lab.runtime.docker import (
@@ -192,10 +191,28 @@ class SwarmRuntime(DockerRuntime):
         image on every engine that lacks this build."""
         self._placed = self.place(plan)
         image = ensure_image(self.client, progress=progress)
+        self._ship(image, list(self._placed.values()), progress)
+        return image
+
+    def _kind_images(self, plan: LabPlan, image: str, progress: Progress) -> dict[str, str]:
+        """Other kinds' images (Postfix, Dovecot...) go to the engines of their nodes too."""
+        images = super()._kind_images(plan, image, progress)
+        for kind, tag in images.items():
+            if tag != image:
+                engines = [e for n, e in self._placed.items() if plan.nodes[n].kind == kind]
+                self._ship(tag, engines, progress)
+        return images
+
+    def _ship(self, image: str, engines: list[Engine], progress: Progress) -> None:
+        """``image`` onto each of ``engines`` that lacks this build: pulled from
+        ``$MXLAB_REGISTRY`` where it names one (pushed there once), else ``docker save |
+        docker load`` over the engine's API."""
         want = self.client.images.get(image)
         registry = os.environ.get("MXLAB_REGISTRY")
+        name, _, tag = image.rpartition(":")
+        repo = f"{registry}/{name}"
         pushed = False
-        for engine in {e.hostname: e for e in self._placed.values()}.values():
+        for engine in {e.hostname: e for e in engines}.values():
             client = self._client(engine)
             if client is self.client:
                 continue
@@ -205,17 +222,15 @@ class SwarmRuntime(DockerRuntime):
             except docker.errors.ImageNotFound:
                 pass
             if registry:
-                repo = f"{registry}/mxlab-node"
                 if not pushed:
-                    want.tag(repo, mxlab.__version__)
-                    self.client.images.push(repo, mxlab.__version__)
+                    want.tag(repo, tag)
+                    self.client.images.push(repo, tag)
                     pushed = True
                 progress(f"pulling {image} from {registry} on {engine.hostname}")
-                client.images.pull(repo, mxlab.__version__).tag(IMAGE)
+                client.images.pull(repo, tag).tag(name, tag)
             else:
                 progress(f"copying {image} to {engine.hostname} (docker save | docker load)")
                 client.images.load(want.save(named=True))
-        return image
 
     def _network_options(self) -> dict[str, Any]:
         return {"driver": "overlay", "attachable": True, "scope": "swarm"}
