@@ -121,6 +121,21 @@ def test_inventory_shape_from_the_plan() -> None:
     assert domain_group("Mail-1.Example.TEST") == "domain_mail_1_example_test"
 
 
+def test_external_nodes_get_only_their_address() -> None:
+    """mxlab does not run an external node: no docker or local connection for it."""
+    import yaml
+
+    from mxlab.lab.topology import parse_topology
+
+    from .test_external_sink import topology
+
+    plan = preview(parse_topology(yaml.safe_dump(topology(2525)), "t.yaml"))
+    hosts = inventory(plan)["all"]["hosts"]
+    assert hosts["hostsink"]["ansible_host"] == plan.nodes["hostsink"].address
+    assert "ansible_connection" not in hosts["hostsink"]
+    assert hosts["catch"]["ansible_connection"] == "local"
+
+
 def test_ini_and_yaml_inventories_agree(env: dict[str, str], tmp_path: Path) -> None:
     """Ansible reads both formats into the same hosts, groups and typed variables."""
     listed = []

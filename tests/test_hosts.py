@@ -199,3 +199,28 @@ def test_placement_over_inventory_hosts(tmp_path: Path) -> None:
     plan = make_plan(topo, runtime="hosts", lab_dir=tmp_path, subnet="10.214.0.0/24")
     with pytest.raises(LabError, match="node ns: placement 'nowhere' matches no host"):
         rt.place(plan)
+
+
+def test_hosts_run_our_nodes_only_and_skip_external(tmp_path: Path) -> None:
+    """The hosts get the node wheel: Postfix or Dovecot nodes are refused in one line,
+    an external node is placed nowhere."""
+    import yaml
+
+    from mxlab.lab.errors import LabError
+    from mxlab.lab.plan import make_plan
+    from mxlab.lab.runtime.hosts import HostsRuntime
+    from mxlab.lab.topology import load_topology, parse_topology
+
+    from .test_external_sink import topology
+
+    rt = HostsRuntime(tmp_path / "inventory.yml")
+    rt._hostvars = {"h1": {}, "h2": {}}
+    rt._groups = {}
+    mixed = load_topology(TOPOLOGIES / "mixed.yaml")
+    plan = make_plan(mixed, runtime="hosts", lab_dir=tmp_path, subnet="10.214.0.0/24")
+    with pytest.raises(LabError, match="own nodes only, not dovecot, postfix"):
+        rt.place(plan)
+    sinks = parse_topology(yaml.safe_dump(topology(2525)), "t.yaml")
+    plan = make_plan(sinks, runtime="hosts", lab_dir=tmp_path, subnet="10.214.0.0/24")
+    placed = rt.place(plan)
+    assert "hostsink" not in placed and "catch" in placed

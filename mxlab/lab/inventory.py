@@ -10,6 +10,7 @@ import re
 import shlex
 from typing import Any
 
+from mxlab.lab import kinds
 from mxlab.lab.plan import LabPlan
 
 ROLE_GROUPS = {"dns": "dns", "relay": "relays", "store": "stores"}  # others: role + "s"
@@ -42,7 +43,12 @@ def served(plan: LabPlan, node: str) -> list[str]:
 def _connection(plan: LabPlan, node: str) -> dict[str, str]:
     """How Ansible reaches the node: its container through this machine's Docker engine,
     or this machine for a local process (run by the Python mxlab runs on). Nodes of other
-    runtimes get none: the inventory they were placed from says how to reach them."""
+    runtimes get none: the inventory they were placed from says how to reach them; an
+    external node (a server mxlab does not run) only its address, for the user's own
+    connection settings."""
+    n = plan.nodes[node]
+    if not kinds.get(n.kind or n.role).runs:
+        return {"ansible_host": n.address}
     if plan.runtime in ("docker", "swarm"):
         from mxlab.lab.runtime.docker import container_name
 

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import mxlab
-from mxlab.lab import labdir
+from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import _node_sources, _package_root, _pins, _wheelhouse
+from mxlab.lab.kinds.ours import OurKind
 from mxlab.lab.plan import HOSTS_ROOT, LabPlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
@@ -150,12 +151,22 @@ class HostsRuntime(Runtime):
         return subnets.pop()
 
     def place(self, plan: LabPlan) -> dict[str, str]:
-        """Each node on the least loaded host its placement allows (round-robin)."""
+        """Each node on the least loaded host its placement allows (round-robin); the
+        hosts run mxlab's own node programs (the wheel it ships), external nodes none."""
+        others = sorted(
+            {n.kind for n in plan.nodes.values() if not isinstance(kinds.get(n.kind), OurKind)}
+            - {"external"}
+        )
+        if others:
+            raise LabError(
+                f"the hosts runtime runs mxlab's own nodes only, not {', '.join(others)}: "
+                "use --runtime local or docker for them"
+            )
         hostvars = self._read_inventory()
         pool = sorted(set(self._groups.get(GROUP) or hostvars))
         load = dict.fromkeys(pool, 0)
         placed = {}
-        for node in plan.start_order():
+        for node in (n for n in plan.start_order() if kinds.get(n.kind).runs):
             fits = pool
             if node.placement:
                 key, sep, value = node.placement.partition("=")
