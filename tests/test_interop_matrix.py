@@ -221,7 +221,7 @@ SCENARIOS = [
     *(
         pytest.param(name, "local", marks=_ON_LOCAL)
         for name in ("relay-outage", "backup-mx-takeover", "relay-chain", "dns-outage",
-                     "unknown-user-bounce")
+                     "unknown-user-bounce", "open-relay")
     ),
     pytest.param("link-faults", "docker", marks=needs_docker),
 ]  # fmt: skip
