@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,4 +61,6 @@ def on_sighup(config: NodeBase, apply: Callable[[Any], None]) -> None:
             apply(loaded[0])
             mark_applied(config, loaded[1])
 
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only: a server in a thread (tests) never reloads
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
