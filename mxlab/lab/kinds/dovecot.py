@@ -118,6 +118,8 @@ class DovecotKind(DebianKind):
         root = self.root(plan, node)
         script = (
             f"mkdir -p {root}/mail && chown {MAIL_UID}:{MAIL_UID} {root}/mail || exit 1; "
+            # a killed node's master.pid may name another process of the new container
+            f"rm -f {root}/run/master.pid; "
             f"exec dovecot -F -c {root}/dovecot/dovecot.conf"
         )
         return self.run(plan, node, script)

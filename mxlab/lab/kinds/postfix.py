@@ -240,6 +240,9 @@ class PostfixKind(DebianKind):
         root = self.root(plan, node)
         script = (
             f"mkdir -p {root}/spool {root}/data && chown postfix {root}/data || exit 1; "
+            # A killed node leaves Dovecot's master.pid: in a new container its pid may
+            # be another process's, and Dovecot would refuse to start ("already running")
+            f"rm -f {root}/sasl/master.pid; "
             # Dovecot answers Postfix's SASL. This shell is the node's first process (of
             # its container or PID namespace): when it ends, both end.
             f"dovecot -F -c {root}/postfix/sasl.conf & postfix -c {root}/postfix start-fg & "
