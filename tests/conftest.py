@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +64,14 @@ needs_docker = [
     pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or ""),
     pytest.mark.timeout(1200),  # whichever docker test runs first builds the node image
 ]
+
+
+@pytest.fixture(scope="module")
+def dns_resolver_restored() -> Iterator[None]:
+    """The auth checks point dnspython's default resolver at a lab DNS node (a relay does
+    so for its process); put the test process's own back after the module."""
+    import dns.resolver
+
+    saved = dns.resolver.default_resolver
+    yield
+    dns.resolver.default_resolver = saved

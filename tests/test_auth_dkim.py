@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.resolver
 import pytest
 
 from mxlab.lab import mailauth
@@ -60,13 +59,7 @@ class Lab:
     dns: DnsNode
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _resolver_restored() -> Iterator[None]:
-    """The checks point dnspython's default resolver at a lab DNS node (a relay does so
-    for its process); put the test process's own back afterwards."""
-    saved = dns.resolver.default_resolver
-    yield
-    dns.resolver.default_resolver = saved
+pytestmark = pytest.mark.usefixtures("dns_resolver_restored")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.resolver
 import pytest
 
 from mxlab.nodes.config import DnsRecord
@@ -65,13 +64,7 @@ def _rows(text: str) -> list[DnsRecord]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _resolver_restored() -> Iterator[None]:
-    """The checks point dnspython's default resolver at a lab DNS node (a relay does so
-    for its process); put the test process's own back afterwards."""
-    saved = dns.resolver.default_resolver
-    yield
-    dns.resolver.default_resolver = saved
+pytestmark = pytest.mark.usefixtures("dns_resolver_restored")
 
 
 @pytest.fixture(scope="module")

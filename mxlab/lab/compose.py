@@ -81,20 +81,24 @@ def _argv(role: str) -> list[str]:
 
 def _run(plan: LabPlan) -> list[NodePlan]:
     """The nodes a container runs for, in start order (external ones run elsewhere)."""
-    return [n for n in plan.start_order() if kinds.get(n.kind or n.role).runs]
+    return [n for n in plan.start_order() if kinds.get(n.kind).runs]
 
 
 def _images(plan: LabPlan) -> dict[str, str]:
     """Each kind's image: ours the node image, others theirs (built here on first use,
     as `up` would)."""
-    images = {}
-    for node in _run(plan):
-        kind = kinds.get(node.kind or node.role)
-        if node.kind not in images and not isinstance(kind, OurKind):
-            import docker
+    others = _other_kinds(plan)
+    if not others:
+        return {}  # a lab of our own nodes exports without a Docker engine
+    import docker
 
-            images[node.kind] = kind.image(docker.from_env(), lambda _line: None)
-    return images
+    client = docker.from_env()
+    return {kind: kinds.get(kind).image(client, lambda _line: None) for kind in others}
+
+
+def _other_kinds(plan: LabPlan) -> list[str]:
+    """The kinds run from other software than our node programs (Postfix, Dovecot...)."""
+    return sorted({n.kind for n in _run(plan) if not isinstance(kinds.get(n.kind), OurKind)})
 
 
 def _service(plan: LabPlan, name: str, image: str = IMAGE) -> dict[str, Any]:
@@ -121,7 +125,7 @@ def compose(plan: LabPlan, images: dict[str, str] | None = None) -> dict[str, An
         before = START_ORDER[: START_ORDER.index(node.role)]
         image = (images or {}).get(node.kind, IMAGE)
         services[node.name] = _service(plan, node.name, image) | {
-            "command": kinds.get(node.kind or node.role).argv(plan, node),
+            "command": kinds.get(node.kind).argv(plan, node),
             "working_dir": CONTAINER_NODE_DIR,
             "volumes": [f"./nodes/{node.name}:{CONTAINER_NODE_DIR}"],
             "networks": {NETWORK: {"ipv4_address": node.address}},
@@ -153,9 +157,7 @@ def stack(plan: LabPlan) -> dict[str, Any]:
             f"addresses); {plan.subnet} is not: export the topology file, or pin "
             f"settings.docker_subnet to one such as {STACK_SUBNET}"
         )
-    others = sorted(
-        {n.kind for n in _run(plan) if not isinstance(kinds.get(n.kind or n.role), OurKind)}
-    )
+    others = _other_kinds(plan)
     if others:
         raise LabError(
             f"a stack runs mxlab's own nodes only, not {', '.join(others)}: "

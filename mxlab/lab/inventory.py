@@ -47,7 +47,7 @@ def _connection(plan: LabPlan, node: str) -> dict[str, str]:
     external node (a server mxlab does not run) only its address, for the user's own
     connection settings."""
     n = plan.nodes[node]
-    if not kinds.get(n.kind or n.role).runs:
+    if not kinds.get(n.kind).runs:
         return {"ansible_host": n.address}
     if plan.runtime in ("docker", "swarm"):
         from mxlab.lab.runtime.docker import container_name
@@ -70,7 +70,7 @@ def host_vars(plan: LabPlan, node: str) -> dict[str, Any]:
     return _connection(plan, node) | {
         "mxlab_node": n.name,
         "mxlab_role": n.role,
-        "mxlab_kind": n.kind or n.role,  # which software (postfix, dovecot...)
+        "mxlab_kind": n.kind,  # which software (postfix, dovecot...)
         "mxlab_address": n.address,
         "mxlab_fqdn": n.fqdn,
         "mxlab_ports": dict(n.ports),

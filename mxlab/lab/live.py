@@ -131,9 +131,9 @@ def apply(
     privileged = labdir.read_topology(plan)[1]
     labdir.write_topology(new, topo.model_dump(mode="json"), privileged, planned)
     for name in changed:  # the files a kind's software reads beside config.json
-        kinds.get(_kind(new, name)).write_config(new, new.nodes[name])
+        kinds.get(new.nodes[name].kind).write_config(new, new.nodes[name])
     running = {s.node for s in runtime.status(new.lab) if s.state == "running"}
-    hup = [n for n in changed if n in running and _kind(new, n) in RELOADS]
+    hup = [n for n in changed if n in running and new.nodes[n].kind in RELOADS]
     for name in changed:
         if name in hup:
             runtime.signal(new, name, signal.SIGHUP)
@@ -142,11 +142,6 @@ def apply(
     for name in hup:
         wait_reloaded(new, name, written[name])
     return changed
-
-
-def _kind(plan: LabPlan, node: str) -> str:
-    n = plan.nodes[node]
-    return n.kind or n.role  # plans older than node kinds name the role only
 
 
 def wait_reloaded(plan: LabPlan, node: str, want: str) -> None:

@@ -121,7 +121,7 @@ def apply(plan: LabPlan, runtime: Runtime, new: LabPlan) -> None:
             path = Path(new.lab_dir) / "zones" / f"{zone.origin.rstrip('.')}.zone"
             path.write_text(render_zone(zone))
     kinds.get(new.dns_node.kind).write_config(new, new.dns_node)  # e.g. NSD's zone files
-    if (new.dns_node.kind or new.dns_node.role) in live.RELOADS:
+    if new.dns_node.kind in live.RELOADS:
         runtime.signal(new, new.dns_node.name, signal.SIGHUP)
         live.wait_reloaded(new, new.dns_node.name, digest(config_bytes))
     else:
