@@ -87,6 +87,49 @@ def test_pinned_overlapping_subnet_names_the_other_network(
         other.remove()
 
 
+def test_a_network_of_the_same_name_is_cleared_or_named(mxlab_home: Path) -> None:
+    """The engine lets two networks share a name and then starts no container on
+    either: what this home's crashed run left is removed; another home's is named."""
+    assert CLIENT is not None
+    ours = {"mxlab.lab": "two-domains", "mxlab.home": str(mxlab_home.resolve())}
+    CLIENT.networks.create("mxlab-two-domains", labels=ours)  # a crashed run's leftover
+    mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
+    try:
+        assert len(CLIENT.networks.list(names=["mxlab-two-domains"])) == 1
+    finally:
+        mxlab("down", "two-domains")
+    theirs = CLIENT.networks.create("mxlab-two-domains", labels=ours | {"mxlab.home": "/elsewhere"})
+    try:
+        proc = mxlab("up", str(TWO), "--runtime", "docker", check=False)
+        assert proc.returncode == 2
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .startswith("error: docker network mxlab-two-domains exists already")
+        ), proc.stderr
+        assert _labelled("two-domains")[0] == []
+    finally:
+        theirs.remove()
+
+
+def test_network_with_an_endpoint_left_is_still_removed() -> None:
+    """Under load the engine can hold a removed container's endpoint a while ("has
+    active endpoints"); down disconnects what is left instead of failing."""
+    assert CLIENT is not None
+    from mxlab.lab.runtime.docker import _remove_network
+
+    net = CLIENT.networks.create("mxlab-test-endpoint", labels={"mxlab.test": "1"})
+    held = CLIENT.containers.run(
+        IMAGE, ["python3", "-c", "import time; time.sleep(300)"],
+        network="mxlab-test-endpoint", labels={"mxlab.test": "1"}, detach=True,
+    )  # fmt: skip
+    try:
+        _remove_network(net)
+        assert CLIENT.networks.list(names=["mxlab-test-endpoint"]) == []
+    finally:
+        held.remove(force=True)
+
+
 def test_gc_removes_labs_whose_nodes_are_gone_and_spares_live_ones(mxlab_home: Path) -> None:
     assert CLIENT is not None
     mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)

@@ -8,6 +8,7 @@ and ``mxlab.home``, the MXLAB_HOME that made it: on a shared engine nobody's ``s
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.models.networks import Network
 from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 
 from mxlab.lab import kinds, labdir
@@ -31,6 +33,7 @@ from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime, SubnetTaken
 from mxlab.lab.topology import Topology
 
 READY_TIMEOUT = 60.0
+NETWORK_RELEASE_TIMEOUT = 30.0  # for the engine to let go of removed containers' endpoints
 SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per lab
 LAB = "mxlab.lab"
 HOME = "mxlab.home"
@@ -68,6 +71,27 @@ def build_image(force: bool, progress: Progress) -> str:
 
 def _home() -> str:
     return str(labdir.home().resolve())
+
+
+def _remove_network(net: Network) -> None:
+    """Container removal can return before the engine has released the container's
+    endpoint ("has active endpoints", under load): disconnect what is left and retry,
+    until a deadline."""
+    deadline = time.monotonic() + NETWORK_RELEASE_TIMEOUT
+    while True:
+        try:
+            net.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc.explanation) or time.monotonic() > deadline:
+                raise
+        net.reload()
+        for endpoint in net.attrs.get("Containers") or {}:
+            with contextlib.suppress(docker.errors.APIError):
+                net.disconnect(endpoint, force=True)
+        time.sleep(0.2)
 
 
 class DockerRuntime(Runtime):
@@ -114,6 +138,7 @@ class DockerRuntime(Runtime):
     def up(self, plan: LabPlan, progress: Progress) -> None:
         if self._containers(plan.lab):
             raise LabError(f"lab {plan.lab!r} already has containers (mxlab down {plan.lab})")
+        self._refuse_name_clash(plan.lab)
         image = self._image(plan, progress)
         gateway = str(next(ipaddress.ip_network(plan.subnet).hosts()))
         try:
@@ -183,6 +208,22 @@ class DockerRuntime(Runtime):
         """Where the engine may give out addresses of its own (None: anywhere)."""
         return None
 
+    def _refuse_name_clash(self, lab: str) -> None:
+        """The engine lets two networks share a name, and then refuses to start any
+        container on either ("ambiguous"): a network left by this home's crashed run is
+        removed, another home's is named in one line."""
+        for net in self.client.networks.list(names=[network_name(lab)]):
+            if net.name != network_name(lab):  # the filter matches substrings
+                continue
+            if (net.attrs.get("Labels") or {}).get(HOME) == _home():
+                _remove_network(net)
+                continue
+            raise LabError(
+                f"docker network {net.name} exists already (another MXLAB_HOME's lab "
+                f"{lab!r}, or not mxlab's): mxlab down {lab} there, or docker network rm "
+                f"{net.name}"
+            )
+
     def _after_network(self, plan: LabPlan, image: str, progress: Progress) -> None:
         """Once the lab network exists, before any node is created."""
 
@@ -245,7 +286,7 @@ class DockerRuntime(Runtime):
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda c: c.remove(force=True), self._containers(lab)))
         for net in self.client.networks.list(filters=self._mine(lab)):
-            net.remove()
+            _remove_network(net)
 
     def status(self, lab: str) -> list[NodeStatus]:
         out = []
