@@ -1,4 +1,4 @@
-"""Nodes start light: no pydantic or cryptography in a DNS or store node's process, and
+"""Nodes start light: no pydantic or cryptography in a node's process, and
 the node-side config loader checks what pydantic used to (types, unknown keys)."""
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ def _imported(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["mxlab.dns.server", "mxlab.nodes.store.server"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "mxlab.dns.server",
+        "mxlab.nodes.store.server",
+        "mxlab.nodes.relay.server",
+        "mxlab.nodes.sink.server",
+    ],
+)
 def test_node_does_not_import_heavy_libraries(module: str) -> None:
     assert _imported(module).isdisjoint(HEAVY)
 

@@ -24,6 +24,7 @@ from typing import (
     Any,
     Literal,
     Self,
+    TypeVar,
     Union,
     dataclass_transform,
     get_args,
@@ -31,6 +32,7 @@ from typing import (
     get_type_hints,
 )
 
+T = TypeVar("T")
 Field = field  # pydantic's spelling, accepted too in declarations: Field(default_factory=dict)
 
 
@@ -47,7 +49,7 @@ class _Model:
         return dataclasses.replace(self, **update)  # type: ignore[type-var]
 
     def model_dump_json(self, *, indent: int | None = None) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=indent)  # type: ignore[call-overload]
+        return dump_json(self, indent)
 
 
 class Endpoint(_Model):
@@ -268,32 +270,70 @@ def load_config(path: str | Path) -> NodeConfig:
     if role not in ROLES:
         raise ConfigError(f"{path}: role: one of {sorted(ROLES)} expected, got {role!r}")
     try:
-        built: NodeConfig = _build(ROLES[role], data, "")
+        built: NodeConfig = build(ROLES[role], data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return built
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+def parse_json(tp: type[T], data: bytes | str) -> T:
+    """JSON text as an instance of ``tp``; ValueError (ConfigError) when it is not one."""
+    built: T = build(tp, json.loads(data))
+    return built
 
 
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """``value`` (parsed JSON) as an instance of the declared type ``tp``."""
-    origin = get_origin(tp)
+def dump_json(obj: Any, indent: int | None = None) -> str:
+    """A dataclass instance as JSON, fields in declaration order, as pydantic's
+    ``model_dump_json`` writes it (compact unless indented, non-ASCII kept), so files
+    pydantic wrote and files written here read the same."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(
+        obj, indent=indent, separators=separators, ensure_ascii=False, default=_fields
+    )
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    names = _NAMES.get(type(obj))
+    if names is None:
+        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+            raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+        names = _NAMES.setdefault(type(obj), tuple(f.name for f in dataclasses.fields(obj)))
+    return {name: getattr(obj, name) for name in names}
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass -> its fields' names, in order
+
+
+# dataclass -> (field types, fields without a default)
+_SHAPES: dict[type, tuple[dict[str, Any], frozenset[str]]] = {}
+_SCALARS = (str, int, bool)
+
+
+def build(tp: Any, value: Any, where: str = "") -> Any:
+    """``value`` (parsed JSON) as an instance of the declared type ``tp``, checked as
+    pydantic would (exact JSON types, an int where a float is declared, unknown or
+    missing fields refused); what every node reads goes through it: its config, the
+    relay's queue files. Raises ConfigError naming the field at fault."""
+    if type(value) is tp and tp in _SCALARS:  # most values: checked first
+        return value
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where or 'config'}: an object expected, got {value!r}")
-        hints = _HINTS.get(tp) or _HINTS.setdefault(tp, get_type_hints(tp))
+            raise ConfigError(f"{where or tp.__name__}: an object expected, got {value!r}")
+        hints, required = _SHAPES.get(tp) or _shape(tp)
         unknown = value.keys() - hints.keys()
         if unknown:
             raise ConfigError(f"{where}{sorted(unknown)[0]}: unknown field (remove it)")
-        kwargs = {k: _build(hints[k], v, f"{where}{k}.") for k, v in value.items()}
-        for f in dataclasses.fields(tp):
-            no_default = f.default is f.default_factory is dataclasses.MISSING
-            if no_default and f.name not in kwargs:
-                raise ConfigError(f"{where}{f.name}: missing (required)")
-        return tp(**kwargs)
-    where = where.rstrip(".") or "config"
+        missing = required - value.keys()
+        if missing:
+            raise ConfigError(f"{where}{sorted(missing)[0]}: missing (required)")
+        return tp(**{k: build(hints[k], v, f"{where}{k}.") for k, v in value.items()})
+    origin = get_origin(tp)
+    where = where.rstrip(".") or "value"
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: a list expected, got {value!r}")
+        (item,) = get_args(tp)
+        return [build(item, v, f"{where}[{i}].") for i, v in enumerate(value)]
     if origin in (Union, types.UnionType):
         if value is None and type(None) in get_args(tp):
             return None
@@ -302,7 +342,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _build(arg, value, where + ".")
+                return build(arg, value, where + ".")
             except ConfigError as exc:
                 problems.append(str(exc))
         raise ConfigError("; ".join(problems))
@@ -310,20 +350,23 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if value not in get_args(tp):
             raise ConfigError(f"{where}: one of {list(get_args(tp))} expected, got {value!r}")
         return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: a list expected, got {value!r}")
-        (item,) = get_args(tp)
-        return [_build(item, v, f"{where}[{i}].") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: an object expected, got {value!r}")
         _, item = get_args(tp)
-        return {k: _build(item, v, f"{where}[{k!r}].") for k, v in value.items()}
+        return {k: build(item, v, f"{where}[{k!r}].") for k, v in value.items()}
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if tp in (str, int, bool) and type(value) is tp:
-        return value
     if tp is Any:
         return value
     raise ConfigError(f"{where}: {getattr(tp, '__name__', tp)} expected, got {value!r}")
+
+
+def _shape(tp: type) -> tuple[dict[str, Any], frozenset[str]]:
+    no_default = dataclasses.MISSING
+    required = [
+        f.name
+        for f in dataclasses.fields(tp)
+        if f.default is no_default and f.default_factory is no_default
+    ]
+    return _SHAPES.setdefault(tp, (get_type_hints(tp), frozenset(required)))

@@ -19,11 +19,11 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel
-
+from mxlab.nodes.config import dump_json, parse_json
 from mxlab.nodes.relay.queue import (
     Envelope,
     apply_action,
@@ -42,18 +42,22 @@ Action = Literal["list", "flush", "hold", "release", "delete"]
 ACTIONS: tuple[Action, ...] = ("list", "flush", "hold", "release", "delete")
 
 
-class Request(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Request:
     action: Action
     ids: list[str] | None = None  # None: every message
 
 
-class Reply(BaseModel):
+@dataclass(kw_only=True)
+class Reply:
     live: bool  # answered by the running relay (else: read from its files)
-    messages: list[Envelope] = []  # for list
-    done: list[str] = []  # acted on now
-    unchanged: list[str] = []  # already so (flush of a held message, release of a free one)
-    later: list[str] = []  # in delivery now: hold/delete apply when the attempt ends
-    missing: list[str] = []  # not in the queue
+    messages: list[Envelope] = field(default_factory=list)  # for list
+    done: list[str] = field(default_factory=list)  # acted on now
+    # already so (flush of a held message, release of a free one)
+    unchanged: list[str] = field(default_factory=list)
+    # in delivery now: hold/delete apply when the attempt ends
+    later: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # not in the queue
     error: str = ""
 
 
@@ -105,7 +109,7 @@ class ControlChannel:
 
     async def _answer(self, path: Path) -> None:
         try:
-            request = Request.model_validate_json(path.read_bytes())
+            request = parse_json(Request, path.read_bytes())
         except FileNotFoundError:
             return  # its sender gave up and took it back
         except ValueError as exc:
@@ -113,7 +117,7 @@ class ControlChannel:
         else:
             reply = await answer(self.delivery, request)
         with contextlib.suppress(OSError):
-            _write_atomic(path.with_suffix(".res"), reply.model_dump_json().encode())
+            _write_atomic(path.with_suffix(".res"), dump_json(reply).encode())
             path.unlink()
 
 
@@ -121,7 +125,14 @@ async def answer(delivery: Delivery, request: Request) -> Reply:
     """Carry out one request on the running relay's queue."""
     if request.action == "list":
         return Reply(live=True, messages=delivery.listing())
-    return Reply(live=True, **await delivery.admin(request.action, request.ids))
+    result = await delivery.admin(request.action, request.ids)
+    return Reply(
+        live=True,
+        done=result["done"],
+        unchanged=result["unchanged"],
+        later=result["later"],
+        missing=result["missing"],
+    )
 
 
 # -- the host's side ------------------------------------------------------------------
@@ -136,13 +147,13 @@ def ask(
     directory.mkdir(parents=True, exist_ok=True)
     name = f"{time.time_ns():x}-{secrets.token_hex(4)}"
     req, res = directory / f"{name}.req", directory / f"{name}.res"
-    _write_atomic(req, request.model_dump_json().encode())
+    _write_atomic(req, dump_json(request).encode())
     try:
         poke()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                return Reply.model_validate_json(res.read_bytes())
+                return parse_json(Reply, res.read_bytes())
             except FileNotFoundError:
                 time.sleep(0.02)
         raise TimeoutError(f"no reply within {timeout:.0f}s")
