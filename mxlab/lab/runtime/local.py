@@ -22,6 +22,7 @@ from mxlab.lab.topology import Topology
 from mxlab.nodes.__main__ import ROLES
 
 READY_TIMEOUT = 30.0
+_OURS = ["-m", "mxlab.nodes"]  # argv[1:3] of our own node programs, forked warm
 STOP_TIMEOUT = 10.0
 
 
@@ -165,15 +166,23 @@ class _Forkers:
         )  # fmt: skip
         return self.procs[role]
 
-    def fork(self, role: str, node_dirs: list[Path]) -> list[int]:
-        """Each directory's node forked (in that order); their pids."""
-        if not node_dirs:
+    def fork(self, node_dirs: dict[str, list[Path]]) -> dict[str, list[int]]:
+        """Each role's directories handed to its spawner first, so the spawners fork at
+        the same time; then each role's pids, in its directories' order."""
+        for role, dirs in node_dirs.items():
+            if dirs:
+                proc = self.procs.get(role) or self._start(role)
+                assert proc.stdin is not None
+                proc.stdin.write("".join(f"{d}\n" for d in dirs))
+                proc.stdin.flush()
+        return {role: self._pids(role, len(dirs)) for role, dirs in node_dirs.items()}
+
+    def _pids(self, role: str, count: int) -> list[int]:
+        if not count:
             return []
-        proc = self.procs.get(role) or self._start(role)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("".join(f"{d}\n" for d in node_dirs))
-        proc.stdin.flush()
-        pids = [proc.stdout.readline().strip() for _ in node_dirs]
+        proc = self.procs[role]
+        assert proc.stdout is not None
+        pids = [proc.stdout.readline().strip() for _ in range(count)]
         if not all(pid.isdigit() for pid in pids):
             proc.kill()
             _, err = proc.communicate()
@@ -211,28 +220,33 @@ class LocalRuntime(Runtime):
             if problem is not None:
                 raise LabError(f"node {node.name} (kind {node.kind}): {problem}")
             _check_free(node)
-        argvs = {n.name: kinds.get(n.kind).argv(plan, n) for n in ours}
-        # our own nodes are forked by one warm process per role, started now so that
-        # their imports overlap the earlier tiers' start-up
-        roles = {argv[3] for argv in argvs.values() if argv[1:3] == ["-m", "mxlab.nodes"]}
+        # Our own node programs need no other node to start (they resolve and relay only
+        # when mail comes): one warm process per role forks them all at once (the DNS
+        # node's zones compile while the stores and relays start), and each tier below
+        # only waits for them. Other software starts after the tiers before it answer.
+        early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
         warm, self._warm = self._warm, None
         if warm is not None and warm.lab != plan.lab:
             warm.__exit__()
             warm = None
-        with warm or _Forkers(plan.lab, roles) as forkers:
-            for role in START_ORDER:
-                group = [n for n in ours if n.role == role]
-                forked = [n for n in group if argvs[n.name][1:3] == ["-m", "mxlab.nodes"]]
-                with labdir.private():
-                    pids = forkers.fork(role, [labdir.node_dir(plan, n.name) for n in forked])
-                    for node, pid in zip(forked, pids, strict=True):
-                        _pid_file(plan, node.name).write_text(str(pid))
-                for node in group:
-                    if node.name not in {n.name for n in forked}:
-                        self._spawn(plan, node)
-                if group:
-                    progress(f"starting {role}: {', '.join(n.name for n in group)}")
-                    wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+        with warm or _Forkers(plan.lab, {n.role for n in early}) as forkers, labdir.private():
+            tiers = {role: [n.name for n in ours if n.role == role and n.name in early]
+                     for role in START_ORDER}  # fmt: skip
+            pids = forkers.fork(
+                {role: [labdir.node_dir(plan, n) for n in names] for role, names in tiers.items()}
+            )
+            for role, names in tiers.items():
+                for name, pid in zip(names, pids[role], strict=True):
+                    _pid_file(plan, name).write_text(str(pid))
+        for role in START_ORDER:
+            group = [n for n in ours if n.role == role]
+            if not group:
+                continue
+            progress(f"starting {role}: {', '.join(n.name for n in group)}")
+            for node in group:
+                if node.name not in early:
+                    self._spawn(plan, node)
+            wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
     def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
         ndir = labdir.node_dir(plan, node.name)
