@@ -12,10 +12,11 @@ import pytest
 
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import parse_topology
+from mxlab.nodes.__main__ import main
 from mxlab.nodes.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("pydantic", "cryptography")
+HEAVY = ("pydantic", "cryptography", "argparse")  # argparse: 0.5 MiB for two arguments
 
 
 def _imported(module: str) -> set[str]:
@@ -75,3 +76,19 @@ def test_bad_config_names_the_field(plan, tmp_path: Path, change, message) -> No
     with pytest.raises(ConfigError, match=message) as err:
         load_config(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_the_node_command_line_is_read_without_argparse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["--help"]) == 0
+    assert "{dns,relay,sink,store} --config CONFIG" in capsys.readouterr().out
+    assert main(["printer", "--config", "x.json"]) == 2
+    assert "one of dns, relay, sink, store expected, got 'printer'" in capsys.readouterr().err
+    assert main(["relay"]) == 2
+    assert "--config CONFIG is required" in capsys.readouterr().err
+    assert main(["relay", "--config", "x.json", "--verbose"]) == 2
+    assert "unexpected argument '--verbose'" in capsys.readouterr().err
+    missing = tmp_path / "none.json"
+    assert main([f"--config={missing}", "dns"]) == 2  # either order, as argparse took it
+    assert str(missing) in capsys.readouterr().err

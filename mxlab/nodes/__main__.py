@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib
@@ -22,12 +21,36 @@ ROLES = {
 }
 
 
+USAGE = f"usage: python -m mxlab.nodes {{{','.join(sorted(ROLES))}}} --config CONFIG"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mxlab.nodes")
-    parser.add_argument("role", choices=sorted(ROLES))
-    parser.add_argument("--config", required=True)
-    args = parser.parse_args(argv)
-    return run(args.role, args.config)
+    """``ROLE --config PATH``, read by hand: argparse would cost every node 0.5 MiB."""
+    rest = list(sys.argv[1:] if argv is None else argv)
+    role = config = None
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            return 0
+        if arg == "--config" and rest:
+            config = rest.pop(0)
+        elif arg.startswith("--config="):
+            config = arg.removeprefix("--config=")
+        elif role is None and not arg.startswith("-"):
+            role = arg
+        else:
+            return _usage(f"unexpected argument {arg!r}")
+    if role not in ROLES:
+        return _usage(f"ROLE: one of {', '.join(sorted(ROLES))} expected, got {role!r}")
+    if config is None:
+        return _usage("--config CONFIG is required")
+    return run(role, config)
+
+
+def _usage(problem: str) -> int:
+    print(f"{USAGE}\npython -m mxlab.nodes: error: {problem}", file=sys.stderr)
+    return 2
 
 
 def run(role: str, config_path: str) -> int:
