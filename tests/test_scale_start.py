@@ -33,3 +33,22 @@ def test_a_dead_node_fails_the_wait_at_once(tmp_path: Path) -> None:
     took = time.monotonic() - started
     assert took < 5
     assert asked.count("ns") <= 2 + took / ALIVE_EVERY  # not at every probe
+
+
+def test_local_up_without_prepared_spawners_starts_every_node(mxlab_home: Path) -> None:
+    """``up`` on a runtime whose spawners were not started ahead (no ``prepare``) starts
+    its own, one per role, and every node answers."""
+    from mxlab.lab import labdir
+    from mxlab.lab.ready import is_ready
+    from mxlab.lab.runtime.local import LocalRuntime
+
+    topo = parse_topology((ROOT / "examples/topologies/two-domains.yaml").read_text(), "t.yaml")
+    plan = make_plan(topo, runtime="local", lab_dir=labdir.lab_dir(topo.name))
+    labdir.write_plan(plan)
+    runtime = LocalRuntime()
+    try:
+        runtime.up(plan, lambda line: None)
+        assert all(is_ready(node) for node in plan.nodes.values())
+        assert {s.state for s in runtime.status(plan.lab)} == {"running"}
+    finally:
+        runtime.down(plan.lab)

@@ -229,7 +229,8 @@ class LocalRuntime(Runtime):
         if warm is not None and warm.lab != plan.lab:
             warm.__exit__()
             warm = None
-        with warm or _Forkers(plan.lab, {n.role for n in early}) as forkers, labdir.private():
+        roles: set[str] = {n.role for n in ours if n.name in early}
+        with warm or _Forkers(plan.lab, roles) as forkers, labdir.private():
             tiers = {role: [n.name for n in ours if n.role == role and n.name in early]
                      for role in START_ORDER}  # fmt: skip
             pids = forkers.fork(
