@@ -159,9 +159,9 @@ def run_forked(
     for role in KINDS:
         group = [n for n in nodes if n.role == role]
         spawner = subprocess.Popen(
-            [sys.executable, "-m", "mxlab.nodes.spawn", role],
+            [sys.executable, "-m", "mxlab.nodes.spawn", role], cwd=env["MXLAB_HOME"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-        )  # fmt: skip
+        )  # fmt: skip  # -m puts the cwd first on the path: not the checkout's sources
         dirs = "".join(f"{labdir.node_dir(plan, n.name)}\n" for n in group)
         out, _ = spawner.communicate(dirs)  # it forks each, then exits as in a lab
         pids |= {n.name: int(pid) for n, pid in zip(group, out.split(), strict=True)}
