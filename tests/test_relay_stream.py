@@ -101,6 +101,25 @@ def test_a_long_line_is_seen_across_blocks() -> None:
         assert check.longest == size and not check.bare
 
 
+def test_line_rules_match_a_line_by_line_reference_wherever_blocks_split() -> None:
+    """Bare CR or LF and the longest line, against the plain reading of each line."""
+    rng = random.Random(18)
+    for _ in range(2000):
+        data = bytes(rng.choice(b"ab.\r\n") for _ in range(rng.randrange(40)))
+        if rng.random() < 0.2:
+            data += b"y" * rng.randrange(MAX_LINE, MAX_LINE + 20) + b"\r\n"
+        lines = data.split(b"\r\n")
+        bare = any(b"\r" in line or b"\n" in line for line in lines)
+        check = LineCheck()
+        step = rng.randrange(1, 9)
+        for n in range(0, len(data), step):
+            check.feed(data[n : n + step])
+        check.close()
+        assert check.bare is bare, data
+        if not bare:
+            assert check.longest == max(map(len, lines)), data
+
+
 # -- the relay process ---------------------------------------------------------------
 
 

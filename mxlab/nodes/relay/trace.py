@@ -23,7 +23,7 @@ class LineCheck:
     """Line rules over a message that arrives in blocks split anywhere: a CR or LF
     outside a CRLF pair (the raw material of SMTP smuggling, which RFC 5321 §2.3.8
     forbids in the mail data) and the longest line (§4.5.3.1.6), CRLF not counted.
-    Counting CR, LF and CRLF is C-speed; only the unfinished line is carried."""
+    Both are C-speed passes over each block; only the unfinished line is carried."""
 
     def __init__(self) -> None:
         self.bare = False
@@ -36,13 +36,16 @@ class LineCheck:
         cut = text.rfind(b"\n") + 1
         done, rest = text[:cut], text[cut:]
         if done:
-            unpaired = done.replace(b"\r\n", b"")  # a CR or LF left over is bare
-            if b"\r" in unpaired or b"\n" in unpaired:
+            # splitlines breaks at CRLF and at a bare CR or LF alike: a CRLF makes one
+            # line of two ending bytes, a bare one a line of one, so the ending bytes
+            # number twice the lines only when none is bare: two C passes (replacing
+            # every CRLF to look for what is left cost a third of a 1 MB message's CPU)
+            lines = done.splitlines()
+            if len(done) - len(done.translate(None, b"\r\n")) != 2 * len(lines):
                 self.bare = True
             else:
-                lengths = list(map(len, done.splitlines()))  # CRLF only, as none is bare
-                lengths[0] += self._dropped
-                self.longest = max(self.longest, *lengths)
+                first = self._dropped + len(lines[0])
+                self.longest = max(self.longest, first, max(map(len, lines)))
             self._dropped = 0
         if b"\r" in rest[:-1]:  # a CR not followed by LF (a last CR may still pair)
             self.bare = True
