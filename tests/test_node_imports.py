@@ -92,3 +92,30 @@ def test_the_node_command_line_is_read_without_argparse(
     missing = tmp_path / "none.json"
     assert main([f"--config={missing}", "dns"]) == 2  # either order, as argparse took it
     assert str(missing) in capsys.readouterr().err
+
+
+def _warmed(node_dir: Path) -> set[str]:
+    """The modules a spawner holds after warming up for the node in ``node_dir``."""
+    code = (
+        "import sys\nfrom mxlab.nodes.spawn import _warm\nbefore = set(sys.modules)\n"
+        "_warm(sys.argv[1])\nprint(' '.join(set(sys.modules) - before))"
+    )
+    argv = [sys.executable, "-c", code, str(node_dir)]
+    return set(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_a_relay_spawner_loads_mail_authentication_only_for_relays_using_it(
+    plan,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    relay = next(n for n in plan.nodes.values() if n.role == "relay")
+    data = json.loads(relay.config.model_dump_json())
+    assert data["mailauth"]["verify"]  # the planner turns the checks on
+    (tmp_path / "on").mkdir()
+    (tmp_path / "on/config.json").write_text(json.dumps(data))
+    assert "mxlab.nodes.mailauth.verify" in _warmed(tmp_path / "on")
+    data["mailauth"] |= {"verify": False, "sign": {}, "arc": None}
+    (tmp_path / "off").mkdir()
+    (tmp_path / "off/config.json").write_text(json.dumps(data))
+    assert _warmed(tmp_path / "off").isdisjoint({"dkim", "spf", "mxlab.nodes.mailauth.verify"})
+    assert _warmed(tmp_path) == set()  # no config: nothing warmed, the node will say why
