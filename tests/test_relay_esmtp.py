@@ -20,7 +20,7 @@ def read(chunks: list[bytes], limit: int | None = None) -> tuple[bytes | str, by
             reader.feed_data(chunk)
         reader.feed_eof()
         out: list[bytes] = []  # the blocks read_data streams out
-        error = await read_data(reader, limit, out.append)
+        error, _ = await read_data(reader, limit, out.append)
         return (b"".join(out) if error is None else error), await reader.read()
 
     return asyncio.run(go())

@@ -31,6 +31,7 @@ class Recorder:
     early: list[bytes] = field(default_factory=list)  # commands sent before their turn
     commands: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
+    wire: list[bytes] = field(default_factory=list)  # each DATA as it came, dot-stuffed
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 recorder ESMTP\r\n")
@@ -96,11 +97,14 @@ class Recorder:
 
     async def _data(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.readuntil(b"\r\n.\r\n")
+        self.wire.append(data)
         self.messages.append(data[: -len(b".\r\n")].replace(b"\r\n..", b"\r\n."))
         writer.write(b"250 2.0.0 Ok: queued\r\n")
 
 
-def deliver(recorder: Recorder, rcpts: list[str]) -> dict[str, Outcome]:
+def deliver(
+    recorder: Recorder, rcpts: list[str], content: bytes = CONTENT, *, dot_lines: bool = True
+) -> dict[str, Outcome]:
     """One delivery attempt from our transport to the recorder."""
 
     async def go() -> dict[str, Outcome]:
@@ -108,9 +112,8 @@ def deliver(recorder: Recorder, rcpts: list[str]) -> dict[str, Outcome]:
         port = server.sockets[0].getsockname()[1]
         cache = SessionCache()
         try:
-            transfer = Transfer(
-                "sender@alpha.test", MessageData(len(CONTENT), CONTENT), [], DsnParams()
-            )
+            data = MessageData(len(content), content)
+            transfer = Transfer("sender@alpha.test", data, [], DsnParams(), dot_lines=dot_lines)
             me = ClientIdentity("relay.test", "127.0.0.1", None)
             hop = Hop("recorder", "127.0.0.1", port)
             return await send([hop], rcpts, transfer, me, cache, lambda _: None)
@@ -147,6 +150,17 @@ def test_without_pipelining_each_command_waits_for_its_reply() -> None:
     ]
     assert all(o.reply == "250 2.0.0 Ok: queued" for o in out.values())
     assert recorder.messages == [CONTENT]
+
+
+def test_content_known_to_have_no_dot_lines_goes_unstuffed_and_intact() -> None:
+    plain = b"Subject: t\r\n\r\nthe end of a sentence.\r\n.\tnot at the start\r\n"
+    plain = plain.replace(b"\r\n.\t", b"\r\n\t")
+    recorder = Recorder(pipelining=True)
+    deliver(recorder, ["a@beta.test"], plain, dot_lines=False)
+    assert recorder.wire == [plain + b".\r\n"] and recorder.messages == [plain]
+    recorder = Recorder(pipelining=True)
+    deliver(recorder, ["a@beta.test"])  # a line begins with a dot: stuffed
+    assert b"\r\n\r\n..a line" in recorder.wire[0] and recorder.messages == [CONTENT]
 
 
 @pytest.mark.parametrize("pipelining", [True, False])

@@ -35,13 +35,22 @@ def unstuff(wire: bytes) -> bytes:
 
 def stream(wire: bytes, *, limit: int | None = None, block: int = 16) -> tuple[object, bytes]:
     """Run read_data over ``wire`` with a tiny reader limit, so blocks split often."""
+    error, _, content = stream_dots(wire, limit=limit, block=block)
+    return error, content
 
-    async def go() -> tuple[object, bytes]:
+
+def stream_dots(
+    wire: bytes, *, limit: int | None = None, block: int = 16
+) -> tuple[str | None, bool, bytes]:
+    """read_data's error and dot report, and the content it streamed out."""
+
+    async def go() -> tuple[str | None, bool, bytes]:
         reader = asyncio.StreamReader(limit=block)
         reader.feed_data(wire)
         reader.feed_eof()
         out: list[bytes] = []
-        return await read_data(reader, limit, out.append), b"".join(out)
+        error, dotted = await read_data(reader, limit, out.append)
+        return error, dotted, b"".join(out)
 
     return asyncio.run(go())
 
@@ -58,8 +67,10 @@ def test_dot_unstuffing_holds_across_any_block_split() -> None:
             wire = content.replace(b"\r\n.", b"\r\n..")
             wire = (b"." + wire if wire.startswith(b".") else wire) + b".\r\n"
             assert unstuff(wire) == content  # the reference agrees with the stuffing
-            error, got = stream(wire, block=block)
+            error, dotted, got = stream_dots(wire, block=block)
             assert error is None and got == content, (block, wire)
+            # no line began with a dot: the next hop gets the content unstuffed
+            assert dotted is (b"\r\n." in b"\r\n" + content), (block, wire)
 
 
 def test_the_data_ends_only_at_a_dot_line_even_split_in_pieces() -> None:

@@ -128,9 +128,10 @@ class Client:
         self.writer.write(line)
         return await self.reply()
 
-    async def send_data(self, blocks: Iterable[bytes]) -> None:
-        """The message after a 354, dot-stuffed, then the end-of-data line, which
-        goes in the same write as the last block (one send fewer per message)."""
+    async def send_data(self, blocks: Iterable[bytes], *, stuffing: bool = True) -> None:
+        """The message after a 354, dot-stuffed (unless the caller knows no line
+        begins with a dot), then the end-of-data line, which goes in the same write
+        as the last block (one send fewer per message)."""
         after = b"\r\n"
         ready = b""
         for block in blocks:
@@ -140,8 +141,8 @@ class Client:
                 self.writer.write(ready)
                 async with asyncio.timeout(TIMEOUT):
                     await self.writer.drain()
-            ready = stuff(block, after)
-            after = (after + block)[-2:]
+            ready = stuff(block, after) if stuffing else block
+            after = (after + block[-2:])[-2:]
         self.writer.write(ready + (b".\r\n" if after.endswith(b"\r\n") else b"\r\n.\r\n"))
 
     async def quit(self) -> None:

@@ -63,6 +63,7 @@ class Delivery:
         self.mta_sts = MtaSts(config, self.router.resolver)  # RFC 8461 policies
         self._envelopes: dict[str, Envelope] = {}
         self._content: dict[str, bytes] = {}  # new small messages, for their first attempt
+        self._plain: set[str] = set()  # new messages no line of which begins with a dot
         self._ready: deque[str] = deque()  # due now, oldest first
         self._timers: list[tuple[float, str]] = []  # heap of (next attempt, id)
         self._busy: set[str] = set()
@@ -99,15 +100,25 @@ class Delivery:
             heapq.heappush(self._timers, (env.next_attempt, env.id))
         self._wake.set()
 
-    def accept(self, env: Envelope, spool: Spool, queued: Callable[[], None]) -> asyncio.Task[None]:
+    def accept(
+        self,
+        env: Envelope,
+        spool: Spool,
+        queued: Callable[[], None],
+        *,
+        dot_lines: bool = True,
+    ) -> asyncio.Task[None]:
         """Make a spooled message durable, call ``queued``, schedule it: in a task of
         its own, so a message whose writer was cancelled (its client hung up during
-        the fsync) still gets delivered instead of waiting for the next restart."""
+        the fsync) still gets delivered instead of waiting for the next restart.
+        Without ``dot_lines`` its first attempt sends it unstuffed (none is needed)."""
         content = spool.kept()
 
         async def enqueue() -> None:
             await self.writer.put(env, spool)
             queued()
+            if not dot_lines and len(self._plain) < MAX_CACHED:
+                self._plain.add(env.id)
             self.add(env, content)
 
         return self._spawn(enqueue())
@@ -179,6 +190,7 @@ class Delivery:
         finally:
             self._busy.discard(env.id)
             self._content.pop(env.id, None)
+            self._plain.discard(env.id)
             # the journal may go once every attempt has saved what it journaled
             self._journal_pinned |= not saved
             if not self._busy and not self._journal_pinned and self.queue.journal_full:
@@ -342,7 +354,14 @@ class Delivery:
             sender = outbound_sender(
                 self.config.mailauth, env, rcpts, local=any(h.lmtp for h in hops)
             )
-            transfer = Transfer(sender, content, env.mail_options, wire_params(env, rcpts), env.id)
+            transfer = Transfer(
+                sender,
+                content,
+                env.mail_options,
+                wire_params(env, rcpts),
+                env.id,
+                dot_lines=env.id not in self._plain,
+            )
             # MTA-STS (RFC 8461 §5): an MX delivery under the domain's policy, if it has one
             mx_domain = domain if dest == f"smtp:{domain}" else None
             return await self.mta_sts.send(

@@ -82,9 +82,11 @@ def _unstuff(lines: bytes, at_line_start: bool) -> bytes:
 
 async def read_data(
     reader: asyncio.StreamReader, limit: int | None, out: Callable[[bytes], None]
-) -> str | None:
+) -> tuple[str | None, bool]:
     """Stream the message after DATA, up to the lone dot (RFC 5321 §4.1.1.4), into
-    ``out`` with dot-stuffing undone (§4.5.2); the result is an error reply or None.
+    ``out`` with dot-stuffing undone (§4.5.2); the result is an error reply or None,
+    and whether a dot was taken off a line: if not, no line of the message begins
+    with a dot, and sending it on needs no stuffing (a pass over it saved).
     It reads in blocks, not lines; only a dot after CRLF ends the data, so a bare LF
     or CR before ".\r\n" cannot end it (the smuggling trick, §2.3.8). Each block is
     cut after its last CRLF and the rest carried into the next, so a stuffed dot is
@@ -95,6 +97,7 @@ async def read_data(
     carry = b""  # the unfinished line after the last CRLF
     at_line_start = True  # does ``carry`` begin a line?
     over = False
+    dotted = False
     while True:
         try:
             piece = await reader.readuntil(_DOT_CRLF)
@@ -109,7 +112,7 @@ async def read_data(
         tail = window[-2:]
         if over:
             if end:
-                return _TOO_BIG
+                return _TOO_BIG, dotted
             continue
         text = carry + piece
         if end:
@@ -120,17 +123,18 @@ async def read_data(
                 cut = len(text) - 1  # the last byte may be the CR of the line's end
         if cut:
             block = _unstuff(text[:cut], at_line_start)
+            dotted = dotted or len(block) < cut
             size += len(block)
             if limit is not None and size > limit:
                 over = True  # read the rest and drop it, never buffered
                 if end:
-                    return _TOO_BIG
+                    return _TOO_BIG, dotted
             else:
                 out(block)
             at_line_start = text[cut - 2 : cut] == b"\r\n"
         carry = text[cut:]
         if end:
-            return None
+            return None, dotted
 
 
 class ConnectionBudget:
@@ -167,6 +171,9 @@ class RelayEnvelope(Envelope):
         self.incoming: DataSink | None = None  # the message being received, once begun
         self.chunked_bytes = 0
         self.chunk_error = ""  # set once a chunk failed: the rest is read and dropped
+        # a line of the message may begin with a dot (unknown after BDAT): the next
+        # hop's copy is dot-stuffed (RFC 5321 §4.5.2), else sent as it is
+        self.dot_lines = True
 
 
 class RelaySMTP(SMTP):
@@ -351,7 +358,9 @@ class RelaySMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            error = await read_data(self._reader, self.data_size_limit, sink.write)
+            error, self.envelope.dot_lines = await read_data(
+                self._reader, self.data_size_limit, sink.write
+            )
         except BaseException:
             sink.discard()  # the client left mid-message: nothing was acknowledged
             raise

@@ -273,6 +273,7 @@ class RelayHandler:
             return refusal
         if changed is not None:
             message.replace(changed)
+            envelope.dot_lines = True  # unknown: sent dot-stuffed
 
         def queued_now() -> None:
             emit(
@@ -290,7 +291,10 @@ class RelayHandler:
 
         try:
             # shielded: a client hanging up now cancels this session, not the write
-            await asyncio.shield(self.delivery.accept(queued, message.spool, queued_now))
+            accepted = self.delivery.accept(
+                queued, message.spool, queued_now, dot_lines=envelope.dot_lines
+            )
+            await asyncio.shield(accepted)
         except OSError as exc:
             emit(self.config.node, "error", error=f"queue write failed: {exc}")
             return QUEUE_UNAVAILABLE

@@ -46,6 +46,7 @@ class Transfer:
     mail_options: list[str]  # BODY=8BITMIME, SMTPUTF8: offered where the hop supports them
     dsn: DsnParams
     queue_id: str = ""  # told to a store that advertises XQUEUEID, for exactly once
+    dot_lines: bool = True  # False: no line begins with a dot, so none needs stuffing
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ async def _transaction(
             replies |= dict.fromkeys(accepted, go)
         await client.command(b"RSET\r\n")
         return replies
-    await client.send_data(transfer.content.blocks())
+    await client.send_data(transfer.content.blocks(), stuffing=transfer.dot_lines)
     for rcpt in accepted if client.lmtp else accepted[:1]:
         replies[rcpt] = await client.reply()
     if not client.lmtp:
