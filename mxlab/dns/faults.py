@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ def write_faults(
         "servfail": list(servfail),
         "timeout": list(timeout),
         "drop_mx": list(drop_mx),
-        "generation": uuid.uuid4().hex,
+        "generation": os.urandom(16).hex(),  # not uuid: 0.5 MiB in the DNS node
     }
     _replace(path, json.dumps(data, indent=2) + "\n")
     return path
