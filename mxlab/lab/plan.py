@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxlab.lab.errors import LabError
-from mxlab.lab.mailauth import DkimKeyPlan, auth_records, dkim_keys, relay_auth
+from mxlab.lab.mailauth import DkimKeyPlan, auth_records, cpu_count, dkim_keys, relay_auth
 from mxlab.lab.mtasts import served_policies
 from mxlab.lab.topology import Role, Service, Topology, TopologyError, role_of
 from mxlab.nodes.config import (
@@ -196,12 +196,16 @@ def make_plan(
     ]
     known = known_hashes or {}
     todo = {u.address: u.password for u in users if not known.get(u.address)}
-    with ThreadPoolExecutor() as pool:  # scrypt leaves the GIL: one hash per core
-        fresh = dict(zip(todo, pool.map(hash_password, todo.values()), strict=True))
+    # scrypt and RSA key generation leave the GIL: one pool, a thread per core, the keys
+    # queued behind the hashes (map submits them all at once), so no core waits for the
+    # other's last hash
+    with ThreadPoolExecutor(cpu_count()) as pool:
+        hashing = pool.map(hash_password, todo.values())
+        keys = dkim_keys(topo, lab_dir, pool)
+        fresh = dict(zip(todo, hashing, strict=True))
     hashes = {u.address: known.get(u.address) or fresh[u.address] for u in users}
     dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
-    keys = dkim_keys(topo, lab_dir)
     zones = _zones(topo, fqdns, addresses, net, keys)
 
     nodes: dict[str, NodePlan] = {}
