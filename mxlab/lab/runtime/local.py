@@ -193,9 +193,17 @@ class _Forkers:
     def __enter__(self) -> _Forkers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """No more nodes: each spawner exits (its nodes run on)."""
         for proc in self.procs.values():
-            proc.communicate()  # closes stdin: the spawner exits, its nodes run on
+            if proc.stdin is not None:
+                proc.stdin.close()
+                proc.stdin = None  # communicate() then only reads and reaps
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        for proc in self.procs.values():
+            proc.communicate()
 
 
 class LocalRuntime(Runtime):
@@ -222,32 +230,41 @@ class LocalRuntime(Runtime):
             _check_free(node)
         # Our own node programs need no other node to start (they resolve and relay only
         # when mail comes): one warm process per role forks them all at once (the DNS
-        # node's zones compile while the stores and relays start), and each tier below
-        # only waits for them. Other software starts after the tiers before it answer.
+        # node's zones compile while the stores and relays start), and all are waited
+        # for at once. Other software starts after the tiers before it answer.
         early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
         warm, self._warm = self._warm, None
         if warm is not None and warm.lab != plan.lab:
             warm.__exit__()
             warm = None
         roles: set[str] = {n.role for n in ours if n.name in early}
-        with warm or _Forkers(plan.lab, roles) as forkers, labdir.private():
+        with warm or _Forkers(plan.lab, roles) as forkers:
             tiers = {role: [n.name for n in ours if n.role == role and n.name in early]
                      for role in START_ORDER}  # fmt: skip
-            pids = forkers.fork(
-                {role: [labdir.node_dir(plan, n) for n in names] for role, names in tiers.items()}
-            )
+            with labdir.private():
+                pids = forkers.fork(
+                    {
+                        role: [labdir.node_dir(plan, n) for n in names]
+                        for role, names in tiers.items()
+                    }
+                )
+                for role, names in tiers.items():
+                    for name, pid in zip(names, pids[role], strict=True):
+                        _pid_file(plan, name).write_text(str(pid))
+            forkers.close()  # the spawners exit while their nodes start
             for role, names in tiers.items():
-                for name, pid in zip(names, pids[role], strict=True):
-                    _pid_file(plan, name).write_text(str(pid))
+                if names:
+                    progress(f"starting {role}: {', '.join(names)}")
+            if early:
+                group = [n for n in ours if n.name in early]
+                wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
         for role in START_ORDER:
-            group = [n for n in ours if n.role == role]
-            if not group:
-                continue
-            progress(f"starting {role}: {', '.join(n.name for n in group)}")
-            for node in group:
-                if node.name not in early:
+            group = [n for n in ours if n.role == role and n.name not in early]
+            if group:
+                progress(f"starting {role}: {', '.join(n.name for n in group)}")
+                for node in group:
                     self._spawn(plan, node)
-            wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
+                wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
     def _spawn(self, plan: LabPlan, node: NodePlan) -> None:
         ndir = labdir.node_dir(plan, node.name)
