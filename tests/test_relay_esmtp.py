@@ -96,3 +96,31 @@ def test_the_fast_path_parses_paths_as_aiosmtpd_does(arg: str) -> None:
 
     ours, theirs = asyncio.run(both())
     assert ours == theirs
+
+
+def test_the_idle_timeout_moves_with_each_command_and_then_closes() -> None:
+    """One timer per session: commands before the deadline keep it open, silence
+    past it ends it (aiosmtpd's timeout, re-armed lazily)."""
+
+    async def go() -> tuple[list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: RelaySMTP(object(), timeout=0.4), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await reader.readline()  # the greeting
+            replies = []
+            for _ in range(6):  # 0.6 s in all, more than the timeout
+                await asyncio.sleep(0.1)
+                writer.write(b"NOOP\r\n")
+                replies.append(await reader.readline())
+            async with asyncio.timeout(10):
+                rest = await reader.read()  # the server hangs up once we are silent
+            return replies, rest
+        finally:
+            writer.close()
+            server.close()
+
+    replies, rest = asyncio.run(go())
+    assert all(r.startswith(b"250") for r in replies)
+    assert rest == b""

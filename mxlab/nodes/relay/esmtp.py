@@ -191,6 +191,7 @@ class RelaySMTP(SMTP):
     login: LoginAttempts | None = None  # failed AUTHs of this session, once there is one
     login_hold = 0.0  # seconds the next 535 waits (Dovecot's auth_failure_delay)
     _held = ""  # the lines of a multi-line reply before its last one
+    _deadline = 0.0  # loop time at which the session times out (aiosmtpd's timeout)
 
     def _create_envelope(self) -> RelayEnvelope:
         """A new transaction (RSET, EHLO, the end of one): a message left half
@@ -228,6 +229,23 @@ class RelaySMTP(SMTP):
             for name, mech in self._auth_methods.items()
         }
         return new
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd arms a new timer for each command (a call_later, a cancel, and a
+        dead handle left in the loop's heap for the whole timeout); here each command
+        only moves the deadline, and the one timer, firing before it, re-arms."""
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.when() > self._deadline:  # none yet, or too late
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_due)
+
+    def _timeout_due(self) -> None:
+        if self.loop.time() < self._deadline:  # a command came meanwhile
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_due)
+        else:
+            self._timeout_cb()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         implicit = self._original_transport is None and transport.get_extra_info("ssl_object")
