@@ -28,7 +28,7 @@ allocated (tracemalloc, in a second run so that it does not slow the timed one).
 
 The nodes run a compiled copy of mxlab (PYTHONPATH), as the node image does: with
 PYTHONDONTWRITEBYTECODE set and no __pycache__ in the checkout, every node would
-compile mxlab from source and keep the compiler's garbage (about 2-5 MiB a node).
+compile mxlab from source and keep the compiler's garbage (1-2 MiB a node).
 """
 
 from __future__ import annotations
