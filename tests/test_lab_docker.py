@@ -8,7 +8,7 @@ from pathlib import Path
 from docker.types import IPAMConfig, IPAMPool
 
 from mxlab.lab import labdir
-from mxlab.lab.image import IMAGE
+from mxlab.lab.image import IMAGE, RUNTIME_DIR, RUNTIME_LABEL
 
 from .conftest import DOCKER, TOPOLOGIES, needs_docker
 from .test_lab_local import mxlab
@@ -48,6 +48,11 @@ def test_up_status_refuse_second_up_down(mxlab_home: Path) -> None:
             node = plan.nodes[c.labels["mxlab.node"]]
             ip = c.attrs["NetworkSettings"]["Networks"]["mxlab-two-domains"]["IPAddress"]
             assert ip == node.address
+            # our node programs read their Python from the build's runtime volume
+            runtime = [m for m in c.attrs["Mounts"] if m["Destination"] == RUNTIME_DIR]
+            assert [(m["Type"], m["RW"]) for m in runtime] == [("volume", False)]
+            built = CLIENT.volumes.get(runtime[0]["Name"]).attrs["Labels"][RUNTIME_LABEL]
+            assert built == c.image.id
         # the containers resolve lab names through the lab DNS
         code = mxlab("exec", "mx-alpha", "--", "python3", "-c",
                      "import socket; print(socket.gethostbyname('mx-beta.beta.test'))")  # fmt: skip

@@ -9,7 +9,7 @@ from docker import errors as docker_errors
 
 from mxlab.lab import image
 
-from .conftest import DOCKER, WHY_NO_DOCKER
+from .conftest import DOCKER, needs_docker
 
 
 def _host(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -55,19 +55,62 @@ def test_content_hash_follows_base_and_code() -> None:
     assert image.content_hash("sha256:a") != image.content_hash("sha256:b")
 
 
-@pytest.mark.docker
-@pytest.mark.skipif(WHY_NO_DOCKER is not None, reason=WHY_NO_DOCKER or "")
-@pytest.mark.timeout(1200)
-def test_ensure_image_builds_once_then_reuses() -> None:
-    assert DOCKER is not None
-    tag = image.ensure_image(DOCKER)
-    built = DOCKER.images.get(tag)
-    assert built.labels[image.CONTENT_LABEL]
-    assert image.ensure_image(DOCKER) == tag
-    assert DOCKER.images.get(tag).id == built.id  # not rebuilt: the content label matched
-    out = DOCKER.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
-    assert b"relay" in out
-    rebuilt = DOCKER.images.get(image.ensure_image(DOCKER, force=True))
-    assert rebuilt.id != built.id
-    with pytest.raises(docker_errors.ImageNotFound):  # the replaced build does not linger
-        DOCKER.images.get(built.id)
+class _Images:
+    """The image calls ``_base`` makes: these refs are on the engine; a pull fails the test."""
+
+    def __init__(self, local: set[str]) -> None:
+        self.local = local
+
+    def get(self, ref: str) -> str:
+        if ref not in self.local:
+            raise docker_errors.ImageNotFound(ref)
+        return ref
+
+    def pull(self, ref: str) -> None:
+        raise AssertionError(f"pulled {ref} with a base at hand")
+
+
+class _Engine:
+    def __init__(self, local: set[str]) -> None:
+        self.images = _Images(local)
+
+
+def test_a_base_at_hand_is_used_without_asking_a_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(image, "_debootstrap_ref", lambda: "mxlab-base:bookworm-x")
+    made = "mxlab-base:bookworm-x"
+    assert image._base(_Engine({made}), print) == made  # type: ignore[arg-type]
+    both = {made, image.PYTHON_BASES[1]}
+    assert image._base(_Engine(both), print) == image.PYTHON_BASES[1]  # type: ignore[arg-type]
+
+
+class TestOnTheEngine:
+    pytestmark = needs_docker
+
+    def test_ensure_image_builds_once_then_reuses(self) -> None:
+        assert DOCKER is not None
+        tag = image.ensure_image(DOCKER)
+        built = DOCKER.images.get(tag)
+        assert built.labels[image.CONTENT_LABEL]
+        assert image.ensure_image(DOCKER) == tag
+        assert DOCKER.images.get(tag).id == built.id  # not rebuilt: the content label matched
+        out = DOCKER.containers.run(tag, ["python3", "-m", "mxlab.nodes", "--help"], remove=True)
+        assert b"relay" in out
+        rebuilt = DOCKER.images.get(image.ensure_image(DOCKER, force=True))
+        assert rebuilt.id != built.id
+        with pytest.raises(docker_errors.ImageNotFound):  # the replaced build does not linger
+            DOCKER.images.get(built.id)
+
+    def test_runtime_volume_is_filled_once_and_serves_the_nodes_python(self) -> None:
+        assert DOCKER is not None
+        tag = image.ensure_image(DOCKER)
+        name = image.runtime_volume(DOCKER, tag)
+        assert image.runtime_volume(DOCKER, tag) == name
+        labels = DOCKER.volumes.get(name).attrs["Labels"]
+        assert labels[image.RUNTIME_LABEL] == DOCKER.images.get(tag).id
+        assert not DOCKER.containers.list(all=True, filters={"label": image.RUNTIME_LABEL})
+        mount = {name: {"bind": image.RUNTIME_DIR, "mode": "ro,nocopy"}}
+        argv = ["python3", "-c", "import json, mxlab.nodes; print(json.__file__)"]
+        out = DOCKER.containers.run(tag, argv, volumes=mount, remove=True)
+        assert out.decode().strip() == f"{image.RUNTIME_DIR}/stdlib/json/__init__.py"

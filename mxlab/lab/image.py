@@ -10,8 +10,10 @@ no network: nothing inside the build reaches the internet.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,8 @@ from mxlab.lab.errors import LabError
 
 IMAGE = f"mxlab-node:{mxlab.__version__}"
 CONTENT_LABEL = "mxlab.content"
+RUNTIME_DIR = "/opt/mxlab"  # the venv, the node code and the stdlib: all a node reads
+RUNTIME_LABEL = "mxlab.runtime"  # on runtime volumes and their filling containers: the image id
 PYTHON_BASES = ("python:3.11-slim", "python:3.12-slim", "python:3.11", "python:3-slim")
 # What a node process imports; the lab side (docker SDK, typer, rich...) stays on the host.
 NODE_DEPENDENCIES: tuple[str, ...] = ("aiosmtpd", "dnslib", "dnspython", "pydantic")
@@ -90,14 +94,20 @@ def _local_image(client: docker.DockerClient, ref: str):
         return None
 
 
-def _python_base(client: docker.DockerClient, progress: Progress) -> str | None:
+def _base(client: docker.DockerClient, progress: Progress) -> str:
+    """A Python base on the engine, else the debootstrap base made before, else a pulled
+    one, else a new debootstrap base: no pull while a base is at hand (each `up` asks for
+    the image, and a pull waits for a registry that may never answer)."""
     for ref in PYTHON_BASES:
         if _local_image(client, ref) is not None:
+            return ref
+    with contextlib.suppress(ImageBuildError):  # not a Debian host: no such base
+        if _local_image(client, ref := _debootstrap_ref()) is not None:
             return ref
     try:
         client.images.pull(PYTHON_BASES[0])
     except docker.errors.APIError:
-        return None
+        return _debootstrap_base(client, progress)
     progress(f"pulled {PYTHON_BASES[0]}")
     return PYTHON_BASES[0]
 
@@ -130,11 +140,16 @@ def host_mirror(root: Path = Path("/")) -> tuple[str, str]:
     raise ImageBuildError(f"no apt source for {codename} on this host to debootstrap from")
 
 
+def _debootstrap_ref() -> str:
+    """``mxlab-base:<suite>-<packages>``: the debootstrap base for this host's release."""
+    suite, _ = host_mirror()
+    packages = hashlib.sha256(" ".join(DEBOOTSTRAP_PACKAGES).encode()).hexdigest()[:8]
+    return f"mxlab-base:{suite}-{packages}"
+
+
 def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
-    """``mxlab-base:<suite>-<packages>`` made with debootstrap and imported; reused."""
-    suite, mirror = host_mirror()
-    tag = f"{suite}-{hashlib.sha256(' '.join(DEBOOTSTRAP_PACKAGES).encode()).hexdigest()[:8]}"
-    ref = f"mxlab-base:{tag}"
+    """The debootstrap base, made with debootstrap and imported; reused."""
+    ref = _debootstrap_ref()
     if _local_image(client, ref) is not None:
         return ref
     if shutil.which("debootstrap") is None:
@@ -143,7 +158,9 @@ def _debootstrap_base(client: docker.DockerClient, progress: Progress) -> str:
             "(apt-get install debootstrap) or use --runtime local"
         )
     progress(f"no registry answers: building {ref} with debootstrap (a few minutes, once)")
-    _debootstrap_import(client, suite, mirror, DEBOOTSTRAP_PACKAGES, "mxlab-base", tag, [])
+    suite, mirror = host_mirror()
+    repository, tag = ref.split(":")
+    _debootstrap_import(client, suite, mirror, DEBOOTSTRAP_PACKAGES, repository, tag, [])
     return ref
 
 
@@ -212,16 +229,21 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 # -- node image ---------------------------------------------------------------------
+# The stdlib moves into /opt/mxlab (a symlink stays where it was) and leads the path, so
+# everything Python reads as a node starts lies under RUNTIME_DIR: see runtime_volume.
 DOCKERFILE = """\
 FROM {base}
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/mxlab \\
  && /opt/mxlab/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels {pins} \\
- && rm -rf /tmp/wheels
+ && rm -rf /tmp/wheels \\
+ && stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \\
+ && mv "$stdlib" /opt/mxlab/stdlib && ln -s /opt/mxlab/stdlib "$stdlib"
 COPY mxlab /opt/mxlab/lib/mxlab
-RUN /opt/mxlab/bin/python -m compileall -q /opt/mxlab/lib
-ENV PATH=/opt/mxlab/bin:$PATH PYTHONPATH=/opt/mxlab/lib PYTHONDONTWRITEBYTECODE=1 \
-    MALLOC_ARENA_MAX=2
+RUN /opt/mxlab/bin/python -m compileall -q /opt/mxlab/lib /opt/mxlab/stdlib
+ENV PATH=/opt/mxlab/bin:$PATH \
+    PYTHONPATH=/opt/mxlab/stdlib:/opt/mxlab/stdlib/lib-dynload:/opt/mxlab/lib \
+    PYTHONDONTWRITEBYTECODE=1 MALLOC_ARENA_MAX=2
 WORKDIR /mxlab
 """
 
@@ -238,7 +260,7 @@ def ensure_image(
     client: docker.DockerClient, force: bool = False, progress: Progress = lambda _: None
 ) -> str:
     """The node image's tag, building it only when missing or out of date."""
-    base = _python_base(client, progress) or _debootstrap_base(client, progress)
+    base = _base(client, progress)
     want = content_hash(client.images.get(base).id)
     have = _local_image(client, IMAGE)
     if have is not None and not force and have.labels.get(CONTENT_LABEL) == want:
@@ -266,3 +288,55 @@ def ensure_image(
         with contextlib.suppress(docker.errors.APIError):  # the old build, now untagged,
             client.images.remove(have.id)  # goes unless a container still uses it
     return IMAGE
+
+
+# -- runtime volume -----------------------------------------------------------------
+def runtime_volume(client: docker.DockerClient, image: str = IMAGE) -> str:
+    """A volume holding ``image``'s RUNTIME_DIR, for node containers to mount over it
+    (read-only).
+
+    On an engine whose storage driver is fuse-overlayfs (rootless Docker, Docker in
+    Docker) every file a starting node reads goes through a FUSE daemon, and each
+    container's page cache is its own: a node took 0.22 s to import instead of 0.11 s.
+    A volume is a plain directory, read at native speed and cached once for all nodes.
+    The engine fills an empty volume from the image when a container is created with it;
+    that is done once per image build, under a lock, so no lab mounts a half-filled one.
+    """
+    built = client.images.get(image).id
+    name = f"mxlab-runtime-{built.split(':')[-1][:12]}"
+    with _runtime_lock():
+        try:
+            client.volumes.get(name)
+            return name
+        except docker.errors.NotFound:
+            pass
+        labels = {RUNTIME_LABEL: built}
+        client.volumes.create(name, labels=labels)
+        try:
+            mount = {name: {"bind": RUNTIME_DIR, "mode": "ro"}}
+            client.containers.create(image, ["true"], labels=labels, volumes=mount).remove()
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                client.volumes.get(name).remove()
+            raise ImageBuildError(f"cannot fill volume {name}: {exc.explanation}") from None
+        _remove_old_runtimes(client)
+    return name
+
+
+@contextlib.contextmanager
+def _runtime_lock() -> Iterator[None]:
+    """One filler at a time on this host: two `up`s racing on a new build would otherwise
+    see a volume the other is still filling."""
+    path = Path(tempfile.gettempdir()) / f"mxlab-runtime-{os.getuid()}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_old_runtimes(client: docker.DockerClient) -> None:
+    """Volumes whose build is gone: ensure_image removes a replaced build unless a
+    container still uses it (then its volume stays too)."""
+    for volume in client.volumes.list(filters={"label": [RUNTIME_LABEL]}):
+        if _local_image(client, (volume.attrs.get("Labels") or {})[RUNTIME_LABEL]) is None:
+            with contextlib.suppress(docker.errors.APIError):
+                volume.remove()

@@ -25,7 +25,7 @@ from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 
 from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
-from mxlab.lab.image import ensure_image
+from mxlab.lab.image import RUNTIME_DIR, ensure_image, runtime_volume
 from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime import netem
@@ -100,6 +100,7 @@ class DockerRuntime(Runtime):
 
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=120)
+        self._runtimes: dict[str, str] = {}  # node image -> its runtime volume
 
     # -- networks -----------------------------------------------------------------
     def _used_subnets(self) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -140,6 +141,7 @@ class DockerRuntime(Runtime):
             raise LabError(f"lab {plan.lab!r} already has containers (mxlab down {plan.lab})")
         self._refuse_name_clash(plan.lab)
         image = self._image(plan, progress)
+        self._runtimes[image] = runtime_volume(self.client, image)
         gateway = str(next(ipaddress.ip_network(plan.subnet).hosts()))
         try:
             self.client.networks.create(
@@ -231,9 +233,14 @@ class DockerRuntime(Runtime):
         """The engine a node's container runs on."""
         return self.client
 
-    def _volumes(self, plan: LabPlan, node: NodePlan) -> dict[str, dict[str, str]]:
-        """The node's lab directory, mounted from this host."""
-        return {str(labdir.node_dir(plan, node.name)): {"bind": CONTAINER_NODE_DIR, "mode": "rw"}}
+    def _volumes(self, plan: LabPlan, node: NodePlan, image: str) -> dict[str, dict[str, str]]:
+        """The node's lab directory, mounted from this host; and for our node image, its
+        runtime volume (see mxlab.lab.image.runtime_volume; never filled here: a volume
+        removed meanwhile fails the node at once instead of being half-filled by a race)."""
+        out = {str(labdir.node_dir(plan, node.name)): {"bind": CONTAINER_NODE_DIR, "mode": "rw"}}
+        if image in self._runtimes:
+            out[self._runtimes[image]] = {"bind": RUNTIME_DIR, "mode": "ro,nocopy"}
+        return out
 
     def _find(self, lab: str, node: str) -> Container | None:
         try:
@@ -253,7 +260,7 @@ class DockerRuntime(Runtime):
             labels=self._labels(plan, node),
             dns=[dns],
             dns_search=[domain],
-            volumes=self._volumes(plan, node),
+            volumes=self._volumes(plan, node, image),
             cap_add=["NET_ADMIN"],  # tc netem for link faults
             network=network_name(plan.lab),
             networking_config={

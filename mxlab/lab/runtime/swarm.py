@@ -247,8 +247,9 @@ class SwarmRuntime(DockerRuntime):
     def _engine(self, plan: LabPlan, node: NodePlan) -> docker.DockerClient:
         return self._client(self._placed[node.name])
 
-    def _volumes(self, plan: LabPlan, node: NodePlan) -> dict[str, dict[str, str]]:
-        return super()._volumes(plan, node) if self._local(self._placed[node.name]) else {}
+    def _volumes(self, plan: LabPlan, node: NodePlan, image: str) -> dict[str, dict[str, str]]:
+        local = self._local(self._placed[node.name])
+        return super()._volumes(plan, node, image) if local else {}
 
     def _labels(self, plan: LabPlan, node: NodePlan | None = None) -> dict[str, str]:
         labels = super()._labels(plan, node)
