@@ -30,7 +30,7 @@ from pathlib import Path
 import docker
 
 from mxlab.lab import labdir
-from mxlab.lab.image import ensure_image
+from mxlab.lab.image import ensure_image, runtime_volume
 from mxlab.lab.lifecycle import bring_up, tear_down
 from mxlab.lab.topology import parse_topology
 
@@ -80,7 +80,8 @@ def node_pids(plan, runtime: str) -> dict[str, int]:  # noqa: ANN001 - a LabPlan
 def measure(n: int, runtime: str) -> dict[str, float]:
     topo = parse_topology(topology(n), f"scale{n}.yaml")
     if runtime == "docker":
-        ensure_image(docker.from_env(timeout=900))  # a rebuild is not part of `up`
+        client = docker.from_env(timeout=900)  # a rebuild (and its runtime volume) is not `up`
+        runtime_volume(client, ensure_image(client))
     started = time.monotonic()
     plan, _ = bring_up(topo, runtime, lambda line: None)
     ready = time.monotonic() - started
