@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from mxlab.lab.plan import LabPlan, make_plan, predict_route
+from mxlab.lab.plan import LabPlan, make_plan, predict_route, zone_of
 from mxlab.lab.topology import load_topology, parse_topology
 from mxlab.nodes.config import RelayNodeConfig, StoreNodeConfig
 from mxlab.nodes.passwords import verify_password
@@ -137,3 +137,13 @@ def test_send_as_reaches_only_the_submission_relay() -> None:
     assert isinstance(alpha, RelayNodeConfig) and isinstance(beta, RelayNodeConfig)
     assert alpha.sender_aliases == {"alice@alpha.test": ["postmaster@alpha.test"]}
     assert beta.sender_aliases == {}
+
+
+def test_a_name_belongs_to_the_longest_zone_that_holds_it() -> None:
+    origins = {"test", "alpha.test", "mail.alpha.test"}
+    assert zone_of("MX.Mail.Alpha.Test.", origins) == "mail.alpha.test"
+    assert zone_of("mx.alpha.test", origins) == "alpha.test"
+    assert zone_of("alpha.test", origins) == "alpha.test"
+    assert zone_of("beta.test", origins) == "test"
+    assert zone_of("lpha.test", {"alpha.test"}) is None  # a label, not a string suffix
+    assert zone_of("example.org", origins) is None

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -209,44 +210,43 @@ def _tag(rdata: str) -> str:
 def relay_auth(
     topo: Topology,
     name: str,
-    keys: list[DkimKeyPlan],
+    keys: Mapping[str, list[DkimKeyPlan]],
     key_dir: str,
+    submits: list[str],
     final: list[str],
     internal: list[str],
 ) -> MailAuth:
-    """What relay ``name`` signs (its submission domains' mail), checks (mail for the
-    domains it is ``final`` for, not from the ``internal`` relays of the same domains),
-    forwards, seals and breaks."""
+    """What relay ``name`` signs (the mail of the domains it ``submits`` for), checks
+    (mail for the domains it is ``final`` for, not from the ``internal`` relays of the
+    same domains), forwards, seals and breaks; ``keys`` by domain."""
     sign: dict[str, list[DkimKey]] = {}
     forwards: dict[str, list[str]] = {}
     srs_domain, arc = "", None
-    for dom, spec in topo.domains.items():
-        submission = spec.submission or min(spec.mx, key=lambda m: m.preference).node
-        signer = spec.auth.sign_as or dom
-        if submission == name:
-            sign[dom] = [
-                DkimKey(
-                    domain=k.domain,
-                    selector=WRONG_SELECTOR if spec.auth.wrong_selector else k.selector,
-                    algorithm=_SIGNING[k.algorithm],  # type: ignore[arg-type]
-                    key=f"{key_dir}/{k.file}",
-                )
-                for k in keys
-                if k.domain == signer
-            ]
-        if dom in final:
-            forwards |= {f"{lp}@{dom}": targets for lp, targets in spec.forwards.items()}
-            if spec.forwards and spec.auth.srs and not srs_domain:
-                srs_domain = dom
-            rsa_key = next((k for k in keys if k.domain == dom and k.algorithm == "rsa"), None)
-            if spec.forwards and spec.auth.arc and rsa_key is not None and arc is None:
-                # RFC 8617 §4.1.3: ARC signs with rsa-sha256
-                arc = DkimKey(
-                    domain=dom,
-                    selector=rsa_key.selector,
-                    algorithm="rsa-sha256",
-                    key=f"{key_dir}/{rsa_key.file}",
-                )
+    for dom in submits:
+        spec = topo.domains[dom]
+        sign[dom] = [
+            DkimKey(
+                domain=k.domain,
+                selector=WRONG_SELECTOR if spec.auth.wrong_selector else k.selector,
+                algorithm=_SIGNING[k.algorithm],  # type: ignore[arg-type]
+                key=f"{key_dir}/{k.file}",
+            )
+            for k in keys.get(spec.auth.sign_as or dom, [])
+        ]
+    for dom in final:
+        spec = topo.domains[dom]
+        forwards |= {f"{lp}@{dom}": targets for lp, targets in spec.forwards.items()}
+        if spec.forwards and spec.auth.srs and not srs_domain:
+            srs_domain = dom
+        rsa_key = next((k for k in keys.get(dom, []) if k.algorithm == "rsa"), None)
+        if spec.forwards and spec.auth.arc and rsa_key is not None and arc is None:
+            # RFC 8617 §4.1.3: ARC signs with rsa-sha256
+            arc = DkimKey(
+                domain=dom,
+                selector=rsa_key.selector,
+                algorithm="rsa-sha256",
+                key=f"{key_dir}/{rsa_key.file}",
+            )
     verify = bool(final) and all(topo.domains[d].auth.verify for d in final)
     return MailAuth(
         verify=verify,
@@ -270,7 +270,7 @@ def write_keys(lab_dir: Path, keys: list[DkimKeyPlan], users: dict[Path, MailAut
         _write_private(lab_dir / "dkim" / key.file, key.private)
     for ndir, auth in users.items():
         used = [k for ks in auth.sign.values() for k in ks] + ([auth.arc] if auth.arc else [])
-        for name in {Path(k.key).name for k in used} & set(by_file):
+        for name in {Path(k.key).name for k in used if Path(k.key).name in by_file}:
             _write_private(ndir / "auth" / name, by_file[name].private)
         secret = ndir / "auth" / "srs.secret"
         if auth.srs_secret is not None and not secret.exists():

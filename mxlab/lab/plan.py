@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -204,6 +204,12 @@ def make_plan(
         keys = dkim_keys(topo, lab_dir, pool)
         fresh = dict(zip(todo, hashing, strict=True))
     hashes = {u.address: known.get(u.address) or fresh[u.address] for u in users}
+    index = _Index.of(topo, domains, users, keys)
+    index.smtp_ports = {  # peers outside the lab listen where they listen, not on our port
+        addresses[n]: outside_ports(s.ports)["smtp"]
+        for n, s in topo.nodes.items()
+        if s.kind == "external" and outside_ports(s.ports)["smtp"] != ports["smtp"]
+    }
     dns_node = next(n for n, s in topo.nodes.items() if role_of(s.kind) == "dns")
     dns = Endpoint(host=addresses[dns_node], port=ports["dns"])
     zones = _zones(topo, fqdns, addresses, net, keys)
@@ -253,7 +259,7 @@ def make_plan(
             node_ports = {"dns": ports["dns"]}
         elif role == "store":
             node_ports = {k: ports[k] for k in ("lmtp", "imap", "pop3", "imaps", "pop3s")}
-            served = [d for d, p in domains.items() if p.store == name]
+            served = index.stored[name]
             config = StoreNodeConfig(
                 **base,
                 lmtp_port=ports["lmtp"],
@@ -264,8 +270,8 @@ def make_plan(
                 domains=served,
                 users={
                     u.address: StoreUser(password_hash=hashes[u.address])
-                    for u in users
-                    if u.domain in served
+                    for d in served
+                    for u in index.users[d]
                 },
                 allow_plaintext_auth=topo.settings.allow_plaintext_auth,
                 tls=tls,
@@ -273,14 +279,17 @@ def make_plan(
         else:
             node_ports = {k: ports[k] for k in ("smtp", "submission", "submissions")}
             config = _relay_config(
-                topo, name, base, ports, addresses, dns, domains, users, hashes, tls
+                topo, name, base, ports, addresses, dns, domains, index, hashes, tls
             )
             auth_dir = f"{tls_dir.rsplit('/', 1)[0]}/auth"
             final = list(config.local_domains)
             ours = {n for d in final for _, n in domains[d].mx if n != name}
             internal = [*config.trusted_clients, *(addresses[n] for n in sorted(ours))]
-            auth = relay_auth(topo, name, keys, auth_dir, final, internal)
-            sts = MtaSts(port=ports["https"], policies=served_policies(topo, name, fqdns))
+            auth = relay_auth(
+                topo, name, index.keys, auth_dir, index.submits[name], final, internal
+            )
+            policies = served_policies(topo, name, fqdns) if name in index.sts_hosts else {}
+            sts = MtaSts(port=ports["https"], policies=policies)
             config = config.model_copy(update={"mailauth": auth, "mta_sts": sts})
             if sts.policies:  # RFC 8461 §3.3: it serves policies over HTTPS
                 node_ports["https"] = ports["https"]
@@ -313,6 +322,53 @@ def make_plan(
     )
 
 
+class _Index:
+    """Who serves what, gathered in one pass over the topology, so that each node's
+    config is made from its own entries: scanning every domain, user and node for each
+    relay and store made a 400-domain plan grow with N squared."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[str]] = {}  # store node -> its domains
+        self.mx: dict[str, list[str]] = {}  # node -> the domains listing it as an MX
+        self.submits: dict[str, list[str]] = {}  # relay -> the domains it takes mail for
+        self.users: dict[str, list[UserPlan]] = {}  # domain -> its users
+        self.trusted: dict[str, list[str]] = {}  # relay -> the nodes it is next hop of
+        self.keys: dict[str, list[DkimKeyPlan]] = {}  # domain -> its DKIM keys
+        self.sts_hosts: set[str] = set()  # relays serving an MTA-STS policy
+        self.smtp_ports: dict[str, int] = {}  # external peers' SMTP ports, by address
+
+    @classmethod
+    def of(
+        cls,
+        topo: Topology,
+        domains: dict[str, DomainPlan],
+        users: list[UserPlan],
+        keys: list[DkimKeyPlan],
+    ) -> _Index:
+        index = cls()
+        for name in topo.nodes:
+            for table in (index.stored, index.mx, index.submits, index.trusted):
+                table[name] = []
+        for dom, plan in domains.items():
+            if plan.store:
+                index.stored[plan.store].append(dom)
+            for node in dict.fromkeys(n for _, n in plan.mx):
+                index.mx[node].append(dom)
+            index.submits[plan.submission].append(dom)
+            index.users[dom] = []
+            sts = topo.domains[dom].auth.mta_sts
+            if sts is not None:
+                index.sts_hosts.add(sts.node)
+        for user in users:
+            index.users[user.domain].append(user)
+        for name, spec in topo.nodes.items():
+            if spec.next_hop:
+                index.trusted[spec.next_hop].append(name)
+        for key in keys:
+            index.keys.setdefault(key.domain, []).append(key)
+        return index
+
+
 def _relay_config(
     topo: Topology,
     name: str,
@@ -321,7 +377,7 @@ def _relay_config(
     addresses: dict[str, str],
     dns: Endpoint,
     domains: dict[str, DomainPlan],
-    users: list[UserPlan],
+    index: _Index,
     hashes: dict[str, str],
     tls: TlsFiles,
 ) -> RelayNodeConfig:
@@ -329,10 +385,9 @@ def _relay_config(
     for the others that list it, and takes submission for the domains that name it."""
     local: dict[str, LocalDomain] = {}
     backup: dict[str, RelayDomain] = {}
-    for dom, plan in domains.items():
+    for dom in index.mx[name]:
+        plan = domains[dom]
         prefs = [p for p, n in plan.mx if n == name]
-        if not prefs:
-            continue
         locals_ = [*topo.domains[dom].users, *topo.domains[dom].forwards]
         if min(prefs) == plan.mx[0][0]:
             lmtp = Endpoint(host=addresses[plan.store], port=ports["lmtp"])
@@ -341,12 +396,7 @@ def _relay_config(
             backup[dom] = RelayDomain(users=locals_, preference=min(prefs))
     hop = topo.nodes[name].next_hop
     resolver = topo.nodes[name].resolver
-    # peers outside the lab listen where they listen, not on the lab's SMTP port
-    smtp_ports = {
-        addresses[n]: outside_ports(s.ports)["smtp"]
-        for n, s in topo.nodes.items()
-        if s.kind == "external" and outside_ports(s.ports)["smtp"] != ports["smtp"]
-    }
+    smtp_ports = dict(index.smtp_ports)
     return RelayNodeConfig(
         **base,
         smtp_port=ports["smtp"],
@@ -356,14 +406,15 @@ def _relay_config(
         dns=Endpoint(host=addresses[resolver], port=ports["dns"]) if resolver else dns,
         local_domains=local,
         relay_domains=backup,
-        auth_users={u.address: hashes[u.address] for u in users if u.submission == name},
+        auth_users={
+            u.address: hashes[u.address] for dom in index.submits[name] for u in index.users[dom]
+        },
         sender_aliases={
             f"{local}@{dom}": addresses_
-            for dom, spec in topo.domains.items()
-            if domains[dom].submission == name
-            for local, addresses_ in spec.send_as.items()
+            for dom in index.submits[name]
+            for local, addresses_ in topo.domains[dom].send_as.items()
         },
-        trusted_clients=[addresses[n] for n, s in topo.nodes.items() if s.next_hop == name],
+        trusted_clients=[addresses[n] for n in index.trusted[name]],
         next_hop=Endpoint(host=addresses[hop], port=smtp_ports.get(addresses[hop], ports["smtp"]))
         if hop
         else None,
@@ -394,11 +445,16 @@ def _hostnames(topo: Topology) -> dict[str, str]:
     }
 
 
-def zone_of(name: str, origins: list[str]) -> str | None:
-    """The longest lab zone origin that contains ``name`` (both without trailing dot)."""
-    name = name.lower().rstrip(".")
-    best = [o for o in origins if name == o or name.endswith("." + o)]
-    return max(best, key=len) if best else None
+def zone_of(name: str, origins: Collection[str]) -> str | None:
+    """The longest lab zone origin that contains ``name`` (both without trailing dot):
+    the name's own suffixes looked up, longest first, so a set or dict of origins
+    costs a name's labels, not the lab's zones."""
+    labels = name.lower().rstrip(".").split(".")
+    for i in range(len(labels)):
+        suffix = ".".join(labels[i:])
+        if suffix in origins:
+            return suffix
+    return None
 
 
 def reverse_zone_origin(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
@@ -469,7 +525,7 @@ def _zones(
         o: [_soa(o, ns), DnsRecord(name=f"{o}.", type="NS", rdata=f"{ns}.")] for o in origins
     }
     for name, fqdn in fqdns.items():
-        origin = zone_of(fqdn, origins)
+        origin = zone_of(fqdn, records)
         if origin is not None:
             records[origin].append(DnsRecord(name=f"{fqdn}.", type="A", rdata=addresses[name]))
     for dom, spec in topo.domains.items():
@@ -478,9 +534,9 @@ def _zones(
                 DnsRecord(name=f"{dom}.", type="MX", rdata=f"{mx.preference} {fqdns[mx.node]}.")
             )
     for auth in auth_records(topo, fqdns, addresses, keys):
-        records[zone_of(auth.name, origins) or origins[0]].append(auth)
+        records[zone_of(auth.name, records) or origins[0]].append(auth)
     for rec in topo.records:
-        origin = zone_of(rec.name, origins)
+        origin = zone_of(rec.name, records)
         assert origin is not None  # the topology validator guarantees it
         records[origin].append(
             DnsRecord(name=rec.name.rstrip(".") + ".", type=rec.type, ttl=rec.ttl, rdata=rec.value)
