@@ -107,7 +107,10 @@ def peer(count: int, runtime: str) -> dict[str, float]:
     """Local: ``count`` bare interpreters importing asyncio, all at once, until all
     exit. Docker: ``count`` containers by the docker CLI (bench/lab_up.py's peer)."""
     if runtime == "docker":
-        subnet = "172.29.0.0/22" if count > 253 else "172.29.8.0/24"
+        from mxlab.lab.runtime.docker import DockerRuntime
+
+        # where the lab was (a /22 pinned above 253 nodes), else any /24 free now
+        subnet = DockerRuntime().choose_subnet(parse_topology(topology(count // 2), "peer"))
         return {"ready": time_cli(ensure_image(docker.from_env()), count, subnet), "rss_node": 0}
     started = time.monotonic()
     procs = [
