@@ -16,6 +16,7 @@ missing)
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import statistics
@@ -25,12 +26,13 @@ import tempfile
 import time
 
 import docker
+import docker.errors
 
 from mxlab.lab import labdir
 from mxlab.lab.image import ensure_image, runtime_volume
 from mxlab.lab.plan import make_plan
 from mxlab.lab.runtime.base import SubnetTaken
-from mxlab.lab.runtime.docker import DockerRuntime, container_name
+from mxlab.lab.runtime.docker import DockerRuntime, container_name, remove_network
 from mxlab.lab.topology import parse_topology
 
 DOMAINS = 4  # 1 DNS + a relay and a store per domain + 1 edge relay = 10 nodes
@@ -106,8 +108,10 @@ def time_cli(image: str, n: int, subnet: str) -> float:
             subprocess.run(argv, check=True, capture_output=True)
         return time.monotonic() - started
     finally:
-        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
-        subprocess.run(["docker", "network", "rm", net], capture_output=True)
+        for i in range(0, n, 10):  # `docker rm` of 100 at once leaked an endpoint here
+            subprocess.run(["docker", "rm", "-f", *names[i : i + 10]], capture_output=True)
+        with contextlib.suppress(docker.errors.NotFound):  # not made, if its create failed
+            remove_network(docker.from_env().networks.get(net))  # waits out stale endpoints
 
 
 def main() -> int:

@@ -121,7 +121,7 @@ def test_network_with_an_endpoint_left_is_still_removed() -> None:
     """Under load the engine can hold a removed container's endpoint a while ("has
     active endpoints"); down disconnects what is left instead of failing."""
     assert CLIENT is not None
-    from mxlab.lab.runtime.docker import _remove_network
+    from mxlab.lab.runtime.docker import remove_network
 
     net = CLIENT.networks.create("mxlab-test-endpoint", labels={"mxlab.test": "1"})
     held = CLIENT.containers.run(
@@ -129,7 +129,7 @@ def test_network_with_an_endpoint_left_is_still_removed() -> None:
         network="mxlab-test-endpoint", labels={"mxlab.test": "1"}, detach=True,
     )  # fmt: skip
     try:
-        _remove_network(net)
+        remove_network(net)
         assert CLIENT.networks.list(names=["mxlab-test-endpoint"]) == []
     finally:
         held.remove(force=True)

@@ -73,7 +73,7 @@ def _home() -> str:
     return str(labdir.home().resolve())
 
 
-def _remove_network(net: Network) -> None:
+def remove_network(net: Network) -> None:
     """Container removal can return before the engine has released the container's
     endpoint ("has active endpoints", under load): disconnect what is left and retry,
     until a deadline."""
@@ -218,7 +218,7 @@ class DockerRuntime(Runtime):
             if net.name != network_name(lab):  # the filter matches substrings
                 continue
             if (net.attrs.get("Labels") or {}).get(HOME) == _home():
-                _remove_network(net)
+                remove_network(net)
                 continue
             raise LabError(
                 f"docker network {net.name} exists already (another MXLAB_HOME's lab "
@@ -293,7 +293,7 @@ class DockerRuntime(Runtime):
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda c: c.remove(force=True), self._containers(lab)))
         for net in self.client.networks.list(filters=self._mine(lab)):
-            _remove_network(net)
+            remove_network(net)
 
     def status(self, lab: str) -> list[NodeStatus]:
         out = []
