@@ -111,6 +111,12 @@ class TestOnTheEngine:
         assert labels[image.RUNTIME_LABEL] == DOCKER.images.get(tag).id
         assert not DOCKER.containers.list(all=True, filters={"label": image.RUNTIME_LABEL})
         mount = {name: {"bind": image.RUNTIME_DIR, "mode": "ro,nocopy"}}
-        argv = ["python3", "-c", "import json, mxlab.nodes; print(json.__file__)"]
-        out = DOCKER.containers.run(tag, argv, volumes=mount, remove=True)
-        assert out.decode().strip() == f"{image.RUNTIME_DIR}/stdlib/json/__init__.py"
+        code = "import json, sys, mxlab.nodes; print(sys.executable, json.__file__);"
+        code += "print(*sorted({l.split()[-1] for l in open('/proc/self/maps') if '.so' in l}))"
+        out = DOCKER.containers.run(tag, ["python3", "-c", code], volumes=mount, remove=True)
+        first, libraries = out.decode().splitlines()
+        assert first.split() == [
+            f"{image.RUNTIME_DIR}/bin/python3", f"{image.RUNTIME_DIR}/stdlib/json/__init__.py"
+        ]  # fmt: skip
+        elsewhere = [p for p in libraries.split() if not p.startswith(image.RUNTIME_DIR)]
+        assert len(elsewhere) == 1 and "/ld-linux" in elsewhere[0]  # the loader alone

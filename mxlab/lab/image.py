@@ -229,19 +229,23 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 # -- node image ---------------------------------------------------------------------
-# The stdlib moves into /opt/mxlab (a symlink stays where it was) and leads the path, so
-# everything Python reads as a node starts lies under RUNTIME_DIR: see runtime_volume.
+# Everything a node maps or reads as it starts lies under RUNTIME_DIR (see runtime_volume):
+# the interpreter (a copy, not a link), the stdlib (moved there, a symlink left behind,
+# and first on the path) and the shared libraries they load (found with ldd).
 DOCKERFILE = """\
 FROM {base}
 COPY wheels /tmp/wheels
-RUN python3 -m venv /opt/mxlab \\
+RUN python3 -m venv --copies /opt/mxlab \\
  && /opt/mxlab/bin/pip install --no-index --no-cache-dir --find-links /tmp/wheels {pins} \\
  && rm -rf /tmp/wheels \\
  && stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \\
- && mv "$stdlib" /opt/mxlab/stdlib && ln -s /opt/mxlab/stdlib "$stdlib"
+ && mv "$stdlib" /opt/mxlab/stdlib && ln -s /opt/mxlab/stdlib "$stdlib" \\
+ && mkdir /opt/mxlab/syslib \\
+ && find /opt/mxlab -name '*.so*' -type f | xargs ldd /opt/mxlab/bin/python3 \\
+  | awk '$2 == "=>" && $3 ~ /^\\// {{print $3}}' | sort -u | xargs cp -L -t /opt/mxlab/syslib
 COPY mxlab /opt/mxlab/lib/mxlab
 RUN /opt/mxlab/bin/python -m compileall -q /opt/mxlab/lib /opt/mxlab/stdlib
-ENV PATH=/opt/mxlab/bin:$PATH \
+ENV PATH=/opt/mxlab/bin:$PATH LD_LIBRARY_PATH=/opt/mxlab/syslib \
     PYTHONPATH=/opt/mxlab/stdlib:/opt/mxlab/stdlib/lib-dynload:/opt/mxlab/lib \
     PYTHONDONTWRITEBYTECODE=1 MALLOC_ARENA_MAX=2
 WORKDIR /mxlab
@@ -297,7 +301,8 @@ def runtime_volume(client: docker.DockerClient, image: str = IMAGE) -> str:
 
     On an engine whose storage driver is fuse-overlayfs (rootless Docker, Docker in
     Docker) every file a starting node reads goes through a FUSE daemon, and each
-    container's page cache is its own: a node took 0.22 s to import instead of 0.11 s.
+    container's page cache is its own: a relay took 0.22 s to import instead of 0.11 s,
+    and the interpreter and libcrypto it maps (10 MiB) were counted whole in every node.
     A volume is a plain directory, read at native speed and cached once for all nodes.
     The engine fills an empty volume from the image when a container is created with it;
     that is done once per image build, under a lock, so no lab mounts a half-filled one.
