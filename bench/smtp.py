@@ -385,13 +385,16 @@ def main() -> None:
         profiles["large"] = (args.large_messages, args.large_size)
     runs: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
     probes: dict[tuple[int, str], tuple[list[float], ...]] = {}
+    load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="mxlab-bench-") as tmp,
         postfix_relay(Path(tmp)),
         mxlab_relay(Path(tmp) / "mxlab"),
     ):
         # Both relays run side by side and take turns, so load from elsewhere on the
-        # machine falls on both alike; each figure is the median of the rounds.
+        # machine falls on both; each figure is the median of the rounds. Not quite
+        # alike: the kernel shares a busy CPU by thread, and Postfix's several
+        # processes get more of it than our one, so the load is printed too.
         for profile, (messages, size) in profiles.items():
             for sessions in args.sessions:
                 for _ in range(args.rounds):
@@ -407,6 +410,9 @@ def main() -> None:
         "smtp-source -> relay -> smtp-sink, fsync on both; "
         f"median of {args.rounds} alternating rounds"
     )
+    cores = os.cpu_count()
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {cores} cores"
+    print(f"load average: {load} (a loaded machine favours Postfix's many processes)")
     head = ("profile", "sessions", "relay", "accepted/s", "relayed/s")
     print("{:<24}{:<9}{:<9}{:>11}{:>11}".format(*head))
     rate: dict[tuple[str, int, str], float] = {}
