@@ -120,3 +120,22 @@ class TestOnTheEngine:
         ]  # fmt: skip
         elsewhere = [p for p in libraries.split() if not p.startswith(image.RUNTIME_DIR)]
         assert len(elsewhere) == 1 and "/ld-linux" in elsewhere[0]  # the loader alone
+
+    def test_an_empty_volume_the_engine_made_is_filled(self, tmp_path: Path) -> None:
+        """A container mounting a runtime volume removed meanwhile makes the engine create
+        it empty, without labels: the next fill replaces it."""
+        assert DOCKER is not None
+        (tmp_path / "Dockerfile").write_text(f"FROM {image.ensure_image(DOCKER)}\nLABEL t=1\n")
+        other, _ = DOCKER.images.build(path=str(tmp_path), tag="mxlab-node-test:empty-volume")
+        name = f"mxlab-runtime-{other.id.split(':')[-1][:12]}"
+        DOCKER.volumes.create(name)
+        try:
+            assert image.runtime_volume(DOCKER, other.id) == name
+            mount = {name: {"bind": image.RUNTIME_DIR, "mode": "ro,nocopy"}}
+            out = DOCKER.containers.run(
+                other.id, ["python3", "-c", "print(1)"], volumes=mount, remove=True
+            )
+            assert out == b"1\n"
+        finally:
+            DOCKER.volumes.get(name).remove()
+            DOCKER.images.remove(other.id)

@@ -309,13 +309,14 @@ def runtime_volume(client: docker.DockerClient, image: str = IMAGE) -> str:
     """
     built = client.images.get(image).id
     name = f"mxlab-runtime-{built.split(':')[-1][:12]}"
+    labels = {RUNTIME_LABEL: built}
     with _runtime_lock():
         try:
-            client.volumes.get(name)
-            return name
+            if client.volumes.get(name).attrs.get("Labels") == labels:
+                return name
+            client.volumes.get(name).remove()  # unlabelled: made empty by the engine
         except docker.errors.NotFound:
             pass
-        labels = {RUNTIME_LABEL: built}
         client.volumes.create(name, labels=labels)
         try:
             mount = {name: {"bind": RUNTIME_DIR, "mode": "ro"}}
