@@ -4,9 +4,11 @@ with N (nothing may grow faster than linear).
     python bench/scale.py [--runtime local|docker] [--sizes 10,50,100,200]
 
 Each domain gets a relay (its MX and submission) and a store; one DNS node serves all:
-2N+1 nodes. Per N: seconds from `up` to every node answering its protocol, the nodes'
-RSS and PSS summed (from /proc; PSS shares a page among the processes mapping it, so its
-sum is what the lab costs the machine) and per node, and seconds for `down`.
+2N+1 nodes. Per N: seconds from `up` to every node answering its protocol (and of those,
+the seconds until the first node is started: planning, its keys and password hashes,
+and writing the lab directory), the nodes' RSS and PSS summed (from /proc; PSS shares a
+page among the processes mapping it, so its sum is what the lab costs the machine) and
+per node, and seconds for `down`.
 
 The peer, measured in the same run: on the local runtime, as many bare Python processes
 as the lab has nodes (``python3 -c "import asyncio"``, the floor any Python node starts
@@ -82,9 +84,16 @@ def measure(n: int, runtime: str) -> dict[str, float]:
     if runtime == "docker":
         client = docker.from_env(timeout=900)  # a rebuild (and its runtime volume) is not `up`
         runtime_volume(client, ensure_image(client))
+    first_start: list[float] = []  # when the first node is started: the plan is written
+
+    def progress(line: str) -> None:
+        if line.startswith("starting ") and not first_start:
+            first_start.append(time.monotonic())
+
     started = time.monotonic()
-    plan, _ = bring_up(topo, runtime, lambda line: None)
+    plan, _ = bring_up(topo, runtime, progress)
     ready = time.monotonic() - started
+    planned = (first_start or [started])[0] - started
     try:
         mem = [memory_kib(pid) for pid in node_pids(plan, runtime).values()]
     finally:
@@ -94,7 +103,7 @@ def measure(n: int, runtime: str) -> dict[str, float]:
     rss, pss = (sum(m[i] for m in mem) / 1024 for i in (0, 1))
     nodes = len(plan.nodes)
     return {
-        "nodes": nodes, "ready": ready, "down": down, "rss": rss, "pss": pss,
+        "nodes": nodes, "ready": ready, "planned": planned, "down": down, "rss": rss, "pss": pss,
         "rss_node": rss / nodes, "pss_node": pss / nodes,
         "rss_max": max(m[0] for m in mem) / 1024,
     }  # fmt: skip
@@ -135,7 +144,8 @@ def main() -> int:
         r = rows[n]
         print(
             f"N={n:4d} nodes={r['nodes']:4.0f}  ready {r['ready']:6.2f} s"
-            f" (peer {r['peer_ready']:5.2f} s, {r['ready'] / r['peer_ready']:4.1f}x)"
+            f" (planned in {r['planned']:5.2f} s; peer {r['peer_ready']:5.2f} s,"
+            f" {r['ready'] / r['peer_ready']:4.1f}x)"
             f"  down {r['down']:5.2f} s  RSS {r['rss']:7.0f} MiB ({r['rss_node']:4.1f}/node,"
             f" max {r['rss_max']:4.1f}; peer {r['peer_rss_node']:4.1f}/node)"
             f"  PSS {r['pss']:7.0f} MiB ({r['pss_node']:4.1f}/node)",

@@ -230,7 +230,7 @@ class LocalRuntime(Runtime):
             _check_free(node)
         # Our own node programs need no other node to start (they resolve and relay only
         # when mail comes): one warm process per role forks them all at once (the DNS
-        # node's zones compile while the stores and relays start), and all are waited
+        # node loads its zones while the stores and relays start), and all are waited
         # for at once. Other software starts after the tiers before it answer.
         early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
         warm, self._warm = self._warm, None
@@ -241,6 +241,9 @@ class LocalRuntime(Runtime):
         with warm or _Forkers(plan.lab, roles) as forkers:
             tiers = {role: [n.name for n in ours if n.role == role and n.name in early]
                      for role in START_ORDER}  # fmt: skip
+            for role, names in tiers.items():
+                if names:
+                    progress(f"starting {role}: {', '.join(names)}")
             with labdir.private():
                 pids = forkers.fork(
                     {
@@ -252,9 +255,6 @@ class LocalRuntime(Runtime):
                     for name, pid in zip(names, pids[role], strict=True):
                         _pid_file(plan, name).write_text(str(pid))
             forkers.close()  # the spawners exit while their nodes start
-            for role, names in tiers.items():
-                if names:
-                    progress(f"starting {role}: {', '.join(names)}")
             if early:
                 group = [n for n in ours if n.name in early]
                 wait_ready(group, time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
