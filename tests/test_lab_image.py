@@ -126,7 +126,9 @@ class TestOnTheEngine:
         it empty, without labels: the next fill replaces it."""
         assert DOCKER is not None
         (tmp_path / "Dockerfile").write_text(f"FROM {image.ensure_image(DOCKER)}\nLABEL t=1\n")
-        other, _ = DOCKER.images.build(path=str(tmp_path), tag="mxlab-node-test:empty-volume")
+        other, _ = DOCKER.images.build(
+            path=str(tmp_path), tag="mxlab-node-test:empty-volume", rm=True
+        )
         name = f"mxlab-runtime-{other.id.split(':')[-1][:12]}"
         DOCKER.volumes.create(name)
         try:
