@@ -76,7 +76,8 @@ def _home() -> str:
 def remove_network(net: Network) -> None:
     """Container removal can return before the engine has released the container's
     endpoint ("has active endpoints", under load): disconnect what is left and retry,
-    until a deadline."""
+    until a deadline. Docker 20.10 can also lose count of a network's endpoints for good
+    (moby#43286: it lists none, yet refuses); then only restarting the engine frees it."""
     deadline = time.monotonic() + NETWORK_RELEASE_TIMEOUT
     while True:
         try:
@@ -85,8 +86,13 @@ def remove_network(net: Network) -> None:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
-            if "active endpoints" not in str(exc.explanation) or time.monotonic() > deadline:
+            if "active endpoints" not in str(exc.explanation):
                 raise
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"docker network {net.name} is still held by the engine with no "
+                    "container on it (moby#43286): restart the Docker engine to free it"
+                ) from None
         net.reload()
         for endpoint in net.attrs.get("Containers") or {}:
             with contextlib.suppress(docker.errors.APIError):
