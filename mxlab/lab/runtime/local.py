@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mxlab.lab import kinds, labdir
@@ -295,13 +294,14 @@ class LocalRuntime(Runtime):
         return check
 
     def down(self, lab: str) -> None:
-        """Relays, then stores, then DNS (the reverse of up), each tier's nodes stopped
-        together: one after the other, 200 nodes took ~25 ms each."""
+        """Relays, then stores, then DNS (the reverse of up), each tier's nodes signalled
+        together and then waited for together: one after the other, 200 nodes took ~25 ms
+        each."""
         plan = labdir.read_plan(lab)
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            for role in reversed(START_ORDER):
-                tier = [n.name for n in plan.start_order() if n.role == role]
-                list(pool.map(lambda name: self.stop(plan, name), tier))
+        for role in reversed(START_ORDER):
+            self._signal(
+                plan, [n.name for n in plan.start_order() if n.role == role], signal.SIGTERM
+            )
 
     def status(self, lab: str) -> list[NodeStatus]:
         plan = labdir.read_plan(lab)
@@ -324,32 +324,41 @@ class LocalRuntime(Runtime):
         self._spawn(plan, target)
         wait_ready([target], time.monotonic() + READY_TIMEOUT, self._why_dead(plan))
 
-    def _signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
-        pid_file = _pid_file(plan, node)
-        self._children.pop(node, None)
-        pid = _node_pid(plan, node)
-        if pid is None:
-            pid_file.unlink(missing_ok=True)
-            return
-        procs = [pid, *_descendants(pid)]  # ended only when all are: they hold its ports
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
+    def _signal(self, plan: LabPlan, nodes: list[str], sig: signal.Signals) -> None:
+        """Signal each node's process group, then wait until every process of each is
+        gone (they hold its ports); SIGKILL those still there at the deadline."""
+        groups: dict[str, list[int]] = {}
+        for node in nodes:
+            self._children.pop(node, None)
+            pid = _node_pid(plan, node)
+            if pid is None:
+                _pid_file(plan, node).unlink(missing_ok=True)
+                continue
+            groups[node] = [pid, *_descendants(pid)]  # ended only when all are
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while any(_alive(p) for p in procs):
+        while groups:
+            for node, procs in list(groups.items()):
+                if not any(_alive(p) for p in procs):
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(procs[0], os.WNOHANG)  # reap when this process is the parent
+                    _pid_file(plan, node).unlink(missing_ok=True)
+                    del groups[node]
+            if not groups:
+                break
             if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                for procs in groups.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(procs[0], signal.SIGKILL)
                 deadline = time.monotonic() + STOP_TIMEOUT
             time.sleep(0.02)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap when this process is the parent
-        pid_file.unlink(missing_ok=True)
 
     def stop(self, plan: LabPlan, node: str) -> None:
-        self._signal(plan, node, signal.SIGTERM)
+        self._signal(plan, [node], signal.SIGTERM)
 
     def kill(self, plan: LabPlan, node: str) -> None:
-        self._signal(plan, node, signal.SIGKILL)
+        self._signal(plan, [node], signal.SIGKILL)
 
     def signal(self, plan: LabPlan, node: str, sig: signal.Signals) -> None:
         pid = _node_pid(plan, node)
