@@ -23,6 +23,7 @@ PRIVATE_METHODS = [
     "_set_post_data_state",
     "_create_envelope",
     "_call_handler_hook",
+    "_timeout_cb",
 ]
 # attributes an SMTP instance carries after __init__ that our subclasses read or set
 PRIVATE_ATTRIBUTES = ["_smtp_methods", "_auth_methods", "_auth_require_tls", "_tls_protocol"]

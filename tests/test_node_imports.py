@@ -4,6 +4,7 @@ the node-side config loader checks what pydantic used to (types, unknown keys)."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,8 @@ def test_bad_config_names_the_field(plan, tmp_path: Path, change, message) -> No
 def test_the_node_command_line_is_read_without_argparse(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
     assert main(["--help"]) == 0
     assert "{dns,relay,sink,store} --config CONFIG" in capsys.readouterr().out
     assert main(["printer", "--config", "x.json"]) == 2
@@ -92,6 +95,7 @@ def test_the_node_command_line_is_read_without_argparse(
     missing = tmp_path / "none.json"
     assert main([f"--config={missing}", "dns"]) == 2  # either order, as argparse took it
     assert str(missing) in capsys.readouterr().err
+    assert os.umask(umask) == umask  # a refused node left this process's umask alone
 
 
 def _warmed(node_dir: Path) -> set[str]:

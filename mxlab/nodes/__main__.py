@@ -55,7 +55,6 @@ def _usage(problem: str) -> int:
 
 def run(role: str, config_path: str) -> int:
     """Load the config, check it is for ``role``, serve until SIGTERM; the exit code."""
-    os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -64,6 +63,9 @@ def run(role: str, config_path: str) -> int:
     if config.role != role:
         print(f"{config_path}: role is {config.role!r}, not {role!r}", file=sys.stderr)
         return 2
+    # Set once the node will serve, not before: main() refusing its arguments must leave
+    # the caller's umask as it was (the tests call it in pytest's own process).
+    os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
     module = importlib.import_module(ROLES[role])
     asyncio.run(_run(module, config))
     return 0
