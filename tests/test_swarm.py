@@ -176,6 +176,11 @@ class TestSwarm:
             ps = ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack}"]
             gone = lambda: not subprocess.run(ps, capture_output=True, text=True).stdout.strip()  # noqa: E731
             wait_for(gone, 60, "the stack's containers to go")
+            label = f"label=com.docker.stack.namespace={stack}"
+            vols = ["docker", "volume", "ls", "-q", "--filter", label]
+            names = subprocess.run(vols, capture_output=True, text=True).stdout.split()
+            if names:  # the nodes' state volumes: `stack rm` leaves them
+                subprocess.run(["docker", "volume", "rm", *names], capture_output=True, timeout=60)
 
 
 # From inside the stack: bob's MX by the lab's DNS, on port 25, as another MX would.
