@@ -26,6 +26,7 @@ from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
 from mxlab.lab.image import RUNTIME_DIR, ensure_image, runtime_volume
+from mxlab.lab.kinds.ours import OurKind
 from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime import netem
@@ -38,7 +39,6 @@ SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per
 LAB = "mxlab.lab"
 HOME = "mxlab.home"
 API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
-_OURS = ["-m", "mxlab.nodes"]  # argv[1:3] of our own node programs
 
 
 class _NoNetem(Exception):
@@ -181,7 +181,7 @@ class DockerRuntime(Runtime):
             # Our own node programs need no other node to start (they resolve and relay
             # only when mail comes): all start at once, and the tiers below only wait
             # for them. Other software starts after the tiers before it answer.
-            early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
+            early = {n.name for n in ours if isinstance(kinds.get(n.kind), OurKind)}
             list(pool.map(lambda n: made[n.name].start(), [n for n in ours if n.name in early]))
             for role in START_ORDER:
                 group = [n for n in ours if n.role == role]
@@ -199,7 +199,7 @@ class DockerRuntime(Runtime):
         for node in plan.nodes.values():
             kind = kinds.get(node.kind)
             if kind.runs and node.kind not in out:
-                ours = kind.argv(plan, node)[1:3] == _OURS
+                ours = isinstance(kind, OurKind)
                 out[node.kind] = image if ours else kind.image(self.client, progress)
         return out
 

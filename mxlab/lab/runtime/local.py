@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mxlab.lab import kinds, labdir
 from mxlab.lab.errors import LabError
+from mxlab.lab.kinds.ours import OurKind
 from mxlab.lab.plan import START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
@@ -21,7 +22,6 @@ from mxlab.lab.topology import Topology
 from mxlab.nodes.__main__ import ROLES
 
 READY_TIMEOUT = 30.0
-_OURS = ["-m", "mxlab.nodes"]  # argv[1:3] of our own node programs, forked warm
 STOP_TIMEOUT = 10.0
 
 
@@ -231,7 +231,7 @@ class LocalRuntime(Runtime):
         # when mail comes): one warm process per role forks them all at once (the DNS
         # node loads its zones while the stores and relays start), and all are waited
         # for at once. Other software starts after the tiers before it answer.
-        early = {n.name for n in ours if kinds.get(n.kind).argv(plan, n)[1:3] == _OURS}
+        early = {n.name for n in ours if isinstance(kinds.get(n.kind), OurKind)}
         warm, self._warm = self._warm, None
         if warm is not None and warm.lab != plan.lab:
             warm.__exit__()
