@@ -266,3 +266,20 @@ def test_a_fuzz_run_never_crashes_the_server(node: InProcessStore) -> None:
         sock.sendall(b"s EXAMINE INBOX\r\nf FETCH 1 BODY.PEEK[HEADER.FIELDS (Subject)]\r\n")
         out = read_until(sock, b"f OK")
         assert b"Subject: fuzz" in out
+
+
+def test_stopping_with_sessions_open_logs_nothing(tmp_path: Path) -> None:
+    """Sessions still open when the node stops are cancelled; none may reach the loop's
+    exception handler (Python 3.11 reported each one there; cpython gh-113538)."""
+    node = InProcessStore(tmp_path, LIMITS)
+    node.start()
+    try:
+        imap = imap_login(node)
+        pop3 = node.connect(node.config.pop3_port)
+        assert read_until(pop3, b"\r\n").startswith(b"+OK")
+    finally:
+        node.stop()
+    with imap, pop3:
+        assert imap.recv(100) == b"" and pop3.recv(100) == b""  # both sessions ended
+    assert not node.thread.is_alive()
+    assert node.errors == []

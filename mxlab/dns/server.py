@@ -19,6 +19,7 @@ from mxlab.dns.answer import Responder
 from mxlab.dns.faults import Faults, mark_applied, read_request
 from mxlab.nodes.config import DnsNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.listen import quiet_on_stop
 from mxlab.nodes.reload import mark_applied as mark_config_applied
 from mxlab.nodes.reload import read_config
 
@@ -163,7 +164,7 @@ async def serve(config: DnsNodeConfig) -> None:
         udp = _UdpEndpoint(node, config.address, config.port)
         stack.callback(udp.close)
         server = await asyncio.start_server(
-            lambda r, w: _tcp_client(node, r, w), config.address, config.port
+            quiet_on_stop(lambda r, w: _tcp_client(node, r, w)), config.address, config.port
         )
         stack.push_async_callback(server.wait_closed)
         stack.callback(server.close)

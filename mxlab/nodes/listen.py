@@ -1,12 +1,30 @@
-"""Opening a node's listeners: a busy port ends the node with one clear line."""
+"""Opening a node's listeners: a busy port ends the node with one clear line, and a
+connection cut off by the node's stop ends quietly."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from mxlab.nodes.config import NodeBase
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def quiet_on_stop(handler: StreamHandler) -> StreamHandler:
+    """A ``start_server`` callback whose task, cancelled when the node stops, returns
+    instead of ending cancelled: Python 3.11's stream protocol calls ``task.exception()``
+    on the finished task, which raises CancelledError into the loop's exception handler
+    (cpython gh-113538, mended in 3.12)."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+
+    return client
 
 
 async def listen(

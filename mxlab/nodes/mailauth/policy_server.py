@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import h11
 
+from mxlab.nodes.listen import quiet_on_stop
 from mxlab.nodes.mailauth.sts_policy import PATH
 
 MAX_REQUEST = 8192
@@ -75,4 +76,4 @@ async def serve_policies(
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, address, port, ssl=tls)
+    return await asyncio.start_server(quiet_on_stop(handle), address, port, ssl=tls)

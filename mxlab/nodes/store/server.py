@@ -15,7 +15,7 @@ from typing import Protocol
 
 from mxlab.nodes.config import StoreNodeConfig
 from mxlab.nodes.events import emit
-from mxlab.nodes.listen import listen
+from mxlab.nodes.listen import listen, quiet_on_stop
 from mxlab.nodes.reload import on_sighup
 from mxlab.nodes.store.auth import Authenticator
 from mxlab.nodes.store.imap_session import ImapSession
@@ -174,7 +174,7 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
             )
             await run_imap(session, reader, writer, tls, limits)
 
-        return client
+        return quiet_on_stop(client)
 
     def pop3_client(secure: bool) -> Callable[..., Awaitable[None]]:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -182,7 +182,7 @@ async def serve(config: StoreNodeConfig, limits: StoreLimits | None = None) -> N
             timeouts = (limits.login_timeout, limits.pop3_timeout)
             await run_session(session, reader, writer, timeouts, tls=tls)
 
-        return client
+        return quiet_on_stop(client)
 
     def reload(new: StoreNodeConfig) -> None:
         """SIGHUP: users added, removed or given new passwords log in and take delivery
