@@ -3,6 +3,8 @@ the node-side config loader checks what pydantic used to (types, unknown keys)."
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import os
 import subprocess
@@ -10,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from mxlab.lab.plan import make_plan
 from mxlab.lab.topology import parse_topology
-from mxlab.nodes.__main__ import main
+from mxlab.nodes.__main__ import ROLES, main, run
 from mxlab.nodes.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +126,29 @@ def test_a_relay_spawner_loads_mail_authentication_only_for_relays_using_it(
     (tmp_path / "off/config.json").write_text(json.dumps(data))
     assert _warmed(tmp_path / "off").isdisjoint({"dkim", "spf", "mxlab.nodes.mailauth.verify"})
     assert _warmed(tmp_path) == set()  # no config: nothing warmed, the node will say why
+
+
+@pytest.mark.parametrize(("role", "on_uvloop"), [("relay", True), ("store", False)])
+def test_each_role_runs_on_its_event_loop(
+    plan,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    role: str,
+    on_uvloop: bool,
+) -> None:
+    """The relay's throughput wants libuv's loop; the others keep asyncio's memory."""
+    node = next(n for n in plan.nodes.values() if n.role == role)
+    path = tmp_path / "config.json"
+    path.write_text(node.config.model_dump_json())
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve(_config: object) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    monkeypatch.setattr(importlib.import_module(ROLES[role]), "serve", serve)
+    umask = os.umask(0o022)
+    try:
+        assert run(role, str(path)) == 0
+    finally:
+        os.umask(umask)  # run() sets the node's 077
+    assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop) is on_uvloop

@@ -34,7 +34,7 @@ RUNTIME_DIR = "/opt/mxlab"  # the venv, the node code and the stdlib: all a node
 RUNTIME_LABEL = "mxlab.runtime"  # on runtime volumes and their filling containers: the image id
 PYTHON_BASES = ("python:3.11-slim", "python:3.12-slim", "python:3.11", "python:3-slim")
 # What a node process imports; the lab side (docker SDK, typer, rich...) stays on the host.
-NODE_DEPENDENCIES: tuple[str, ...] = ("aiosmtpd", "dnslib", "dnspython", "pydantic")
+NODE_DEPENDENCIES: tuple[str, ...] = ("aiosmtpd", "dnslib", "dnspython", "pydantic", "uvloop")
 # the relay's mail authentication (mxlab.nodes.mailauth)
 NODE_DEPENDENCIES += ("dkimpy", "pynacl", "pyspf", "authres", "srslib")
 NODE_PACKAGES = ("nodes", "dns")  # subpackages of mxlab a node runs

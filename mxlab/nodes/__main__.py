@@ -12,7 +12,8 @@ from typing import Any
 
 from mxlab.nodes.config import ConfigError, load_config
 
-# role -> module whose ``serve(config)`` coroutine runs the node until cancelled
+# role -> module whose ``serve(config)`` coroutine runs the node until cancelled, on the
+# event loop its ``new_event_loop`` makes if it has one (asyncio's otherwise)
 ROLES = {
     "dns": "mxlab.dns.server",
     "relay": "mxlab.nodes.relay.server",
@@ -67,7 +68,8 @@ def run(role: str, config_path: str) -> int:
     # the caller's umask as it was (the tests call it in pytest's own process).
     os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
     module = importlib.import_module(ROLES[role])
-    asyncio.run(_run(module, config))
+    with asyncio.Runner(loop_factory=getattr(module, "new_event_loop", None)) as runner:
+        runner.run(_run(module, config))
     return 0
 
 
