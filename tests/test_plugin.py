@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import yaml
 
 import mxlab
 from mxlab.lab.runtime.docker import HOME
-from mxlab.testing.reaper import labs_left
+from mxlab.testing.reaper import LOG, Reaper, labs_left
 from mxlab.testing.report import SECTION_CHARS, bounded
 from tests.conftest import DOCKER, ROOT, needs_docker, wait_for
 
@@ -223,6 +224,18 @@ def test_report_sections_are_bounded() -> None:
 def test_the_reaper_reaps_what_was_started_and_not_brought_down() -> None:
     lines = io.StringIO("+a\n+b\n-a\n+c\n")
     assert labs_left(lines) == ["b", "c"]
+
+
+def test_what_the_reaper_prints_is_kept_in_its_log(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It outlives the run, so its own log is where a failure can be read."""
+    monkeypatch.setenv("PYTHONVERBOSE", "1")  # the interpreter reports its imports on stderr
+    reaper = Reaper()
+    reaper.close()
+    log = home / LOG
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert "import 'mxlab'" in log.read_text()
 
 
 def test_leftovers_of_earlier_runs_are_cleaned_on_the_next_start(

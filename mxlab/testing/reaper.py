@@ -8,7 +8,9 @@ catch), the watchdog brings down every lab still named and then collects what an
 run of this MXLAB_HOME left (``mxlab.gc``), as it also does when it starts: the leftovers
 of a run whose reaper died with it are gone by the next run.
 
-Run as ``python -m mxlab.testing.reaper``; :class:`Reaper` starts and feeds it.
+Run as ``python -m mxlab.testing.reaper``; :class:`Reaper` starts and feeds it. What it
+prints (a lab that would not come down, a traceback) goes to ``reaper.log`` in
+MXLAB_HOME: it outlives the run, so nothing else would show it.
 """
 
 from __future__ import annotations
@@ -20,19 +22,29 @@ import subprocess
 import sys
 from typing import IO
 
+from mxlab.lab.labdir import home
+
+LOG = "reaper.log"
+
 
 class Reaper:
     """The parent's side: the watchdog process and the write end of its pipe."""
 
     def __init__(self) -> None:
         read, write = os.pipe()  # both ends close-on-exec: only the watchdog gets `read`
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mxlab.testing.reaper"],
-            stdin=read,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C or a killed process group spares it
-        )
+        root = home()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = os.open(root / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "mxlab.testing.reaper"],
+                stdin=read,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C or a killed process group spares it
+            )
+        finally:
+            os.close(log)
         os.close(read)
         self._pipe: IO[str] = os.fdopen(write, "w", buffering=1)
 
