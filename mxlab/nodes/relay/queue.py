@@ -191,10 +191,12 @@ class Spool:
 
     def finish(self, envelope: Envelope) -> None:
         """Append the envelope, rename to the final name, fsync (blocking). Renamed
-        first, so the one fsync commits the data and the name together (the
-        directory fsync after it finds nothing left to commit); a file renamed but
-        cut short by a crash has no valid envelope line and is never loaded as mail.
-        Nothing was acknowledged before the fsync returned."""
+        first: on a journaled ext4 the one fsync commits the data and the name
+        together and the directory fsync that ``put_many`` does next finds nothing
+        left; without a journal (ext2-style, or ext4 made without one) it is that
+        directory fsync which makes the name durable, and no 250 goes out before it.
+        A file renamed but cut short by a crash has no valid envelope line and is
+        never loaded as mail."""
         _write_all(self._fd, _envelope_line(envelope))
         os.replace(self.tmp, self.final)
         os.fsync(self._fd)
