@@ -102,6 +102,7 @@ def test_mx_outside_the_lab_takes_mail(lab: tuple[mxlab.Lab, Sink]) -> None:
     assert body == sent.data
     assert hops == ["mx.alpha.test"]
     assert kept.peer == running.plan.nodes["mx"].address
+    assert kept.tls is None  # `mxlab sink serve` has no certificate: no STARTTLS offered
 
 
 def test_next_hop_outside_the_lab(lab: tuple[mxlab.Lab, Sink]) -> None:
@@ -120,16 +121,26 @@ def test_sink_node_keeps_mail(lab: tuple[mxlab.Lab, Sink]) -> None:
     sent = running.send("alice@alpha.test", ["x@caught.test", "y@caught.test"])
     kept = running.sink("catch").wait_for(sent.message_id, timeout=30)
     assert sorted(kept.rcpt_tos) == ["x@caught.test", "y@caught.test"]
+    # the sink node has a lab-CA certificate and offers STARTTLS, which the relay takes
+    assert kept.tls == "TLSv1.3"
     assert split_trace(kept.data)[1] == sent.data
     trace = [(e.node, e.event) for e in running.trace(sent.message_id)]
     assert ("catch", "sink.kept") in trace
     outcome = running.run_checks(
         [
             {"send": {"id": "m1", "from": "alice@alpha.test", "to": ["z@caught.test"]}},
-            {"expect_sink": {"id": "m1", "node": "catch", "within": 30}},
+            {"expect_sink": {"id": "m1", "node": "catch", "within": 30, "tls": True}},
         ]
     )
     assert outcome.ok, outcome.steps
+    outcome = running.run_checks(
+        [
+            {"send": {"id": "m3", "from": "alice@alpha.test", "to": ["v@caught.test"]}},
+            {"expect_sink": {"id": "m3", "node": "catch", "within": 30, "tls": False}},
+        ]
+    )
+    assert not outcome.ok
+    assert "received it over TLSv1.3" in str(outcome.steps)
     outcome = running.run_checks(
         [
             {"send": {"id": "m2", "from": "alice@alpha.test", "to": ["w@outside.test"]}},
@@ -157,17 +168,19 @@ def test_status_and_cli_show_the_outside(lab: tuple[mxlab.Lab, Sink]) -> None:
         env=dict(os.environ),
         check=True,
     ).stdout
-    assert f"to listed@outside.test  {sent.message_id}" in listed
+    assert f"to listed@outside.test  plaintext  {sent.message_id}" in listed
 
 
 def test_record_is_durable_and_private(tmp_path: Path) -> None:
     """Each message is two 0600 files; a message whose envelope is not yet in place
     (a crash between the renames) is not listed."""
     keep(tmp_path, "a@x.test", ["b@y.test"], "127.0.0.1", b"Subject: one\r\n\r\nbody\r\n")
+    keep(tmp_path, "c@x.test", ["d@y.test"], "127.0.0.2", b"Subject: two\r\n\r\n", "TLSv1.3")
     (tmp_path / "orphan.eml").write_bytes(b"half")
     found = messages(tmp_path)
-    assert [(m.mail_from, m.rcpt_tos, m.data) for m in found] == [
-        ("a@x.test", ["b@y.test"], b"Subject: one\r\n\r\nbody\r\n")
+    assert [(m.mail_from, m.rcpt_tos, m.data, m.tls) for m in found] == [
+        ("a@x.test", ["b@y.test"], b"Subject: one\r\n\r\nbody\r\n", None),
+        ("c@x.test", ["d@y.test"], b"Subject: two\r\n\r\n", "TLSv1.3"),
     ]
     for path in tmp_path.glob(f"{found[0].id}.*"):
         assert path.stat().st_mode & 0o777 == 0o600

@@ -60,4 +60,7 @@ def list_(
     for m in sink.messages():
         when = datetime.datetime.fromtimestamp(m.received).isoformat(timespec="seconds")
         rcpts = ", ".join(m.rcpt_tos)
-        out.print(f"{when}  {m.id}  from <{m.mail_from}> to {rcpts}  {m.message_id}", markup=False)
+        tls = m.tls or "plaintext"
+        out.print(
+            f"{when}  {m.id}  from <{m.mail_from}> to {rcpts}  {tls}  {m.message_id}", markup=False
+        )

@@ -243,7 +243,10 @@ def make_plan(
         elif role == "sink":
             node_ports = {"smtp": ports["smtp"]}
             config = SinkNodeConfig(
-                **base, smtp_port=ports["smtp"], max_message_size=topo.settings.max_message_size
+                **base,
+                smtp_port=ports["smtp"],
+                max_message_size=topo.settings.max_message_size,
+                tls=tls,
             )
         elif role == "resolver":
             node_ports = {"dns": ports["dns"]}

@@ -218,6 +218,7 @@ class ExpectSink(_Step):
     id: str
     node: str  # a node of kind sink
     within: float = Field(30.0, gt=0)
+    tls: bool | None = None  # true: every copy came over STARTTLS; false: none did
 
 
 class ExpectDns(_Step):

@@ -227,6 +227,10 @@ class Runner:
                     raise StepFailed(
                         f"{sent.id}: the copy {step.node} kept differs from what was sent"
                     )
+            wrong = [k for k in sink.find(sent.message_id) if (k.tls is not None) != step.tls]
+            if step.tls is not None and wrong:
+                how = "in plaintext" if step.tls else f"over {wrong[0].tls}"
+                raise StepFailed(f"{sent.id}: {step.node} received it {how} (from {wrong[0].peer})")
             got = {r.lower() for kept in sink.find(sent.message_id) for r in kept.rcpt_tos}
             missing = [r for r in sent.rcpts if r.lower() not in got]
             if missing:

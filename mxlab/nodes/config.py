@@ -219,6 +219,7 @@ class SinkNodeConfig(NodeBase):
     role: Literal["sink"] = "sink"
     smtp_port: int
     max_message_size: int = 10 * 1024 * 1024
+    tls: TlsFiles | None = None  # STARTTLS offered (RFC 3207), as a real MX would
 
 
 class ResolverNodeConfig(NodeBase):

@@ -26,6 +26,7 @@ class SinkMessage:
     peer: str  # the client's address
     received: float  # Unix time of the 250
     data: bytes
+    tls: str | None = None  # the TLS version the client started ("TLSv1.3"), or None
 
     @property
     def message_id(self) -> str:
@@ -42,13 +43,26 @@ def _write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def keep(directory: Path, mail_from: str, rcpt_tos: list[str], peer: str, data: bytes) -> str:
+def keep(
+    directory: Path,
+    mail_from: str,
+    rcpt_tos: list[str],
+    peer: str,
+    data: bytes,
+    tls: str | None = None,
+) -> str:
     """Store one message durably (DESIGN: Durability) and return its id."""
     tmp = directory / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     now = time.time()
     msg_id = f"{time.time_ns()}-{os.getpid()}-{next(_COUNTER)}"
-    envelope = {"mail_from": mail_from, "rcpt_tos": rcpt_tos, "peer": peer, "received": now}
+    envelope = {
+        "mail_from": mail_from,
+        "rcpt_tos": rcpt_tos,
+        "peer": peer,
+        "received": now,
+        "tls": tls,
+    }
     _write(tmp / f"{msg_id}.eml", data)
     _write(tmp / f"{msg_id}.json", json.dumps(envelope).encode())
     os.rename(tmp / f"{msg_id}.eml", directory / f"{msg_id}.eml")
@@ -70,6 +84,7 @@ def messages(directory: Path) -> list[SinkMessage]:
                 peer=envelope["peer"],
                 received=envelope["received"],
                 data=meta.with_suffix(".eml").read_bytes(),
+                tls=envelope.get("tls"),  # records from before STARTTLS have none
             )
         )
     return found

@@ -1,5 +1,7 @@
 """The sink's SMTP server (aiosmtpd): any sender, any recipient, every message kept
-(mxlab.nodes.sink.record) before the 250, as Postfix's smtp-sink or Mailpit do."""
+(mxlab.nodes.sink.record) before the 250, as Postfix's smtp-sink or Mailpit do. With
+a certificate it offers STARTTLS (RFC 3207) and records whether the client took it,
+so a lab can check that a relay sends over TLS where it is offered."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from mxlab.nodes.events import emit
 from mxlab.nodes.listen import listen
 from mxlab.nodes.message import message_id
 from mxlab.nodes.sink.record import keep
+from mxlab.nodes.tls import server_tls_context
 
 
 def sink_dir(state_dir: Path) -> Path:
@@ -32,10 +35,11 @@ class SinkHandler:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         rcpts = list(envelope.rcpt_tos)
         sender = envelope.mail_from or ""
-        msg_id = await asyncio.to_thread(keep, self.directory, sender, rcpts, peer, data)
+        tls = session.ssl["cipher"][1] if session.ssl else None  # after STARTTLS
+        msg_id = await asyncio.to_thread(keep, self.directory, sender, rcpts, peer, data, tls)
         emit(
             self.config.node, "sink.kept", message_id=message_id(data), id=msg_id,
-            mail_from=sender, to=rcpts, size=len(data),
+            mail_from=sender, to=rcpts, size=len(data), tls=tls,
         )  # fmt: skip
         return f"250 2.0.0 Ok: kept as {msg_id}"  # RFC 5321 §4.2: only after the fsync
 
@@ -48,6 +52,7 @@ async def serve(config: SinkNodeConfig, directory: Path | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     handler = SinkHandler(config, directory)
     loop = asyncio.get_running_loop()
+    tls = server_tls_context(config.tls) if config.tls else None
 
     def factory() -> Any:
         return SMTP(
@@ -57,6 +62,7 @@ async def serve(config: SinkNodeConfig, directory: Path | None = None) -> None:
             decode_data=False,  # the bytes exactly as received
             enable_SMTPUTF8=True,
             data_size_limit=config.max_message_size,
+            tls_context=tls,  # STARTTLS offered, not required: a sink takes any client
         )
 
     servers: list[asyncio.Server] = []
