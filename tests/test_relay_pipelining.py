@@ -6,6 +6,8 @@ The peer is a recording server in the test's own event loop."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from dataclasses import dataclass, field
 
 import pytest
@@ -13,7 +15,14 @@ import pytest
 from mxlab.nodes.relay.queue import MessageData
 from mxlab.nodes.relay.routing import Hop
 from mxlab.nodes.relay.sessions import SessionCache
-from mxlab.nodes.relay.transport import ClientIdentity, DsnParams, Outcome, Transfer, send
+from mxlab.nodes.relay.transport import (
+    ClientIdentity,
+    DsnParams,
+    Outcome,
+    Transfer,
+    failure,
+    send,
+)
 
 CONTENT = b"Subject: t\r\n\r\n.a line with a leading dot\r\nbody\r\n"
 WAIT = 5.0  # how long the server holds MAIL's reply back for the rest of a batch
@@ -190,3 +199,28 @@ def test_a_refused_sender_answers_for_every_recipient(pipelining: bool) -> None:
     assert {o.reply for o in out.values()} == {"553 5.7.1 sender refused"}
     assert recorder.messages == []
     assert recorder.commands[-1] == b"RSET"  # back in step for the next transaction
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        # asyncio's own wording of a refused connect, and uvloop's: the same deferral
+        (
+            ConnectionRefusedError(111, "Connect call failed ('10.0.0.5', 25)"),
+            "ConnectionRefusedError: [Errno 111] Connection refused",
+        ),
+        (
+            ConnectionRefusedError(111, "Connection refused"),
+            "ConnectionRefusedError: [Errno 111] Connection refused",
+        ),
+        # codes that are not errno values keep their own text
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            "gaierror: [Errno -2] Name or service not known",
+        ),
+        (ssl.SSLError(1, "wrong version number"), "SSLError: wrong version number"),
+        (TimeoutError(), "TimeoutError: "),
+    ],
+)
+def test_connection_failures_read_the_same_on_any_event_loop(error: OSError, said: str) -> None:
+    assert failure(error) == said

@@ -4,6 +4,8 @@ recipient; classifying them is the delivery worker's job."""
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +104,7 @@ async def send(
         except ValueError as exc:
             replies = dict.fromkeys(pending, f"553 5.1.3 {exc}")
         except (OSError, TimeoutError) as exc:
-            reply = f"451 4.4.1 {hop.name}: {exc.__class__.__name__}: {exc}"
+            reply = f"451 4.4.1 {hop.name}: {failure(exc)}"
             replies = dict.fromkeys(pending, reply)
         for rcpt, reply in replies.items():
             outcomes[rcpt] = Outcome(reply, hop.name, dsn_passed, hop.lmtp)
@@ -110,6 +112,16 @@ async def send(
         if not pending:
             break
     return outcomes
+
+
+def failure(exc: OSError) -> str:
+    """A connection's failure as the deferral says it, the same on any event loop: for
+    a refused connect asyncio says "Connect call failed ('10.0.0.5', 25)", uvloop
+    "Connection refused"; both become "[Errno 111] Connection refused"."""
+    code = exc.errno or 0
+    if code > 0 and not isinstance(exc, ssl.SSLError | socket.gaierror):  # theirs: no errno
+        return f"{exc.__class__.__name__}: [Errno {code}] {os.strerror(code)}"
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 async def _open(hop: Hop, me: ClientIdentity) -> Client:
