@@ -4,15 +4,21 @@ a copy sent again after a kill is answered 250 and not kept twice."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import Session
 
-from mxlab.nodes.config import Endpoint, LocalDomain
+from mxlab.nodes.config import Endpoint, LocalDomain, MailAuth
+from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.relay.dedupe import DuplicateFilter
+from mxlab.nodes.relay.delivery import Delivery
+from mxlab.nodes.relay.esmtp import RelayEnvelope
 from mxlab.nodes.relay.queue import Envelope, Queue, Recipient
+from mxlab.nodes.relay.smtpd import RelayHandler
 from mxlab.nodes.seen import SeenLog
 from mxlab.nodes.store.lmtp import DELIVERED_LOG, delivery_key
 from tests.conftest import wait_for
@@ -178,6 +184,64 @@ def test_the_relay_filter_survives_a_sigkill(tmp_path: Path) -> None:
         relay.stop()
     finally:
         sink.stop()
+
+
+def test_a_resend_racing_its_original_is_queued_once(tmp_path: Path) -> None:
+    """A client that gave up waiting for our 250 sends the message again while its
+    first copy is still being made durable (its filter records not yet written): the
+    resend waits for that copy and is answered with its queue id, not queued again."""
+    config = relay_config(tmp_path, mailauth=MailAuth(verify=False))
+    content = b"Received: from a by up.test id Q7; now\r\nSubject: race\r\n\r\nbody\r\n"
+
+    async def race() -> tuple[list[str], list[str]]:
+        state = Path(config.state_dir)
+        state.mkdir(parents=True)
+        dupes = DuplicateFilter(state / "duplicates.log", ttl=60)
+        queue = Queue(state / "queue", dupes)
+        delivery = Delivery(config, queue)
+        throttle = LoginThrottle(config.login_limits)
+        handler = RelayHandler(config, queue, delivery, dupes, throttle, submission=False)
+        gate = asyncio.Event()
+        accepted: list[str] = []
+        accept = delivery.accept
+
+        def held(env, spool, queued, **kw):  # noqa: ANN001, ANN003, ANN202 - Delivery.accept's
+            accepted.append(env.id)
+
+            async def durable_later() -> None:
+                await gate.wait()  # the first copy's fsync, taking its time
+                await accept(env, spool, queued, **kw)
+
+            return asyncio.get_running_loop().create_task(durable_later())
+
+        delivery.accept = held  # type: ignore[method-assign]
+
+        async def send() -> str:
+            session = Session(asyncio.get_running_loop())
+            session.peer, session.host_name = ("127.0.0.1", 40000), "up.test"
+            envelope = RelayEnvelope()
+            envelope.mail_from, envelope.rcpt_tos = "alice@alpha.test", ["bob@beta.test"]
+            envelope.dsn_rcpt["bob@beta.test"] = {}
+            envelope.incoming = handler.incoming(session, envelope)
+            envelope.incoming.write(content)
+            return await handler.handle_DATA(None, session, envelope)  # type: ignore[arg-type]
+
+        first = asyncio.create_task(send())
+        while not accepted:  # the first copy is being queued
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(send())
+        await asyncio.sleep(0.05)
+        assert not second.done()  # waiting for the first copy, not queued beside it
+        gate.set()
+        replies = list(await asyncio.gather(first, second))
+        await delivery.writer.close()
+        queue.close()
+        dupes.close()
+        return replies, accepted
+
+    replies, accepted = asyncio.run(race())
+    assert accepted == [accepted[0]]  # one copy queued
+    assert replies == [f"250 2.0.0 Ok: queued as {accepted[0]}"] * 2
 
 
 def test_records_lost_to_a_kill_come_back_from_the_queue(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ message twice either.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -26,6 +27,9 @@ MAX_ENTRIES = 100_000  # recipient copies remembered
 class DuplicateFilter:
     def __init__(self, path: Path, ttl: float, max_entries: int = MAX_ENTRIES) -> None:
         self.log = SeenLog(path, ttl, max_entries)
+        # digests of messages being queued now, done once each is queued or dropped: a
+        # copy of one arriving meanwhile waits (its records are not written yet)
+        self.in_flight: dict[str, asyncio.Future[None]] = {}
 
     @staticmethod
     def hasher(sender: str) -> hashlib._Hash:

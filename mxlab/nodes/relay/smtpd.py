@@ -249,10 +249,51 @@ class RelayHandler:
                 emit(self.config.node, "error", error=f"queue write failed: {message.failed}")
             return refusal
         key = message.digest()
+        # RFC 1047: a client that gave up waiting for our 250 sends the message again,
+        # maybe while its first copy is still being made durable, before that copy's
+        # records exist; the resend waits for the first copy, then finds its records
+        in_flight = self.duplicates.in_flight
+        while (original := in_flight.get(key)) is not None:
+            await asyncio.shield(original)
         known_id, rcpts = self.duplicates.check(key, envelope.rcpt_tos)
         if not rcpts:
             emit(self.config.node, "duplicate", queue_id=known_id, client=client_ip(session))
             return f"250 2.0.0 Ok: queued as {known_id}"
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        in_flight[key] = done
+
+        def settle(_: object = None) -> None:
+            """This copy is queued, refused or dropped: resends waiting for it go on."""
+            del in_flight[key]
+            done.set_result(None)
+
+        try:
+            queueing = await self._check_and_queue(session, envelope, message, key, rcpts)
+        except BaseException:
+            settle()
+            raise
+        if isinstance(queueing, str):  # refused
+            settle()
+            return queueing
+        queueing.add_done_callback(settle)  # not when this session ends: the write goes on
+        try:
+            # shielded: a client hanging up now cancels this session, not the write
+            await asyncio.shield(queueing)
+        except OSError as exc:
+            emit(self.config.node, "error", error=f"queue write failed: {exc}")
+            return QUEUE_UNAVAILABLE
+        return f"250 2.0.0 Ok: queued as {message.qid}"
+
+    async def _check_and_queue(
+        self,
+        session: Session,
+        envelope: RelayEnvelope,
+        message: Incoming,
+        key: str,
+        rcpts: list[str],
+    ) -> str | asyncio.Task[None]:
+        """Mail authentication on the new message, then its queueing begun: a refusal,
+        or the task that makes it durable."""
         qid, sender = message.qid, message.sender
         queued = QueuedEnvelope(
             id=qid,
@@ -289,16 +330,7 @@ class RelayHandler:
                 size=message.size,
             )
 
-        try:
-            # shielded: a client hanging up now cancels this session, not the write
-            accepted = self.delivery.accept(
-                queued, message.spool, queued_now, dot_lines=envelope.dot_lines
-            )
-            await asyncio.shield(accepted)
-        except OSError as exc:
-            emit(self.config.node, "error", error=f"queue write failed: {exc}")
-            return QUEUE_UNAVAILABLE
-        return f"250 2.0.0 Ok: queued as {qid}"
+        return self.delivery.accept(queued, message.spool, queued_now, dot_lines=envelope.dot_lines)
 
 
 def make_smtp(
