@@ -222,16 +222,16 @@ class Runner:
             f"{step.id} did not reach sink {step.node}",
         )
         for sent in acked:
-            for kept in sink.find(sent.message_id):
+            copies = sink.find(sent.message_id)  # reads the sink's whole record: once
+            for kept in copies:
                 if split_trace(kept.data)[1] != sent.data:
                     raise StepFailed(
                         f"{sent.id}: the copy {step.node} kept differs from what was sent"
                     )
-            wrong = [k for k in sink.find(sent.message_id) if (k.tls is not None) != step.tls]
-            if step.tls is not None and wrong:
-                how = "in plaintext" if step.tls else f"over {wrong[0].tls}"
-                raise StepFailed(f"{sent.id}: {step.node} received it {how} (from {wrong[0].peer})")
-            got = {r.lower() for kept in sink.find(sent.message_id) for r in kept.rcpt_tos}
+                if step.tls is not None and (kept.tls is not None) != step.tls:
+                    how = "in plaintext" if step.tls else f"over {kept.tls}"
+                    raise StepFailed(f"{sent.id}: {step.node} received it {how} (from {kept.peer})")
+            got = {r.lower() for kept in copies for r in kept.rcpt_tos}
             missing = [r for r in sent.rcpts if r.lower() not in got]
             if missing:
                 raise StepFailed(f"{sent.id}: {step.node} kept no copy for {missing[0]}")
