@@ -7,7 +7,8 @@ the mxlab relay and for Postfix set up as the same relay, in the same run.
 Two profiles: small messages (--size) and large ones (--large-size, 1 MB; fewer of
 them). For each profile and session count: messages/s accepted (smtp-source done)
 and relayed (all at the sink), and the ratio mxlab/Postfix beside its target (issue
-18: small ≥1.0 at one session, ≥1.5 at 20; large ≥1.0 at both). Then latency probes
+18: small ≥1.0 at one session, ≥1.5 at 20; large ≥1.0 at both), with the whole
+machine's CPU per message and how busy its cores were. Then latency probes
 for small messages: p50/p99 of "accepted" (connect to 250 after the data) and
 "relayed" (connect to arrival at a probe sink behind the relay).
 
@@ -248,10 +249,26 @@ def postfix_relay(workdir: Path) -> Iterator[None]:  # noqa: ARG001 - its own di
 # -- measurements ---------------------------------------------------------------------
 
 
-def throughput(target: Endpoint, messages: int, size: int, sessions: int) -> tuple[float, float]:
-    """Seconds until smtp-source has every 250, and until the sink has every message."""
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, every core, from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(ticks) / os.sysconf("SC_CLK_TCK")
+    return total - (ticks[3] + ticks[4]) / os.sysconf("SC_CLK_TCK"), total  # idle, iowait
+
+
+@dataclass
+class Run:
+    accepted: float  # seconds until smtp-source has every 250
+    relayed: float  # seconds until the sink has every message
+    busy: float  # CPU seconds the whole machine spent meanwhile (source, relay, sink)
+    capacity: float  # CPU seconds all cores had meanwhile
+
+
+def throughput(target: Endpoint, messages: int, size: int, sessions: int) -> Run:
+    """One smtp-source run through ``target`` to a fresh sink, with the machine's CPU."""
     sink = Sink()
     try:
+        busy, total = machine_cpu()
         start = time.monotonic()
         subprocess.run(
             [
@@ -276,7 +293,9 @@ def throughput(target: Endpoint, messages: int, size: int, sessions: int) -> tup
             time.sleep(0.005)
         if sink.count < messages:
             sys.exit(f"only {sink.count} of {messages} messages reached the sink")
-        return accepted, time.monotonic() - start
+        relayed = time.monotonic() - start
+        busy_after, total_after = machine_cpu()
+        return Run(accepted, relayed, busy_after - busy, total_after - total)
     finally:
         sink.stop()
 
@@ -383,7 +402,7 @@ def main() -> None:
     profiles = {"small": (args.messages, args.size)}
     if args.large_size:
         profiles["large"] = (args.large_messages, args.large_size)
-    runs: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    runs: dict[tuple[str, int, str], list[Run]] = {}
     probes: dict[tuple[int, str], tuple[list[float], ...]] = {}
     load_before = os.getloadavg()[0]
     with (
@@ -413,18 +432,26 @@ def main() -> None:
     cores = os.cpu_count()
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {cores} cores"
     print(f"load average: {load} (a loaded machine favours Postfix's many processes)")
-    head = ("profile", "sessions", "relay", "accepted/s", "relayed/s")
-    print("{:<24}{:<9}{:<9}{:>11}{:>11}".format(*head))
+    # CPU per message, whole machine: with both relays fed and drained by the same
+    # smtp-source and smtp-sink, it says which relay does less work per message;
+    # "busy" says how much of the cores it could use (our relay is one process)
+    head = ("profile", "sessions", "relay", "accepted/s", "relayed/s", "CPU ms/msg", "busy")
+    print("{:<24}{:<9}{:<9}{:>11}{:>11}{:>12}{:>7}".format(*head))
     rate: dict[tuple[str, int, str], float] = {}
     for profile, (messages, size) in profiles.items():
         label = f"{profile} ({messages} x {size} B)"
         for sessions in args.sessions:
             for name, _ in relays:
                 done = runs[profile, sessions, name]
-                accepted = messages / statistics.median(a for a, _ in done)
-                relayed = messages / statistics.median(r for _, r in done)
+                accepted = messages / statistics.median(r.accepted for r in done)
+                relayed = messages / statistics.median(r.relayed for r in done)
+                cpu = statistics.median(r.busy for r in done) / messages * 1000
+                busy = statistics.median(r.busy / r.capacity for r in done)
                 rate[profile, sessions, name] = relayed
-                print(f"{label:<24}{sessions:<9}{name:<9}{accepted:>11.0f}{relayed:>11.0f}")
+                print(
+                    f"{label:<24}{sessions:<9}{name:<9}{accepted:>11.0f}{relayed:>11.0f}"
+                    f"{cpu:>12.2f}{busy:>7.0%}"
+                )
     print(f"latency: {args.probes} probes of {args.size} B, connect to 250 (accept) and to")
     print("the next hop (relay)")
     columns = ("sessions", "relay", "accept p50/p99 ms", "relay p50/p99 ms")
