@@ -252,8 +252,9 @@ def postfix_relay(workdir: Path) -> Iterator[None]:  # noqa: ARG001 - its own di
 def machine_cpu() -> tuple[float, float]:
     """(busy, all) CPU seconds of the whole machine so far, every core, from /proc/stat."""
     ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(ticks) / os.sysconf("SC_CLK_TCK")
-    return total - (ticks[3] + ticks[4]) / os.sysconf("SC_CLK_TCK"), total  # idle, iowait
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
 @dataclass
