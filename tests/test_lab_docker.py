@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 from pathlib import Path
 
+import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from mxlab.lab import labdir
@@ -97,12 +100,24 @@ def test_a_network_of_the_same_name_is_cleared_or_named(mxlab_home: Path) -> Non
     either: what this home's crashed run left is removed; another home's is named."""
     assert CLIENT is not None
     ours = {"mxlab.lab": "two-domains", "mxlab.home": str(mxlab_home.resolve())}
-    CLIENT.networks.create("mxlab-two-domains", labels=ours)  # a crashed run's leftover
-    mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
+    # a crashed run's leftover, on all of the pool's first choices (the engine hands a
+    # network made without a subnet the next /16 of 172.17-172.31 in turn, so it can):
+    # it is removed before the lab takes its place, not counted against the pool
+    leftover = CLIENT.networks.create(
+        "mxlab-two-domains", labels=ours,
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="172.30.0.0/16")]),
+    )  # fmt: skip
     try:
-        assert len(CLIENT.networks.list(names=["mxlab-two-domains"])) == 1
+        mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
+        try:
+            assert len(CLIENT.networks.list(names=["mxlab-two-domains"])) == 1
+            subnet = ipaddress.ip_network(labdir.read_plan("two-domains").subnet)
+            assert subnet.subnet_of(ipaddress.IPv4Network("172.30.0.0/16")), subnet
+        finally:
+            mxlab("down", "two-domains")
     finally:
-        mxlab("down", "two-domains")
+        with contextlib.suppress(docker.errors.NotFound):
+            leftover.remove()  # if up failed before clearing it, the next test is not hurt
     theirs = CLIENT.networks.create("mxlab-two-domains", labels=ours | {"mxlab.home": "/elsewhere"})
     try:
         proc = mxlab("up", str(TWO), "--runtime", "docker", check=False)
@@ -113,6 +128,32 @@ def test_a_network_of_the_same_name_is_cleared_or_named(mxlab_home: Path) -> Non
             .startswith("error: docker network mxlab-two-domains exists already")
         ), proc.stderr
         assert _labelled("two-domains")[0] == []
+    finally:
+        theirs.remove()
+
+
+def test_a_foreign_network_on_the_whole_pool_spills_labs_past_it(mxlab_home: Path) -> None:
+    """The engine gave 172.30.0.0/16 to someone's network made without a subnet: labs
+    take a /24 elsewhere in 172.16.0.0/12 that no network holds, instead of failing."""
+    assert CLIENT is not None
+    from mxlab.lab.runtime.docker import DockerRuntime
+    from mxlab.lab.topology import load_topology
+
+    theirs = CLIENT.networks.create(
+        "mxlab-test-whole-pool", labels={"mxlab.test": "1"},
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="172.30.0.0/16")]),
+    )  # fmt: skip
+    try:
+        runtime = DockerRuntime()
+        subnet = ipaddress.ip_network(runtime.choose_subnet(load_topology(TWO)))
+        assert subnet.prefixlen == 24 and subnet.subnet_of(ipaddress.IPv4Network("172.16.0.0/12"))
+        assert not subnet.overlaps(ipaddress.IPv4Network("172.30.0.0/16"))
+        held = [
+            ipaddress.ip_network(cfg["Subnet"])
+            for net in CLIENT.networks.list()
+            for cfg in net.attrs["IPAM"]["Config"] or []
+        ]
+        assert not any(h.overlaps(subnet) for h in held if h.version == 4)
     finally:
         theirs.remove()
 

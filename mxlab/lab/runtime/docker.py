@@ -35,7 +35,11 @@ from mxlab.lab.topology import Topology
 
 READY_TIMEOUT = 60.0
 NETWORK_RELEASE_TIMEOUT = 30.0  # for the engine to let go of removed containers' endpoints
-SUBNET_POOL = ipaddress.ip_network("172.30.0.0/16")  # carved into /24s, one per lab
+SUBNET_POOL = ipaddress.IPv4Network("172.30.0.0/16")  # carved into /24s, one per lab
+# The engine hands whole /16s of 172.17-172.31 to networks made without a subnet, in turn
+# (compose projects, `docker network create`): once 172.30.0.0/16 is one of those, labs
+# spill into the rest of 172.16.0.0/12 instead of failing.
+SPILL_POOL = ipaddress.IPv4Network("172.16.0.0/12")
 LAB = "mxlab.lab"
 HOME = "mxlab.home"
 API_VERSION = "1.41"  # Docker 20.10, the oldest engine we meet
@@ -102,16 +106,20 @@ def remove_network(net: Network) -> None:
 
 class DockerRuntime(Runtime):
     name = "docker"
-    subnet_pool = SUBNET_POOL
+    subnet_pools: tuple[ipaddress.IPv4Network, ...] = (SUBNET_POOL, SPILL_POOL)
 
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=120)
         self._runtimes: dict[str, str] = {}  # node image -> its runtime volume
 
     # -- networks -----------------------------------------------------------------
-    def _used_subnets(self) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    def _used_subnets(self, lab: str) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Every docker network's subnet but the one `up` of ``lab`` will remove first
+        (this home's crashed run of it), so a leftover never pushes the lab elsewhere."""
         used = {}
         for net in self.client.networks.list():
+            if self._our_leftover(net, lab):
+                continue
             for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
                 if cfg.get("Subnet"):
                     used[net.name] = ipaddress.ip_network(cfg["Subnet"], strict=False)
@@ -119,7 +127,7 @@ class DockerRuntime(Runtime):
 
     def choose_subnet(self, topo: Topology, avoid: set[str] | None = None) -> str:
         """A /24 no existing docker network overlaps; a pinned one is checked, not moved."""
-        used = self._used_subnets()
+        used = self._used_subnets(topo.name)
         used |= {f"tried {s}": ipaddress.ip_network(s) for s in avoid or ()}
         if topo.settings.docker_subnet:
             want = ipaddress.ip_network(topo.settings.docker_subnet)
@@ -130,10 +138,13 @@ class DockerRuntime(Runtime):
                         f"({net}): pick another subnet or remove that network"
                     )
             return str(want)
-        for candidate in self.subnet_pool.subnets(new_prefix=24):
-            if not any(n.version == 4 and n.overlaps(candidate) for n in used.values()):
-                return str(candidate)
-        raise LabError(f"no free /24 left in {self.subnet_pool} (run mxlab gc, or pin a subnet)")
+        taken = [n for n in used.values() if n.version == 4]
+        for pool in self.subnet_pools:
+            for candidate in pool.subnets(new_prefix=24):
+                if not any(n.overlaps(candidate) for n in taken):
+                    return str(candidate)
+        pools = " or ".join(str(p) for p in self.subnet_pools)
+        raise LabError(f"no free /24 left in {pools} (run mxlab gc, or pin a subnet)")
 
     def _labels(self, plan: LabPlan, node: NodePlan | None = None) -> dict[str, str]:
         labels = {LAB: plan.lab, HOME: _home()}
@@ -223,7 +234,7 @@ class DockerRuntime(Runtime):
         for net in self.client.networks.list(names=[network_name(lab)]):
             if net.name != network_name(lab):  # the filter matches substrings
                 continue
-            if (net.attrs.get("Labels") or {}).get(HOME) == _home():
+            if self._our_leftover(net, lab):
                 remove_network(net)
                 continue
             raise LabError(
@@ -231,6 +242,13 @@ class DockerRuntime(Runtime):
                 f"{lab!r}, or not mxlab's): mxlab down {lab} there, or docker network rm "
                 f"{net.name}"
             )
+
+    @staticmethod
+    def _our_leftover(net: Network, lab: str) -> bool:
+        """``lab``'s network from this home: `up` finds no container of the lab before
+        it looks, so such a network is a crashed run's, and is removed."""
+        labels = net.attrs.get("Labels") or {}
+        return net.name == network_name(lab) and labels.get(HOME) == _home()
 
     def _after_network(self, plan: LabPlan, image: str, progress: Progress) -> None:
         """Once the lab network exists, before any node is created."""

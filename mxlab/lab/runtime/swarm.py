@@ -48,7 +48,7 @@ ENGINE = "mxlab.engine"  # container label: the swarm node (hostname) it runs on
 GATEWAY_ROLE = "gateway"
 # Apart from the docker runtime's pool: the engine does not check an overlay's subnet
 # against its bridges, so the two kinds of lab must not draw from one pool.
-SWARM_POOL = ipaddress.ip_network("10.213.0.0/16")
+SWARM_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _node_tar(plan: LabPlan, node: str) -> bytes:
 
 class SwarmRuntime(DockerRuntime):
     name = "swarm"
-    subnet_pool = SWARM_POOL
+    subnet_pools = (SWARM_POOL,)
 
     def __init__(self) -> None:
         super().__init__()
@@ -268,8 +268,8 @@ class SwarmRuntime(DockerRuntime):
     def _after_network(self, plan: LabPlan, image: str, progress: Progress) -> None:
         """The gateway: the host's way onto the overlay (see the module's docstring)."""
         subnet = ipaddress.ip_network(plan.subnet)
-        for other, net in self._used_subnets().items():
-            if other != network_name(plan.lab) and net.version == 4 and net.overlaps(subnet):
+        for other, net in self._used_subnets(plan.lab).items():  # all but the lab's own
+            if net.version == 4 and net.overlaps(subnet):
                 raise SubnetTaken(f"{plan.subnet}: docker network {other} took it meanwhile")
         address = str(list(subnet.hosts())[-1])  # in the range no node is in
         labels = super()._labels(plan) | {"mxlab.role": GATEWAY_ROLE}
