@@ -109,7 +109,7 @@ def test_a_long_line_is_seen_across_blocks() -> None:
         for n in range(0, len(got), 7):
             check.feed(got[n : n + 7])
         check.close()
-        assert check.longest == size and not check.bare
+        assert check.too_long is (size > MAX_LINE) and not check.bare, size
 
 
 def test_line_rules_match_a_line_by_line_reference_wherever_blocks_split() -> None:
@@ -128,7 +128,25 @@ def test_line_rules_match_a_line_by_line_reference_wherever_blocks_split() -> No
         check.close()
         assert check.bare is bare, data
         if not bare:
-            assert check.longest == max(map(len, lines)), data
+            assert check.too_long is (max(map(len, lines)) > MAX_LINE), data
+
+
+def test_a_long_line_is_found_among_many_in_large_blocks() -> None:
+    """The relay's blocks are up to 64 KiB of many lines: a line one byte too long
+    anywhere among them, or none, against the plain reading of each line."""
+    rng = random.Random(1870)
+    for _ in range(300):
+        lines = [b"z" * rng.randrange(MAX_LINE - 120, MAX_LINE + 1) for _ in range(60)]
+        if rng.random() < 0.5:
+            lines[rng.randrange(len(lines))] = b"y" * rng.randrange(MAX_LINE + 1, MAX_LINE + 3)
+        data = b"\r\n".join(lines) + b"\r\n"
+        check = LineCheck()
+        step = rng.randrange(1000, 70000)
+        for n in range(0, len(data), step):
+            check.feed(data[n : n + step])
+        check.close()
+        assert not check.bare
+        assert check.too_long is (max(map(len, lines)) > MAX_LINE)
 
 
 # -- the relay process ---------------------------------------------------------------

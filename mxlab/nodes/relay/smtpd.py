@@ -108,7 +108,7 @@ class Incoming:
         self.lines.close()
         if self.lines.bare:
             return "550 5.6.0 bare CR or LF in message data (RFC 5321 §2.3.8)"
-        if self.lines.longest > MAX_LINE:
+        if self.lines.too_long:
             return "500 5.5.2 line too long (RFC 5321 §4.5.3.1.6)"
         if count_received(self.head) > max_received:
             return "554 5.4.6 too many Received headers: mail loop detected"
