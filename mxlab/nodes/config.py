@@ -287,9 +287,10 @@ def dump_json(obj: Any, indent: int | None = None) -> str:
     """A dataclass instance as JSON, fields in declaration order, as pydantic's
     ``model_dump_json`` writes it (compact unless indented, non-ASCII kept), so files
     pydantic wrote and files written here read the same."""
-    separators = (",", ":") if indent is None else (",", ": ")
+    if indent is None:  # the queue writes one per message: its encoder is kept
+        return _COMPACT.encode(obj)
     return json.dumps(
-        obj, indent=indent, separators=separators, ensure_ascii=False, default=_fields
+        obj, indent=indent, separators=(",", ": "), ensure_ascii=False, default=_fields
     )
 
 
@@ -303,6 +304,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}  # dataclass -> its fields' names, in order
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_fields)
 
 
 # dataclass -> (field types, fields without a default)

@@ -27,7 +27,6 @@ from mxlab.nodes.relay.policy import address_error, rcpt_verdict, sender_verdict
 from mxlab.nodes.relay.queue import Envelope as QueuedEnvelope
 from mxlab.nodes.relay.queue import Queue, Recipient, Spool, new_queue_id
 from mxlab.nodes.relay.trace import (
-    MAX_LINE,
     LineCheck,
     count_received,
     protocol_name,
@@ -75,15 +74,12 @@ class Incoming:
     def content(self) -> bytes:
         """The message as received, whole, for a step that needs it so (mail
         authentication): from memory when small, else read back from the spool."""
-        kept = self.spool.kept()
-        if kept is None:
-            kept = self.spool.tmp.read_bytes()
-        return kept[len(self.trace) :]
+        return self.spool.read()[len(self.trace) :]
 
     def replace(self, content: bytes) -> None:
         """Queue ``content`` instead of what was received (headers added, a footer)."""
         self.spool.discard()
-        self.spool = Spool(self.spool.tmp.parent, self.qid)
+        self.spool = Spool(self.spool.root, self.qid)
         self.spool.write(self.trace + content)
 
     def write(self, block: bytes) -> None:
