@@ -12,6 +12,8 @@ from docker.types import IPAMConfig, IPAMPool
 
 from mxlab.lab import labdir
 from mxlab.lab.image import IMAGE, RUNTIME_DIR, RUNTIME_LABEL
+from mxlab.lab.runtime.docker import DockerRuntime
+from mxlab.lab.topology import load_topology
 
 from .conftest import DOCKER, TOPOLOGIES, needs_docker
 from .test_lab_local import mxlab
@@ -100,19 +102,19 @@ def test_a_network_of_the_same_name_is_cleared_or_named(mxlab_home: Path) -> Non
     either: what this home's crashed run left is removed; another home's is named."""
     assert CLIENT is not None
     ours = {"mxlab.lab": "two-domains", "mxlab.home": str(mxlab_home.resolve())}
-    # a crashed run's leftover, on all of the pool's first choices (the engine hands a
-    # network made without a subnet the next /16 of 172.17-172.31 in turn, so it can):
-    # it is removed before the lab takes its place, not counted against the pool
+    # a crashed run's leftover on the /24 the lab would take: it is removed before the
+    # lab takes its place, not counted as taken (the engine can even hand such a
+    # network, made without a subnet, the whole of 172.30.0.0/16)
+    first = DockerRuntime().choose_subnet(load_topology(TWO))
     leftover = CLIENT.networks.create(
         "mxlab-two-domains", labels=ours,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="172.30.0.0/16")]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=first)]),
     )  # fmt: skip
     try:
         mxlab("up", str(TWO), "--runtime", "docker", timeout=1200)
         try:
             assert len(CLIENT.networks.list(names=["mxlab-two-domains"])) == 1
-            subnet = ipaddress.ip_network(labdir.read_plan("two-domains").subnet)
-            assert subnet.subnet_of(ipaddress.IPv4Network("172.30.0.0/16")), subnet
+            assert labdir.read_plan("two-domains").subnet == first
         finally:
             mxlab("down", "two-domains")
     finally:
@@ -132,28 +134,29 @@ def test_a_network_of_the_same_name_is_cleared_or_named(mxlab_home: Path) -> Non
         theirs.remove()
 
 
-def test_a_foreign_network_on_the_whole_pool_spills_labs_past_it(mxlab_home: Path) -> None:
-    """The engine gave 172.30.0.0/16 to someone's network made without a subnet: labs
-    take a /24 elsewhere in 172.16.0.0/12 that no network holds, instead of failing."""
+def test_a_full_pool_spills_labs_past_it(mxlab_home: Path) -> None:
+    """Someone's network holds the whole first pool (the engine hands 172.30.0.0/16 to
+    a network made without a subnet when its turn comes): labs take a /24 elsewhere in
+    172.16.0.0/12 that no network holds, instead of failing."""
     assert CLIENT is not None
-    from mxlab.lab.runtime.docker import DockerRuntime
-    from mxlab.lab.topology import load_topology
-
+    runtime = DockerRuntime()
+    topo = load_topology(TWO)
+    pool = ipaddress.IPv4Network(runtime.choose_subnet(topo))  # a free /24 as the pool
     theirs = CLIENT.networks.create(
         "mxlab-test-whole-pool", labels={"mxlab.test": "1"},
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="172.30.0.0/16")]),
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(pool))]),
     )  # fmt: skip
     try:
-        runtime = DockerRuntime()
-        subnet = ipaddress.ip_network(runtime.choose_subnet(load_topology(TWO)))
+        runtime.subnet_pools = (pool, *runtime.subnet_pools[1:])
+        subnet = ipaddress.ip_network(runtime.choose_subnet(topo))
         assert subnet.prefixlen == 24 and subnet.subnet_of(ipaddress.IPv4Network("172.16.0.0/12"))
-        assert not subnet.overlaps(ipaddress.IPv4Network("172.30.0.0/16"))
+        assert not subnet.overlaps(pool)
         held = [
             ipaddress.ip_network(cfg["Subnet"])
             for net in CLIENT.networks.list()
             for cfg in net.attrs["IPAM"]["Config"] or []
         ]
-        assert not any(h.overlaps(subnet) for h in held if h.version == 4)
+        assert not any(h.overlaps(subnet) for h in held if h.version == 4), (subnet, held)
     finally:
         theirs.remove()
 

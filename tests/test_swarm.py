@@ -56,6 +56,7 @@ def swarm() -> Iterator[None]:
     assert DOCKER is not None
     state = _swarm_state()
     made = False
+    had_bridge = bool(DOCKER.networks.list(names=["docker_gwbridge"]))
     if state == "inactive":
         try:
             DOCKER.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
@@ -70,6 +71,9 @@ def swarm() -> Iterator[None]:
         if made:
             DOCKER.swarm.leave(force=True)
             assert _swarm_state() == "inactive"
+            if not had_bridge:  # swarm's bridge outlives `leave`, holding a /16 of the pool
+                for net in DOCKER.networks.list(names=["docker_gwbridge"]):
+                    net.remove()
 
 
 @pytest.fixture
