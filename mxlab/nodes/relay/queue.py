@@ -307,7 +307,7 @@ class Queue:
         except OSError:
             for _, spool in messages:
                 spool.discard()
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(spool.final)
             raise
         # Written, not fsynced: a kill cannot lose them (the kernel has them), and a
