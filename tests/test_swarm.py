@@ -50,13 +50,20 @@ def _routes_in(subnet: str) -> list[str]:
     ]
 
 
+def _gwbridge() -> list:
+    """Swarm's docker_gwbridge, if there is one (the name filter matches substrings)."""
+    assert DOCKER is not None
+    found = DOCKER.networks.list(names=["docker_gwbridge"])
+    return [net for net in found if net.name == "docker_gwbridge"]
+
+
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[None]:
     """A single-node Swarm: this engine's own, else one made here and left at the end."""
     assert DOCKER is not None
     state = _swarm_state()
     made = False
-    had_bridge = bool(DOCKER.networks.list(names=["docker_gwbridge"]))
+    had_bridge = bool(_gwbridge())
     if state == "inactive":
         try:
             DOCKER.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
@@ -72,7 +79,7 @@ def swarm() -> Iterator[None]:
             DOCKER.swarm.leave(force=True)
             assert _swarm_state() == "inactive"
             if not had_bridge:  # swarm's bridge outlives `leave`, holding a /16 of the pool
-                for net in DOCKER.networks.list(names=["docker_gwbridge"]):
+                for net in _gwbridge():
                     net.remove()
 
 
