@@ -94,7 +94,7 @@ def wait_greeting(ep: Endpoint, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def mxlab_relay(workdir: Path) -> Iterator[None]:
+def mxlab_relay(workdir: Path, delivery_process: bool) -> Iterator[None]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = RelayNodeConfig(
         lab="bench",
@@ -108,7 +108,9 @@ def mxlab_relay(workdir: Path) -> Iterator[None]:
         dns=Endpoint(host=f"{HOST}.1", port=5353),  # unused: the next hop is fixed
         trusted_clients=["127.0.0.1"],
         next_hop=SINK,
-        queue=QueuePolicy(concurrency_per_destination=CONCURRENCY),
+        queue=QueuePolicy(
+            concurrency_per_destination=CONCURRENCY, delivery_process=delivery_process
+        ),
         max_message_size=MAX_SIZE,
         mailauth=MailAuth(verify=False),  # Postfix checks no SPF/DKIM/DMARC here either
     )
@@ -395,6 +397,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per relay")
     parser.add_argument("--probes", type=int, default=200, help="latency probe messages")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="our relay without its delivery process (queue.delivery_process off)",
+    )
     args = parser.parse_args()
     problem = postfix_missing()
     if problem is not None:
@@ -409,7 +416,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="mxlab-bench-") as tmp,
         postfix_relay(Path(tmp)),
-        mxlab_relay(Path(tmp) / "mxlab"),
+        mxlab_relay(Path(tmp) / "mxlab", delivery_process=not args.one_process),
     ):
         # Both relays run side by side and take turns, so load from elsewhere on the
         # machine falls on both; each figure is the median of the rounds. Not quite

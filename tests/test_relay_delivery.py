@@ -194,9 +194,26 @@ def test_5xx_bounces_at_once_and_a_bounce_is_never_bounced(tmp_path: Path, clean
     assert smarthost.messages == []
 
 
-def test_sigkill_after_250_loses_nothing_and_delivers_once(tmp_path: Path, cleanup: list) -> None:
+# the relay in one process, and with its delivery process (mxlab.nodes.relay.qmgr)
+ONE_OR_TWO = pytest.mark.parametrize("delivery_process", [False, True], ids=["one", "qmgr"])
+
+
+@ONE_OR_TWO
+def test_sigkill_after_250_loses_nothing_and_delivers_once(
+    tmp_path: Path, cleanup: list, delivery_process: bool
+) -> None:
     hop = Endpoint(host=new_address(), port=2525)
-    config = relay_config(tmp_path, trusted_clients=["127.0.0.1"], next_hop=hop)
+    config = relay_config(
+        tmp_path,
+        trusted_clients=["127.0.0.1"],
+        next_hop=hop,
+        queue={
+            "retry_initial": 0.2,
+            "retry_max": 0.5,
+            "lifetime": 30.0,
+            "delivery_process": delivery_process,
+        },
+    )
     relay = run(cleanup, RelayProcess(config, tmp_path))
     sent = message("durable")
     with relay.smtp() as client:
@@ -243,15 +260,27 @@ def _send_until_acknowledged(
         client.quit()
 
 
+@ONE_OR_TWO
 def test_sigkill_mid_load_delivers_everything_exactly_once(
-    tmp_path: Path, cleanup: list, record_property: Callable[[str, object], None]
+    tmp_path: Path,
+    cleanup: list,
+    record_property: Callable[[str, object], None],
+    delivery_process: bool,
 ) -> None:
     """SIGKILL during a load of 1,000 messages, restart: every message that got its
     250 is delivered. The relay's unconfirmed deliveries go out again on restart
     (RFC 1047) and the next relay recognises them; a message whose 250 the kill cut
     off is sent again by its client and may arrive twice: counted and reported."""
     sink = run(cleanup, Sink())
-    first, edge = relay_chain(tmp_path, sink.endpoint, first={"trusted_clients": ["127.0.0.1"]})
+    queue = {
+        "retry_initial": 0.2,
+        "retry_max": 0.5,
+        "lifetime": 30.0,
+        "delivery_process": delivery_process,
+    }
+    first, edge = relay_chain(
+        tmp_path, sink.endpoint, first={"trusted_clients": ["127.0.0.1"], "queue": queue}
+    )
     run(cleanup, RelayProcess(edge))
     relay = run(cleanup, RelayProcess(first))
     acked: set[int] = set()

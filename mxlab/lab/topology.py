@@ -51,6 +51,7 @@ class QueueSettings(StrictModel):
     lifetime: float = Field(300.0, gt=0, le=30 * DAY)
     delay_warning: float | None = Field(None, gt=0, le=30 * DAY)
     concurrency_per_destination: int = Field(4, ge=1, le=100)
+    delivery_process: bool = False  # true: each relay delivers from a second process
 
 
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")

@@ -117,6 +117,9 @@ class QueuePolicy(_Model):
     lifetime: float = 300.0  # then the message bounces (RFC 3464)
     delay_warning: float | None = None  # send a delay DSN after this many seconds
     concurrency_per_destination: int = 4
+    # deliver from a second process, as Postfix's qmgr and smtp run beside its smtpd:
+    # the relay then uses two cores, for the memory of a second interpreter
+    delivery_process: bool = False
 
 
 class LocalDomain(_Model):

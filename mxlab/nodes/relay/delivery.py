@@ -75,6 +75,10 @@ class Delivery:
             lambda: asyncio.Semaphore(config.queue.concurrency_per_destination)
         )
 
+    def reload(self, new: RelayNodeConfig) -> None:
+        """SIGHUP: the next attempt routes by the rewritten config."""
+        self.config = self.router.config = new
+
     def _emit(self, event: str, **fields: object) -> None:
         emit(self.config.node, event, **fields)
 
@@ -117,11 +121,19 @@ class Delivery:
         async def enqueue() -> None:
             await self.writer.put(env, spool)
             queued()
-            if not dot_lines and len(self._plain) < MAX_CACHED:
-                self._plain.add(env.id)
-            self.add(env, content)
+            self.take(env, content, dot_lines=dot_lines)
 
         return self._spawn(enqueue())
+
+    def take(self, env: Envelope, content: bytes | None, *, dot_lines: bool = True) -> None:
+        """Schedule a new message that is durable now; once only, however often it is
+        handed over (the delivery process hears of a message at its start and again
+        from the receiver)."""
+        if env.id in self._envelopes:
+            return
+        if not dot_lines and len(self._plain) < MAX_CACHED:
+            self._plain.add(env.id)
+        self.add(env, content)
 
     async def resume(self) -> None:
         """Take over the queue left on disk; before any new mail is accepted, so a

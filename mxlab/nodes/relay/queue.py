@@ -105,6 +105,17 @@ def read_envelope(root: Path, qid: str) -> Envelope:
         return _trailer(f)
 
 
+def read_new(root: Path, qid: str) -> tuple[Envelope, bytes | None]:
+    """A message just queued by another process (no ``.env`` yet): its envelope, and
+    its bytes when small enough to keep in memory for the first attempt."""
+    with open(f"{root}/{qid}.msg", "rb") as f:
+        envelope = _trailer(f)
+        if envelope.size > KEEP:
+            return envelope, None
+        f.seek(0)
+        return envelope, f.read(envelope.size)
+
+
 def _trailer(f: BinaryIO) -> Envelope:
     """The envelope line at the end of a message file: JSON has no raw LF, so the
     line starts after the last LF but the final one; its size says where the
@@ -328,6 +339,16 @@ class Queue:
                 self.duplicates.remember(env.digest, env.id, missing)
         if sync:
             self.duplicates.sync()
+
+    def recall(self) -> None:
+        """Record every queued message in the duplicate filter again, as ``load``
+        does, for a receiver whose delivery process loaded the queue: a kill may have
+        come between a message and its records."""
+        envelopes: list[Envelope] = []
+        for qid in queued_ids(self.root):
+            with contextlib.suppress(OSError, ValueError):  # delivered meanwhile
+                envelopes.append(read_envelope(self.root, qid))
+        self._remember(envelopes)
 
     def put(self, envelope: Envelope, content: bytes) -> None:
         spool = self.spool(envelope.id)

@@ -17,6 +17,7 @@ from mxlab.nodes.login_limits import LoginThrottle
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget
+from mxlab.nodes.relay.qmgr import DeliveryProcess
 from mxlab.nodes.relay.queue import Queue
 from mxlab.nodes.relay.queue_admin import ControlChannel
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
@@ -42,7 +43,11 @@ async def serve(config: RelayNodeConfig) -> None:
     # an upstream retries for its queue lifetime, the lab-wide one
     duplicates = DuplicateFilter(config.state_path / "duplicates.log", ttl=config.queue.lifetime)
     queue = Queue(config.state_path / "queue", duplicates)
-    delivery = Delivery(config, queue)
+    delivery: Delivery | DeliveryProcess
+    if config.queue.delivery_process:
+        delivery = DeliveryProcess(config, queue)  # Postfix's qmgr beside its smtpd
+    else:
+        delivery = Delivery(config, queue)
     tls_context = server_tls_context(config.tls) if config.tls else None
     budget = ConnectionBudget(config.trusted_clients)
     throttle = LoginThrottle(config.login_limits)
@@ -56,11 +61,12 @@ async def serve(config: RelayNodeConfig) -> None:
         config = new  # and listeners made after this signal
         for handler in handlers:
             handler.config = new
-        delivery.config = delivery.router.config = new
+        delivery.reload(new)
 
     on_sighup(config, reload)  # before any port answers: a HUP must never end the node
     await delivery.resume()
-    ControlChannel(config.state_path, delivery).install()  # mxlab queue
+    if isinstance(delivery, Delivery):  # else the delivery process answers
+        ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
     try:
         listeners: list[tuple[int, bool, ssl.SSLContext | None]] = [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -16,7 +18,6 @@ from mxlab.nodes.mailauth.inbound import on_receive
 from mxlab.nodes.message import message_id
 from mxlab.nodes.passwords import verify_password
 from mxlab.nodes.relay.dedupe import DuplicateFilter
-from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import (
     QUEUE_UNAVAILABLE,
     ConnectionBudget,
@@ -117,6 +118,20 @@ class Incoming:
         return self._digest.hexdigest()
 
 
+class Acceptor(Protocol):
+    """Where a received message goes: the delivery worker in this process, or the
+    hand-over to the delivery process (``queue.delivery_process``)."""
+
+    def accept(
+        self,
+        env: QueuedEnvelope,
+        spool: Spool,
+        queued: Callable[[], None],
+        *,
+        dot_lines: bool = True,
+    ) -> asyncio.Task[None]: ...
+
+
 class RelayHandler:
     """aiosmtpd handler for one listener: MX (port 25) or submission (port 587)."""
 
@@ -124,7 +139,7 @@ class RelayHandler:
         self,
         config: RelayNodeConfig,
         queue: Queue,
-        delivery: Delivery,
+        delivery: Acceptor,
         duplicates: DuplicateFilter,
         throttle: LoginThrottle,
         *,
