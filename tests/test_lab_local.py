@@ -107,6 +107,19 @@ def test_table_output_and_down_leaves_nothing(mxlab_home: Path) -> None:
     assert status.returncode == 2 and "no lab is up" in status.stderr
 
 
+def test_relays_with_delivery_processes_deliver_and_leave_nothing(
+    mxlab_home: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "two-domains.yaml"
+    path.write_text(TWO.read_text() + "settings:\n  queue: {delivery_process: true}\n")
+    proc = mxlab("run", str(path), "--runtime", "local", "--keep")
+    assert "12 passed, 0 failed" in proc.stdout
+    plan = labdir.read_plan("two-domains")
+    assert len(_lab_processes(plan.lab_dir)) == 7  # each relay with its delivery process
+    mxlab("down")
+    assert _lab_processes(plan.lab_dir) == []
+
+
 def test_up_twice_refuses(lab: LabPlan) -> None:
     proc = mxlab("up", str(TWO), "--runtime", "local", check=False)
     assert proc.returncode == 2

@@ -1,0 +1,145 @@
+"""The relay with its delivery process (queue.delivery_process): two processes that
+live and die together, and still answer ``mxlab queue`` and SIGHUP as one node.
+Exactly once across a SIGKILL is in test_relay_delivery.py, run both ways."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mxlab.nodes.config import Endpoint, dump_json
+from mxlab.nodes.relay.queue_admin import SIGNAL, Request, ask
+from tests.conftest import wait_for
+from tests.test_relay_support import RelayProcess, Sink, message, new_address, relay_config
+
+QUEUE = {"retry_initial": 0.2, "retry_max": 0.5, "lifetime": 30.0, "delivery_process": True}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list]:
+    started: list = []
+    yield started
+    for thing in reversed(started):
+        thing.stop()
+
+
+def start(cleanup: list, relay: RelayProcess) -> RelayProcess:
+    cleanup.append(relay)
+    return relay.start()
+
+
+def delivery_pid(relay: RelayProcess) -> int:
+    """The delivery process: the relay's one child, running mxlab.nodes.relay.qmgr."""
+    assert relay.proc is not None
+    pid = relay.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    child = int(children[0])
+    assert b"mxlab.nodes.relay.qmgr" in Path(f"/proc/{child}/cmdline").read_bytes()
+    return child
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def send(relay: RelayProcess, subject: str) -> str:
+    with relay.smtp() as client:
+        client.mail("alice@alpha.test")
+        client.rcpt("bob@beta.test")
+        code, text = client.data(message(subject))
+    assert code == 250, text
+    return text.decode().rsplit(" ", 1)[1]
+
+
+def test_the_delivery_process_delivers_and_dies_with_the_relay(
+    tmp_path: Path, cleanup: list
+) -> None:
+    sink = start_sink(cleanup)
+    config = relay_config(
+        tmp_path, trusted_clients=["127.0.0.1"], next_hop=sink.endpoint, queue=QUEUE
+    )
+    relay = start(cleanup, RelayProcess(config, tmp_path))
+    child = delivery_pid(relay)
+    qid = send(relay, "two processes")
+    relay.wait_event("delivered", queue_id=qid)
+    assert [m.rcpts for m in sink.messages] == [["bob@beta.test"]]
+    # one node to its operator: the events of both processes in its one log
+    assert relay.events("received")[0]["queue_id"] == qid
+    relay.kill()
+    wait_for(lambda: gone(child), what="the delivery process to die with the relay")
+
+
+def test_the_relay_ends_when_its_delivery_process_dies(tmp_path: Path, cleanup: list) -> None:
+    config = relay_config(tmp_path, next_hop=Endpoint(host=new_address(), port=2525), queue=QUEUE)
+    relay = start(cleanup, RelayProcess(config, tmp_path))
+    os.kill(delivery_pid(relay), signal.SIGKILL)
+    assert relay.proc is not None
+    assert relay.proc.wait(10) != 0
+    assert "the delivery process ended" in relay.log_path.read_text()
+
+
+def test_a_stop_ends_both_and_keeps_the_queue(tmp_path: Path, cleanup: list) -> None:
+    hop = Endpoint(host=new_address(), port=2525)  # down: the message stays queued
+    config = relay_config(tmp_path, trusted_clients=["127.0.0.1"], next_hop=hop, queue=QUEUE)
+    relay = start(cleanup, RelayProcess(config, tmp_path))
+    child = delivery_pid(relay)
+    qid = send(relay, "kept")
+    relay.wait_event("deferred", queue_id=qid)
+    relay.stop()
+    assert relay.proc is not None and relay.proc.returncode == 0
+    assert gone(child)
+    assert (config.state_path / "queue" / f"{qid}.msg").exists()
+
+
+def test_queue_requests_and_sighup_reach_the_delivery_process(
+    tmp_path: Path, cleanup: list
+) -> None:
+    hop = Endpoint(host=new_address(), port=2525)  # down at first
+    config = relay_config(tmp_path, trusted_clients=["127.0.0.1"], next_hop=hop, queue=QUEUE)
+    relay = start(cleanup, RelayProcess(config, tmp_path))
+    assert relay.proc is not None
+    pid = relay.proc.pid
+    qid = send(relay, "held, then sent elsewhere")
+    relay.wait_event("deferred", queue_id=qid)
+
+    def poke() -> None:
+        os.kill(pid, SIGNAL)  # to the relay, as `mxlab queue` does: it passes it on
+
+    held = ask(config.state_path, Request(action="hold", ids=[qid]), poke)
+    assert held.live and held.done + held.later == [qid]  # later: in an attempt now
+
+    def listing() -> list[tuple[str, str]]:
+        reply = ask(config.state_path, Request(action="list"), poke)
+        return [(e.id, e.state) for e in reply.messages]
+
+    wait_for(lambda: listing() == [(qid, "hold")], what="the message held")
+    sink = start_sink(cleanup)
+    moved = relay_config(
+        tmp_path,
+        address=config.address,
+        trusted_clients=["127.0.0.1"],
+        next_hop=sink.endpoint,
+        queue=QUEUE,
+    )
+    (config.state_path.parent / "config.json").write_text(dump_json(moved))
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: len(relay.events("reloaded")) == 2, what="both processes reloaded")
+    released = ask(config.state_path, Request(action="release", ids=[qid]), poke)
+    assert released.done == [qid]
+    relay.wait_event("delivered", queue_id=qid)
+    assert [m.rcpts for m in sink.messages] == [["bob@beta.test"]]
+
+
+def start_sink(cleanup: list) -> Sink:
+    sink = Sink()
+    cleanup.append(sink)
+    return sink.start()
