@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 
 from mxlab.nodes.config import ConfigError, parse_json
+from mxlab.nodes.durable import file_system, new_names_need_dir_fsync
+from mxlab.nodes.relay import queue as queue_module
 from mxlab.nodes.relay.bounce import build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.queue import (
     Envelope,
@@ -238,15 +242,18 @@ def test_an_envelope_of_the_wrong_shape_is_refused(line: bytes, fault: str) -> N
         parse_json(Envelope, line)
 
 
+@pytest.mark.parametrize("need_dir_fsync", [True, False], ids=["other-fs", "ext4"])
 def test_the_writer_batches_concurrent_messages_into_one_directory_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, need_dir_fsync: bool
 ) -> None:
-    """Each message is fsynced before its caller goes on; the directory once a batch."""
+    """Each message is fsynced before its caller goes on; the directory once a batch,
+    where the file system needs it for the new names."""
     synced: list[str] = []
     real_fsync = os.fsync
     monkeypatch.setattr(
         os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
     )
+    monkeypatch.setattr(queue_module, "new_names_need_dir_fsync", lambda path: need_dir_fsync)
     queue = Queue(tmp_path)
     envelopes = [envelope(f"r{n}@beta.test") for n in range(20)]
 
@@ -262,7 +269,10 @@ def test_the_writer_batches_concurrent_messages_into_one_directory_fsync(
     asyncio.run(write_all())
     files = [s for s in synced if s != str(tmp_path)]
     assert len(files) == 20  # one per message
-    assert 1 <= synced.count(str(tmp_path)) < 20  # the directory: once per batch
+    if need_dir_fsync:
+        assert 1 <= synced.count(str(tmp_path)) < 20  # the directory: once per batch
+    else:
+        assert synced.count(str(tmp_path)) == 0  # the files' fsyncs made the names durable
     assert len(list(tmp_path.glob("*.msg"))) == 19
 
 
@@ -275,3 +285,21 @@ def test_hold_release_flush_on_an_envelope() -> None:
     assert apply_action(env, "release") and env.state == "deferred"
     assert apply_action(env, "flush") and env.next_attempt == 0
     assert not apply_action(env, "release")
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="findmnt (util-linux) not installed")
+def test_the_file_system_of_a_path_is_the_one_findmnt_names(tmp_path: Path) -> None:
+    for path in (tmp_path, Path("/"), Path("/proc/self"), Path("/dev/shm"), Path("/sys/fs")):
+        if path.exists():
+            found = subprocess.run(
+                ["findmnt", "-n", "-o", "FSTYPE", "-T", str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            assert file_system(path) == found[-1], path  # the last one mounted there
+
+
+def test_only_ext4_makes_a_new_name_durable_with_its_file(tmp_path: Path) -> None:
+    assert new_names_need_dir_fsync(Path("/proc/self"))  # proc
+    assert new_names_need_dir_fsync(tmp_path) == (file_system(tmp_path) != "ext4")

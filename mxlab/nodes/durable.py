@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# File systems whose fsync of a new file also makes durable the name it was created
+# or renamed to before that fsync. ext4 with a journal commits the rename in the
+# transaction the fsync waits for; without one, ext4_sync_parent() writes the
+# directory of a file created since its last fsync (Linux commit 14ece1028b3e,
+# "ext4: Make fsync sync new parent directories in no-journal mode").
+_NAME_WITH_FILE = frozenset({"ext4"})
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink inside ``path`` survive a crash: fsync the directory."""
@@ -13,3 +20,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system ``path`` is on, from /proc/self/mountinfo (the
+    mount with the longest matching mount point; a later one hides an earlier)."""
+    target = os.path.realpath(path)
+    best, kind = -1, ""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split(" ")[4].replace("\\040", " ")
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= best:
+                best, kind = len(point), rest.split(" ", 1)[0]
+    return kind
+
+
+def new_names_need_dir_fsync(path: Path) -> bool:
+    """Whether a file created in ``path``, renamed, then fsynced still needs the
+    directory fsynced for its name to survive a power loss."""
+    try:
+        return file_system(path) not in _NAME_WITH_FILE
+    except OSError:  # no /proc: assume the worst
+        return True

@@ -1,8 +1,8 @@
 """The on-disk mail queue. "250 queued" means the message is fsynced under its final
 name: streamed to a temporary name while it is received (``Spool``), its envelope
-appended, renamed, fsynced, and the directory fsynced, one file and one directory
-fsync per message, the directory fsync shared by every message of a batch. A killed
-relay resumes every message it finds.
+appended, renamed, fsynced, and the directory fsynced where the file's fsync does not
+make the name durable too (every file system but ext4), one directory fsync shared by
+every message of a batch. A killed relay resumes every message it finds.
 
 Layout under ``<state_dir>/queue/``: ``<id>.msg`` (the bytes as received, trace
 header first, then a LF and the envelope as one JSON line: last, because it is
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from mxlab.nodes.config import dump_json, parse_json
-from mxlab.nodes.durable import fsync_dir
+from mxlab.nodes.durable import fsync_dir, new_names_need_dir_fsync
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 
 BLOCK = 1 << 18  # bytes read from a spool file at a time when sending
@@ -212,12 +212,10 @@ class Spool:
 
     def finish(self, envelope: Envelope) -> None:
         """Append the envelope, rename to the final name, fsync (blocking). Renamed
-        first: on a journaled ext4 the one fsync commits the data and the name
-        together and the directory fsync that ``put_many`` does next finds nothing
-        left; without a journal (ext2-style, or ext4 made without one) it is that
-        directory fsync which makes the name durable, and no 250 goes out before it.
-        A file renamed but cut short by a crash has no valid envelope line and is
-        never loaded as mail."""
+        first: on ext4 the one fsync then makes the data and the name durable
+        together (``mxlab.nodes.durable``), so ``put_many`` fsyncs the directory only
+        on other file systems, and no 250 goes out before it. A file renamed but cut
+        short by a crash has no valid envelope line and is never loaded as mail."""
         _write_all(self._fd, _envelope_line(envelope))
         os.replace(self._tmp, self.final)
         os.fsync(self._fd)
@@ -279,6 +277,7 @@ class Queue:
         self.root = root
         self.duplicates = duplicates
         root.mkdir(parents=True, exist_ok=True)
+        self._dir_fsync = new_names_need_dir_fsync(root)  # for new messages' names
         self._journal_path = root / "delivered.journal"
         self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._journal_bytes = os.fstat(self._journal).st_size
@@ -296,9 +295,9 @@ class Queue:
     def put_many(
         self, messages: list[tuple[Envelope, Spool]], syncers: Executor | None = None
     ) -> None:
-        """Store new messages durably, one directory fsync for all of them, then
-        their duplicate-filter records; the caller acknowledges only after this
-        returns. On failure none is kept. With ``syncers`` the files of a batch are
+        """Store new messages durably, one directory fsync for all of them (if the
+        file system needs one), then their duplicate-filter records; the caller
+        acknowledges only after this returns. On failure none is kept. With ``syncers`` the files of a batch are
         fsynced in parallel: the file system commits its journal once for fsyncs that
         wait together (ext4's group commit), where one after the other costs a commit
         each."""
@@ -314,7 +313,8 @@ class Queue:
                     finish(message)
             else:
                 list(syncers.map(finish, messages))  # raises the first failure
-            fsync_dir(self.root)
+            if self._dir_fsync:
+                fsync_dir(self.root)
         except OSError:
             for _, spool in messages:
                 spool.discard()
