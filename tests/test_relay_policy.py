@@ -107,6 +107,17 @@ def test_received_header_names_the_relay_for_the_lab_checker() -> None:
     assert parsedate_to_datetime(value.rsplit(";", 1)[1].strip()) == now
 
 
+def test_received_header_is_stamped_now_in_utc() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    header = received_header(
+        helo="h", client_ip="127.0.0.1", by="b", protocol="ESMTP", queue_id="Q", rcpts=["x"]
+    )
+    after = datetime.now(UTC)
+    stamp = header.decode().rsplit(";", 1)[1].strip()
+    assert stamp.endswith("+0000")
+    assert before <= parsedate_to_datetime(stamp) <= after
+
+
 def test_received_header_keeps_other_recipients_private() -> None:
     header = received_header(
         helo="h", client_ip="127.0.0.1", by="b", protocol="ESMTP", queue_id="Q", rcpts=["x", "y"]

@@ -255,6 +255,16 @@ def test_protocol_errors_do_not_stop_the_server(relay: RelayProcess) -> None:
         assert client.noop()[0] == 250
 
 
+def test_help_lists_the_commands_and_gives_their_syntax(relay: RelayProcess) -> None:
+    with relay.smtp() as client:
+        code, listing = client.docmd("HELP")
+        assert code == 250
+        assert {"EHLO", "MAIL", "RCPT", "DATA", "BDAT", "QUIT"} <= set(listing.decode().split())
+        code, mail = client.docmd("HELP MAIL")
+        assert code == 250 and b"MAIL FROM: <address>" in mail
+        assert client.docmd("HELP FROB")[0] == 501
+
+
 def test_every_reply_carries_an_enhanced_status_code(relay: RelayProcess) -> None:
     """RFC 2034 §3: after EHLO, aiosmtpd's own replies get codes too."""
     commands = [

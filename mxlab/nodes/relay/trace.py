@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -88,6 +90,12 @@ def has_bare_line_ending(content: bytes) -> bool:
     return check.bare
 
 
+@functools.lru_cache(maxsize=1)
+def _stamp(second: int) -> str:
+    """The RFC 5322 date of this second, made once per second (2% of a message)."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def received_header(
     *,
     helo: str,
@@ -101,7 +109,7 @@ def received_header(
     """The ``Received:`` line a relay prepends (RFC 5321 §4.4); the lab checker reads
     its ``by`` host to verify the route. ``for`` only names a single recipient, so
     one copy never discloses the others (RFC 5321 §7.2)."""
-    stamp = format_datetime(now or datetime.now(UTC))
+    stamp = format_datetime(now) if now is not None else _stamp(int(time.time()))
     for_clause = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
     return (
         f"Received: from {helo} ([{client_ip}])\r\n"
