@@ -3,6 +3,7 @@ the mxlab relay and for Postfix set up as the same relay, in the same run.
 
     python bench/smtp.py [--messages 1000] [--size 5120] [--sessions 1 20]
                          [--large-messages 100] [--large-size 1048576] [--probes 200]
+                         [--one-process]
 
 Two profiles: small messages (--size) and large ones (--large-size, 1 MB; fewer of
 them). For each profile and session count: messages/s accepted (smtp-source done)
@@ -16,7 +17,9 @@ A fair comparison: the same route (smtp-source -> relay -> one smtp-sink, the ne
 hop fixed, no DNS), the same durability (each relay answers 250 only once the message
 is fsynced: Postfix's cleanup fsyncs the queue file, ours the file and its directory),
 the same concurrency towards the sink (20 sessions), and no content checks on either
-side (Postfix runs no milters, our relay no mail authentication). Postfix runs as a
+side (Postfix runs no milters, our relay no mail authentication). Postfix works in
+several processes (smtpd, cleanup, qmgr, smtp); our relay in two, receiving and
+delivering (queue.delivery_process), or in one with --one-process. Postfix runs as a
 private instance (own config and queue) on 127.30.250.x. The private-instance helper
 is also what the relay's Postfix interop tests use.
 """
