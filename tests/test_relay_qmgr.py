@@ -4,15 +4,22 @@ Exactly once across a SIGKILL is in test_relay_delivery.py, run both ways."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import fcntl
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mxlab.nodes.config import Endpoint, dump_json
+from mxlab.nodes.config import Endpoint, RelayNodeConfig, dump_json
+from mxlab.nodes.relay import qmgr
+from mxlab.nodes.relay.queue import LOCK_FILE, Envelope, Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.queue_admin import SIGNAL, Request, ask
+from mxlab.nodes.reload import digest
 from tests.conftest import wait_for
 from tests.test_relay_support import RelayProcess, Sink, message, new_address, relay_config
 
@@ -130,9 +137,13 @@ def test_queue_requests_and_sighup_reach_the_delivery_process(
         next_hop=sink.endpoint,
         queue=QUEUE,
     )
-    (config.state_path.parent / "config.json").write_text(dump_json(moved))
+    new_config = dump_json(moved).encode()
+    (config.state_path.parent / "config.json").write_bytes(new_config)
     os.kill(pid, signal.SIGHUP)
-    wait_for(lambda: len(relay.events("reloaded")) == 2, what="both processes reloaded")
+    applied = config.state_path / "config.applied"
+    # marked applied by the relay once its delivery process has the config in force
+    wait_for(lambda: applied.exists() and applied.read_text().strip() == digest(new_config))
+    assert len(relay.events("reloaded")) == 1
     released = ask(config.state_path, Request(action="release", ids=[qid]), poke)
     assert released.done == [qid]
     relay.wait_event("delivered", queue_id=qid)
@@ -143,3 +154,92 @@ def start_sink(cleanup: list) -> Sink:
     sink = Sink()
     cleanup.append(sink)
     return sink.start()
+
+
+@pytest.mark.parametrize("delivery_process", [False, True], ids=["one", "qmgr"])
+def test_a_relay_does_not_deliver_from_a_queue_another_process_holds(
+    tmp_path: Path, cleanup: list, delivery_process: bool
+) -> None:
+    config = relay_config(tmp_path, queue={**QUEUE, "delivery_process": delivery_process})
+    config.state_path.mkdir(parents=True)
+    held = os.open(config.state_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        relay = RelayProcess(config, tmp_path)
+        cleanup.append(relay)
+        with pytest.raises(AssertionError, match="another process delivers from"):
+            relay.start()
+    finally:
+        os.close(held)
+
+
+class FakeDelivery:
+    """What the delivery process's input hands on, recorded."""
+
+    def __init__(self, config: RelayNodeConfig) -> None:
+        self.config = config
+        self.taken: list[tuple[str, bytes | None, bool]] = []
+        self.configs: list[RelayNodeConfig] = []
+
+    def take(self, env: Envelope, content: bytes | None, *, dot_lines: bool = True) -> None:
+        self.taken.append((env.id, content, dot_lines))
+
+    def reload(self, new: RelayNodeConfig) -> None:
+        self.configs.append(new)
+
+
+def handoffs(tmp_path: Path) -> tuple[Queue, FakeDelivery, int, int]:
+    """A queue, a delivery to hand to, and the two ends of the reply pipe."""
+    queue = Queue(tmp_path / "queue")
+    delivery = FakeDelivery(relay_config(tmp_path))
+    reply_r, reply_w = os.pipe()
+    return queue, delivery, reply_w, reply_r
+
+
+def test_the_delivery_process_reads_again_what_it_could_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, delivery, reply, _ = handoffs(tmp_path)
+    content = message("read late")
+    env = Envelope(
+        id=new_queue_id(), sender="a@alpha.test", recipients=[Recipient(address="b@beta.test")],
+        arrival=time.time(),
+    )  # fmt: skip
+    queue.put(env, content)
+    failures = [OSError(errno.EMFILE, "Too many open files")]
+    real = qmgr.read_new
+
+    def out_of_files_once(root: Path, qid: str) -> tuple[Envelope, bytes | None]:
+        if failures:
+            raise failures.pop()
+        return real(root, qid)
+
+    monkeypatch.setattr(qmgr, "read_new", out_of_files_once)
+    monkeypatch.setattr(qmgr, "RETRY", 0.01)
+
+    async def hand_over() -> None:
+        ended = asyncio.get_running_loop().create_future()
+        lines = qmgr._Handoffs(queue, delivery, reply, ended)  # type: ignore[arg-type]
+        lines.data_received(f"{env.id} 0\nGONE 1".encode())
+        assert delivery.taken == []  # the first read failed
+        lines.data_received(b"\n")  # the rest of a line: a message that is not there
+        deadline = time.monotonic() + 5
+        while not delivery.taken and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(hand_over())
+    assert delivery.taken == [(env.id, content, False)]  # once, read whole, unstuffed
+
+
+def test_a_config_handed_over_is_put_in_force_and_acknowledged(tmp_path: Path) -> None:
+    queue, delivery, reply, acks = handoffs(tmp_path)
+    new = relay_config(tmp_path, next_hop=Endpoint(host="127.30.9.9", port=2525))
+
+    async def hand_over() -> None:
+        ended = asyncio.get_running_loop().create_future()
+        lines = qmgr._Handoffs(queue, delivery, reply, ended)  # type: ignore[arg-type]
+        lines.data_received(b"config " + dump_json(new).encode() + b"\n")
+
+    asyncio.run(hand_over())
+    assert [c.next_hop for c in delivery.configs] == [new.next_hop]
+    assert os.read(acks, 10) == b"R"

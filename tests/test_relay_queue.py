@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mxlab.nodes import durable
 from mxlab.nodes.config import ConfigError, parse_json
-from mxlab.nodes.durable import file_system, new_names_need_dir_fsync
+from mxlab.nodes.durable import file_system, mount_type
 from mxlab.nodes.relay import queue as queue_module
 from mxlab.nodes.relay.bounce import build_dsn, status_code, wants_notice, wire_params
 from mxlab.nodes.relay.queue import (
@@ -300,6 +301,45 @@ def test_the_file_system_of_a_path_is_the_one_findmnt_names(tmp_path: Path) -> N
             assert file_system(path) == found[-1], path  # the last one mounted there
 
 
-def test_only_ext4_makes_a_new_name_durable_with_its_file(tmp_path: Path) -> None:
-    assert new_names_need_dir_fsync(Path("/proc/self"))  # proc
-    assert new_names_need_dir_fsync(tmp_path) == (file_system(tmp_path) != "ext4")
+MOUNTINFO = [
+    "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n",
+    "30 22 0:26 / /var/spool rw shared:2 - xfs /dev/sdb1 rw\n",
+    "31 30 0:27 / /var/spool/my\\040queue rw shared:3 - tmpfs tmpfs rw\n",
+    "32 22 0:28 / /srv rw shared:4 - xfs /dev/sdc1 rw\n",
+    "33 22 0:29 / /srv rw shared:5 - ext4 /dev/sdd1 rw\n",
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("/home/relay/queue", "ext4"),
+        ("/var/spool/queue", "xfs"),
+        ("/var/spoolish", "ext4"),  # a prefix of the name is not the mount point
+        ("/var/spool/my queue/q", "tmpfs"),  # \040 is a space
+        ("/var/spool/my\\040queue", "xfs"),  # an escape taken literally is not it
+        ("/srv/q", "ext4"),  # of two mounts on one point, the later hides the earlier
+    ],
+)
+def test_the_mount_holding_a_path_is_the_longest_match(target: str, kind: str) -> None:
+    assert mount_type(target, MOUNTINFO) == kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "needed"), [("ext4", False), ("xfs", True), ("overlay", True), ("ext2", True)]
+)
+def test_only_ext4_makes_a_new_name_durable_with_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, needed: bool
+) -> None:
+    monkeypatch.setattr(durable, "file_system", lambda path: kind)
+    assert durable.new_names_need_dir_fsync(tmp_path) is needed
+
+
+def test_without_proc_the_directory_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_proc(path: Path) -> str:
+        raise FileNotFoundError("/proc/self/mountinfo")
+
+    monkeypatch.setattr(durable, "file_system", no_proc)
+    assert durable.new_names_need_dir_fsync(tmp_path)

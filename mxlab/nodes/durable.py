@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 # File systems whose fsync of a new file also makes durable the name it was created
@@ -11,6 +13,7 @@ from pathlib import Path
 # directory of a file created since its last fsync (Linux commit 14ece1028b3e,
 # "ext4: Make fsync sync new parent directories in no-journal mode").
 _NAME_WITH_FILE = frozenset({"ext4"})
+_OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo's escapes of space, tab, LF, backslash
 
 
 def fsync_dir(path: Path) -> None:
@@ -23,17 +26,22 @@ def fsync_dir(path: Path) -> None:
 
 
 def file_system(path: Path) -> str:
-    """The type of the file system ``path`` is on, from /proc/self/mountinfo (the
-    mount with the longest matching mount point; a later one hides an earlier)."""
-    target = os.path.realpath(path)
+    """The type of the file system ``path`` is on."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return mount_type(os.path.realpath(path), f)
+
+
+def mount_type(target: str, mountinfo: Iterable[str]) -> str:
+    """The type of the mount holding ``target`` (a real path) by the lines of
+    /proc/PID/mountinfo (proc(5)): the longest matching mount point, the later of
+    two alike (it hides the earlier)."""
     best, kind = -1, ""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            point = fields.split(" ")[4].replace("\\040", " ")
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= best:
-                best, kind = len(point), rest.split(" ", 1)[0]
+    for line in mountinfo:
+        fields, _, rest = line.partition(" - ")
+        point = _OCTAL.sub(lambda m: chr(int(m[1], 8)), fields.split(" ")[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, kind = len(point), rest.split(" ", 1)[0]
     return kind
 
 

@@ -52,14 +52,26 @@ def mark_applied(config: NodeBase, data: bytes) -> None:
     emit(config.node, "reloaded", config=str(config.state_path.parent / CONFIG_FILE))
 
 
-def on_sighup(config: NodeBase, apply: Callable[[Any], None]) -> None:
-    """Reread the config on SIGHUP and hand it to ``apply`` (same node, same role)."""
+def on_sighup(config: NodeBase, apply: Callable[[Any], asyncio.Future[None] | None]) -> None:
+    """Reread the config on SIGHUP and hand it to ``apply`` (same node, same role).
+    It is marked applied at once, or once the future ``apply`` returns is done (a
+    relay's delivery process has it in force too)."""
 
     def reload() -> None:
         loaded = read_config(config)
-        if loaded is not None:
-            apply(loaded[0])
-            mark_applied(config, loaded[1])
+        if loaded is None:
+            return
+        new, data = loaded
+        pending = apply(new)
+        if pending is None:
+            mark_applied(config, data)
+        else:
+
+            def applied(done: asyncio.Future[None]) -> None:
+                if not done.cancelled():
+                    mark_applied(config, data)
+
+            pending.add_done_callback(applied)
 
     if threading.current_thread() is not threading.main_thread():
         return  # signals reach the main thread only: a server in a thread (tests) never reloads

@@ -4,13 +4,18 @@ answers 250 and hands the queue id over a pipe; this process schedules and deliv
 everything in the queue. A relay then keeps two cores busy instead of one.
 
 Exactly once holds as in one process, because the queue files are the only truth:
-the receiver hands over only what is fsynced, the delivery process takes over the
-whole queue before the receiver accepts anything, and a message heard of twice is
-scheduled once. The two live and die together: the delivery process dies with its
-parent (PR_SET_PDEATHSIG), the receiver ends when it does, and a lock on the state
-directory keeps a second delivery process off the queue until the first is gone.
+the receiver records the queue in its duplicate filter before this process starts,
+hands over only what is fsynced, and accepts nothing before this process has taken
+the whole queue over; a message heard of twice is scheduled once. The two live and
+die together: this process dies with its parent (PR_SET_PDEATHSIG, or the end of its
+input), the receiver ends when this process does, and the delivery lock keeps a
+second delivery process off the queue until the first is gone.
 
-    python -m mxlab.nodes.relay.qmgr PARENT_PID READY_FD   (the config on stdin's first line)
+    python -m mxlab.nodes.relay.qmgr PARENT_PID REPLY_FD   (the config on stdin's first line)
+
+stdin, from the receiver: ``<queue id> <dot_lines 0|1>`` per message, ``config <json>``
+for a config put in force by SIGHUP. REPLY_FD, back to it: ``1`` once the queue is
+taken over, ``R`` once each config is in force.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable
 
 import uvloop
@@ -29,13 +34,33 @@ import uvloop
 from mxlab.nodes.config import RelayNodeConfig, dump_json, parse_json
 from mxlab.nodes.events import emit
 from mxlab.nodes.relay.delivery import Delivery
-from mxlab.nodes.relay.queue import Envelope, GroupWriter, Queue, Spool, read_new
+from mxlab.nodes.relay.queue import Envelope, GroupWriter, Queue, Spool, own_queue, read_new
 from mxlab.nodes.relay.queue_admin import SIGNAL, ControlChannel
-from mxlab.nodes.reload import on_sighup
 
-LOCK_FILE = "delivery.lock"
 STOP_TIMEOUT = 10.0  # seconds the delivery process has to end its attempts at a stop
+RETRY = 1.0  # seconds before a message that could not be read is read again
 PR_SET_PDEATHSIG = 1  # prctl(2)
+READY, RELOADED = ord("1"), ord("R")
+CONFIG = b"config "
+
+
+class _Replies(asyncio.Protocol):
+    """The receiver's end of REPLY_FD."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ready: asyncio.Future[bool] = loop.create_future()  # False: it ended first
+        self.reloads: deque[asyncio.Future[None]] = deque()
+
+    def data_received(self, data: bytes) -> None:
+        for byte in data:
+            if byte == READY and not self.ready.done():
+                self.ready.set_result(True)
+            elif byte == RELOADED and self.reloads:
+                self.reloads.popleft().set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_result(False)
 
 
 class DeliveryProcess:
@@ -47,6 +72,7 @@ class DeliveryProcess:
         self.queue = queue
         self.writer = GroupWriter(queue)
         self._proc: asyncio.subprocess.Process | None = None
+        self._replies: _Replies | None = None
         self._ready = False
         self._signals: list[signal.Signals] = []  # arrived before the process was ready
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,30 +81,40 @@ class DeliveryProcess:
         """Start the delivery process and wait until it has taken over the queue."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(SIGNAL, self.forward, SIGNAL)  # mxlab queue
-        ready, ready_w = os.pipe()
+        # Before anything is delivered: a kill may have come between a message and its
+        # duplicate-filter records, and its client, never answered, will send it again.
+        await asyncio.to_thread(self.queue.recall)
+        self._replies = replies = _Replies(loop)
+        back, back_w = os.pipe()
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 __name__,
                 str(os.getpid()),
-                str(ready_w),
+                str(back_w),
                 stdin=asyncio.subprocess.PIPE,
-                pass_fds=(ready_w,),
+                pass_fds=(back_w,),
             )
-            os.close(ready_w)
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(dump_json(self.config).encode() + b"\n")
-            started = await loop.run_in_executor(None, os.read, ready, 1)
+        except BaseException:
+            os.close(back)
+            raise
         finally:
-            os.close(ready)
-        if not started:
+            os.close(back_w)
+        await loop.connect_read_pipe(lambda: replies, os.fdopen(back, "rb", buffering=0))
+        self._send(dump_json(self.config))
+        if not await replies.ready:
             raise SystemExit(f"{self.config.node}: the delivery process did not start")
         self._ready = True
         for sig in self._signals:
             self.forward(sig)
-        # the duplicate filter's records of queued mail, should a kill have cut them off
-        await asyncio.to_thread(self.queue.recall)
+
+    def _send(self, line: str) -> bool:
+        pipe = self._proc.stdin if self._proc is not None else None
+        if pipe is None or pipe.is_closing():
+            return False
+        pipe.write(line.encode() + b"\n")
+        return True
 
     def forward(self, sig: signal.Signals) -> None:
         if self._ready and self._proc is not None and self._proc.returncode is None:
@@ -86,22 +122,25 @@ class DeliveryProcess:
         else:
             self._signals.append(sig)
 
-    def reload(self, new: RelayNodeConfig) -> None:
-        """The delivery process rereads the config file itself."""
+    def reload(self, new: RelayNodeConfig) -> asyncio.Future[None] | None:
+        """Hand the delivery process the new config; done once it is in force there."""
         self.config = new
-        self.forward(signal.SIGHUP)
+        if self._replies is None or not self._send(CONFIG.decode() + dump_json(new)):
+            return None
+        done = asyncio.get_running_loop().create_future()
+        self._replies.reloads.append(done)
+        return done
 
     def accept(
         self, env: Envelope, spool: Spool, queued: Callable[[], None], *, dot_lines: bool = True
     ) -> asyncio.Task[None]:
-        """As ``Delivery.accept``: durable, then ``queued``, then handed over."""
+        """As ``Delivery.accept``: durable, then ``queued``, then handed over (or, if
+        the delivery process is gone, found in the queue at the next start)."""
 
         async def enqueue() -> None:
             await self.writer.put(env, spool)
             queued()
-            pipe = self._proc.stdin if self._proc is not None else None
-            if pipe is not None and not pipe.is_closing():  # else: found at the next start
-                pipe.write(f"{env.id} {int(dot_lines)}\n".encode())
+            self._send(f"{env.id} {int(dot_lines)}")
 
         task = asyncio.create_task(enqueue())
         self._tasks.add(task)
@@ -125,31 +164,45 @@ class DeliveryProcess:
 
 
 class _Handoffs(asyncio.Protocol):
-    """The delivery process's stdin: one ``<queue id> <dot_lines>`` line per message."""
+    """The delivery process's stdin (the receiver's lines, above)."""
 
-    def __init__(self, queue: Queue, delivery: Delivery, ended: asyncio.Future[None]) -> None:
+    def __init__(
+        self, queue: Queue, delivery: Delivery, reply: int, ended: asyncio.Future[None]
+    ) -> None:
         self.queue = queue
         self.delivery = delivery
+        self.reply = reply
         self.ended = ended
         self._partial = b""
 
     def data_received(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            qid, dot_lines = line.decode().split(" ")
-            try:
-                env, content = read_new(self.queue.root, qid)
-            except (OSError, ValueError) as exc:  # still on disk: the next start finds it
-                emit(self.delivery.config.node, "error", queue_id=qid, error=str(exc))
-                continue
-            self.delivery.take(env, content, dot_lines=dot_lines == "1")
+            if line.startswith(CONFIG):
+                self.delivery.reload(parse_json(RelayNodeConfig, line[len(CONFIG) :]))
+                os.write(self.reply, bytes([RELOADED]))
+            else:
+                qid, dot_lines = line.decode().split(" ")
+                self.take(qid, dot_lines == "1")
+
+    def take(self, qid: str, dot_lines: bool) -> None:
+        """Schedule a message the receiver queued; one that cannot be read now (out of
+        file descriptors, say) is read again shortly: it has its 250 already."""
+        try:
+            env, content = read_new(self.queue.root, qid)
+        except (OSError, ValueError) as exc:
+            emit(self.delivery.config.node, "error", queue_id=qid, error=str(exc))
+            if not isinstance(exc, FileNotFoundError):
+                asyncio.get_running_loop().call_later(RETRY, self.take, qid, dot_lines)
+            return
+        self.delivery.take(env, content, dot_lines=dot_lines)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ended.done():  # the receiver closed it, or died
             self.ended.set_result(None)
 
 
-async def _deliver(config: RelayNodeConfig, ready: int, first: bytes) -> None:
+async def _deliver(config: RelayNodeConfig, reply: int, first: bytes) -> None:
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[None] = loop.create_future()
 
@@ -159,18 +212,15 @@ async def _deliver(config: RelayNodeConfig, ready: int, first: bytes) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    lock = os.open(config.state_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # an earlier one is gone
+    lock = await own_queue(config.state_path, config.node)  # an earlier one is gone
     queue = Queue(config.state_path / "queue")
     delivery = Delivery(config, queue)
-    on_sighup(config, delivery.reload)
     await delivery.resume()
     ControlChannel(config.state_path, delivery).install()
-    handoffs = _Handoffs(queue, delivery, ended)
+    handoffs = _Handoffs(queue, delivery, reply, ended)
     await loop.connect_read_pipe(lambda: handoffs, os.fdopen(0, "rb", buffering=0))
     handoffs.data_received(first)
-    os.write(ready, b"1")
-    os.close(ready)
+    os.write(reply, bytes([READY]))
     worker = asyncio.create_task(delivery.run())
     try:
         await asyncio.wait([worker, ended], return_when=asyncio.FIRST_COMPLETED)
@@ -179,6 +229,8 @@ async def _deliver(config: RelayNodeConfig, ready: int, first: bytes) -> None:
         await asyncio.gather(worker, return_exceptions=True)
         queue.close()
         os.close(lock)
+    if not worker.cancelled() and worker.exception() is not None:
+        raise worker.exception()  # type: ignore[misc]  # a bug: the node ends, and says so
 
 
 def _first_line(fd: int) -> tuple[bytes, bytes]:
@@ -194,7 +246,11 @@ def _first_line(fd: int) -> tuple[bytes, bytes]:
 
 
 def main(argv: list[str]) -> int:
-    parent, ready = int(argv[0]), int(argv[1])
+    # a queue request (until the control channel answers it) or a reload (the config
+    # comes on stdin) sent to the node's whole process group must not end this one
+    signal.signal(SIGNAL, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    parent, reply = int(argv[0]), int(argv[1])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the prctl
@@ -203,7 +259,7 @@ def main(argv: list[str]) -> int:
     config = parse_json(RelayNodeConfig, line)
     os.umask(0o077)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_deliver(config, ready, rest))
+        runner.run(_deliver(config, reply, rest))
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import random
 import time
@@ -31,6 +32,8 @@ from mxlab.nodes.config import dump_json, parse_json
 from mxlab.nodes.durable import fsync_dir, new_names_need_dir_fsync
 from mxlab.nodes.relay.dedupe import DuplicateFilter
 
+LOCK_FILE = "delivery.lock"
+LOCK_WAIT = 5.0  # seconds an earlier holder of the delivery lock gets to end
 BLOCK = 1 << 18  # bytes read from a spool file at a time when sending
 KEEP = 1 << 16  # a new message up to this size stays in memory for its first attempt
 SYNCERS = 8  # threads fsyncing the files of one batch at once
@@ -79,6 +82,27 @@ def new_queue_id() -> str:
     random module reseeds from the OS in a forked child; an id needs no secrecy, and
     secrets' system call per id was 1% of a small message)."""
     return f"{time.time_ns() // 1000:X}{random.getrandbits(24):06X}"
+
+
+async def own_queue(state: Path, node: str) -> int:
+    """Take the relay's delivery lock (``state/delivery.lock``) and return its file
+    descriptor, held until closed or the process ends: one process delivers from a
+    queue. An earlier holder gets ``LOCK_WAIT`` seconds to end (the delivery process
+    of a relay just killed is dying), then the node ends with one line."""
+    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise SystemExit(
+                    f"{node}: another process delivers from {state / 'queue'} (it holds "
+                    f"{state / LOCK_FILE}): stop that relay first"
+                ) from None
+            await asyncio.sleep(0.02)
 
 
 def _write_synced(path: Path, *parts: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import warnings
 
@@ -18,7 +19,7 @@ from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget
 from mxlab.nodes.relay.qmgr import DeliveryProcess
-from mxlab.nodes.relay.queue import Queue
+from mxlab.nodes.relay.queue import Queue, own_queue
 from mxlab.nodes.relay.queue_admin import ControlChannel
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
 from mxlab.nodes.reload import on_sighup
@@ -54,18 +55,21 @@ async def serve(config: RelayNodeConfig) -> None:
     servers: list[asyncio.Server] = []
     handlers: list[RelayHandler] = []
 
-    def reload(new: RelayNodeConfig) -> None:
+    def reload(new: RelayNodeConfig) -> asyncio.Future[None] | None:
         """SIGHUP: users, domains and routes from the rewritten config; new sessions and
         the next delivery attempt use them (ports and TLS need a restart)."""
         nonlocal config
         config = new  # and listeners made after this signal
         for handler in handlers:
             handler.config = new
-        delivery.reload(new)
+        return delivery.reload(new)
 
     on_sighup(config, reload)  # before any port answers: a HUP must never end the node
+    lock = None
+    if isinstance(delivery, Delivery):  # else the delivery process owns the queue
+        lock = await own_queue(config.state_path, config.node)
     await delivery.resume()
-    if isinstance(delivery, Delivery):  # else the delivery process answers
+    if isinstance(delivery, Delivery):
         ControlChannel(config.state_path, delivery).install()  # mxlab queue
     worker = asyncio.create_task(delivery.run())
     try:
@@ -105,3 +109,5 @@ async def serve(config: RelayNodeConfig) -> None:
         await asyncio.gather(worker, return_exceptions=True)
         queue.close()
         duplicates.close()
+        if lock is not None:
+            os.close(lock)

@@ -59,7 +59,7 @@ for node in "$@"; do
 	start) start "$name" "$role" || status=1 ;;
 	stop) stop "$name" TERM ;;
 	signal)
-		if $systemd; then systemctl kill -s "$arg" "mxlab-$lab-$name"
+		if $systemd; then systemctl kill --kill-whom=main -s "$arg" "mxlab-$lab-$name"
 		else alive "$name" && kill "-$arg" "$(cat "$name/pid")"; fi ;;
 	status) alive "$name" && echo "$name running" || echo "$name stopped" ;;
 	log) cat "$name/node.log" 2>/dev/null ;;
