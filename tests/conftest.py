@@ -75,3 +75,18 @@ def dns_resolver_restored() -> Iterator[None]:
     saved = dns.resolver.default_resolver
     yield
     dns.resolver.default_resolver = saved
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list]:
+    """Stop every sink, stub and node a test started (``run``), even when it fails."""
+    started: list = []
+    yield started
+    for thing in reversed(started):
+        thing.stop()
+
+
+def run(cleanup: list, thing):  # noqa: ANN001, ANN201 - returns what it was given
+    """Start ``thing`` (if it starts) and have ``cleanup`` stop it."""
+    cleanup.append(thing)
+    return thing.start() if hasattr(thing, "start") else thing

@@ -7,7 +7,7 @@ import smtplib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from mxlab.lab.checks import split_trace
 from mxlab.nodes.config import Endpoint, LocalDomain, RelayDomain, RelayNodeConfig
 from mxlab.nodes.passwords import hash_password
-from tests.conftest import wait_for
+from tests.conftest import run, wait_for
 from tests.test_relay_support import (
     DnsStub,
     RelayProcess,
@@ -26,20 +26,6 @@ from tests.test_relay_support import (
     relay_chain,
     relay_config,
 )
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list]:
-    """Stop every sink, stub and relay a test started, even when it fails."""
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
-
-
-def run(cleanup: list, thing):  # noqa: ANN001, ANN201 - returns what it was given
-    cleanup.append(thing)
-    return thing.start() if hasattr(thing, "start") else thing
 
 
 def queue_files(config: RelayNodeConfig) -> list[str]:

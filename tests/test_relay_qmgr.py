@@ -10,7 +10,6 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,23 +19,10 @@ from mxlab.nodes.relay import qmgr
 from mxlab.nodes.relay.queue import LOCK_FILE, Envelope, Queue, Recipient, new_queue_id
 from mxlab.nodes.relay.queue_admin import SIGNAL, Request, ask
 from mxlab.nodes.reload import digest
-from tests.conftest import wait_for
+from tests.conftest import run, wait_for
 from tests.test_relay_support import RelayProcess, Sink, message, new_address, relay_config
 
 QUEUE = {"retry_initial": 0.2, "retry_max": 0.5, "lifetime": 30.0, "delivery_process": True}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list]:
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
-
-
-def start(cleanup: list, relay: RelayProcess) -> RelayProcess:
-    cleanup.append(relay)
-    return relay.start()
 
 
 def delivery_pid(relay: RelayProcess) -> int:
@@ -70,11 +56,11 @@ def send(relay: RelayProcess, subject: str) -> str:
 def test_the_delivery_process_delivers_and_dies_with_the_relay(
     tmp_path: Path, cleanup: list
 ) -> None:
-    sink = start_sink(cleanup)
+    sink = run(cleanup, Sink())
     config = relay_config(
         tmp_path, trusted_clients=["127.0.0.1"], next_hop=sink.endpoint, queue=QUEUE
     )
-    relay = start(cleanup, RelayProcess(config, tmp_path))
+    relay = run(cleanup, RelayProcess(config, tmp_path))
     child = delivery_pid(relay)
     qid = send(relay, "two processes")
     relay.wait_event("delivered", queue_id=qid)
@@ -87,7 +73,7 @@ def test_the_delivery_process_delivers_and_dies_with_the_relay(
 
 def test_the_relay_ends_when_its_delivery_process_dies(tmp_path: Path, cleanup: list) -> None:
     config = relay_config(tmp_path, next_hop=Endpoint(host=new_address(), port=2525), queue=QUEUE)
-    relay = start(cleanup, RelayProcess(config, tmp_path))
+    relay = run(cleanup, RelayProcess(config, tmp_path))
     os.kill(delivery_pid(relay), signal.SIGKILL)
     assert relay.proc is not None
     assert relay.proc.wait(10) != 0
@@ -97,7 +83,7 @@ def test_the_relay_ends_when_its_delivery_process_dies(tmp_path: Path, cleanup: 
 def test_a_stop_ends_both_and_keeps_the_queue(tmp_path: Path, cleanup: list) -> None:
     hop = Endpoint(host=new_address(), port=2525)  # down: the message stays queued
     config = relay_config(tmp_path, trusted_clients=["127.0.0.1"], next_hop=hop, queue=QUEUE)
-    relay = start(cleanup, RelayProcess(config, tmp_path))
+    relay = run(cleanup, RelayProcess(config, tmp_path))
     child = delivery_pid(relay)
     qid = send(relay, "kept")
     relay.wait_event("deferred", queue_id=qid)
@@ -112,7 +98,7 @@ def test_queue_requests_and_sighup_reach_the_delivery_process(
 ) -> None:
     hop = Endpoint(host=new_address(), port=2525)  # down at first
     config = relay_config(tmp_path, trusted_clients=["127.0.0.1"], next_hop=hop, queue=QUEUE)
-    relay = start(cleanup, RelayProcess(config, tmp_path))
+    relay = run(cleanup, RelayProcess(config, tmp_path))
     assert relay.proc is not None
     pid = relay.proc.pid
     qid = send(relay, "held, then sent elsewhere")
@@ -129,7 +115,7 @@ def test_queue_requests_and_sighup_reach_the_delivery_process(
         return [(e.id, e.state) for e in reply.messages]
 
     wait_for(lambda: listing() == [(qid, "hold")], what="the message held")
-    sink = start_sink(cleanup)
+    sink = run(cleanup, Sink())
     moved = relay_config(
         tmp_path,
         address=config.address,
@@ -148,12 +134,6 @@ def test_queue_requests_and_sighup_reach_the_delivery_process(
     assert released.done == [qid]
     relay.wait_event("delivered", queue_id=qid)
     assert [m.rcpts for m in sink.messages] == [["bob@beta.test"]]
-
-
-def start_sink(cleanup: list) -> Sink:
-    sink = Sink()
-    cleanup.append(sink)
-    return sink.start()
 
 
 @pytest.mark.parametrize("delivery_process", [False, True], ids=["one", "qmgr"])
