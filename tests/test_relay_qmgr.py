@@ -9,8 +9,12 @@ import errno
 import fcntl
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,6 +155,40 @@ def test_a_relay_does_not_deliver_from_a_queue_another_process_holds(
             relay.start()
     finally:
         os.close(held)
+
+
+def test_a_queue_request_before_the_delivery_process_is_ready_is_answered(
+    tmp_path: Path, cleanup: list
+) -> None:
+    """The relay keeps SIGUSR1 until its delivery process is ready, then passes it on:
+    held back here by the delivery lock, which the test takes first."""
+    config = relay_config(tmp_path, queue=QUEUE)
+    config.state_path.mkdir(parents=True)
+    held = os.open(config.state_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    relay = RelayProcess(config, tmp_path)
+    cleanup.append(relay)
+    relay.proc = subprocess.Popen(
+        [sys.executable, "-m", "mxlab.nodes", "relay", "--config", str(relay.config_path)]
+    )
+    pid = relay.proc.pid
+    wait_for(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(),
+             what="the delivery process, waiting for the lock")  # fmt: skip
+    replies: list[Any] = []
+    poked = threading.Event()
+
+    def poke() -> None:
+        os.kill(pid, SIGNAL)  # pending in the relay once this returns
+        poked.set()
+
+    asking = threading.Thread(
+        target=lambda: replies.append(ask(config.state_path, Request(action="list"), poke))
+    )
+    asking.start()
+    assert poked.wait(10)
+    os.close(held)  # the delivery process takes over the queue, then gets the signal
+    asking.join(15)
+    assert [r.live for r in replies] == [True]
 
 
 class FakeDelivery:
