@@ -267,7 +267,8 @@ import json, os, pathlib, time
 
 def test_blocks(mail_lab):
     ready = {"dir": str(mail_lab.directory), "pid": os.getpid()}
-    pathlib.Path("ready.json").write_text(json.dumps(ready))
+    pathlib.Path("ready.tmp").write_text(json.dumps(ready))
+    os.replace("ready.tmp", "ready.json")  # whole when seen: the outer test polls for it
     deadline = time.monotonic() + 120
     while not pathlib.Path("release").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
