@@ -10,7 +10,7 @@ import asyncio
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, syntax
@@ -194,9 +194,6 @@ class _Verbs:
 
     def items(self) -> list[tuple[str, Any]]:
         return [(name, getattr(self._smtp, f"smtp_{name}")) for name in self._names]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
 
 
 class RelaySMTP(SMTP):

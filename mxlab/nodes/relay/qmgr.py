@@ -34,8 +34,8 @@ import uvloop
 from mxlab.nodes.config import RelayNodeConfig, dump_json, parse_json
 from mxlab.nodes.events import emit
 from mxlab.nodes.relay.delivery import Delivery
-from mxlab.nodes.relay.queue import Envelope, GroupWriter, Queue, Spool, own_queue, read_new
-from mxlab.nodes.relay.queue_admin import SIGNAL, ControlChannel
+from mxlab.nodes.relay.queue import Envelope, GroupWriter, Queue, Spool, read_new
+from mxlab.nodes.relay.queue_admin import SIGNAL, take_over
 
 STOP_TIMEOUT = 10.0  # seconds the delivery process has to end its attempts at a stop
 RETRY = 1.0  # seconds before a message that could not be read is read again
@@ -212,11 +212,9 @@ async def _deliver(config: RelayNodeConfig, reply: int, first: bytes) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    lock = await own_queue(config.state_path, config.node)  # an earlier one is gone
     queue = Queue(config.state_path / "queue")
     delivery = Delivery(config, queue)
-    await delivery.resume()
-    ControlChannel(config.state_path, delivery).install()
+    lock = await take_over(delivery)  # once an earlier delivery process is gone
     handoffs = _Handoffs(queue, delivery, reply, ended)
     await loop.connect_read_pipe(lambda: handoffs, os.fdopen(0, "rb", buffering=0))
     handoffs.data_received(first)

@@ -28,6 +28,7 @@ from mxlab.nodes.relay.queue import (
     Envelope,
     apply_action,
     apply_journal,
+    own_queue,
     queued_ids,
     read_envelope,
     remove_message,
@@ -76,6 +77,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 # -- the relay's side -----------------------------------------------------------------
+
+
+async def take_over(delivery: Delivery) -> int:
+    """Make ``delivery`` the one deliverer of its relay's queue, in whichever process
+    delivers: hold the delivery lock, load the queue, then answer ``mxlab queue``.
+    Returns the lock's descriptor, held until closed."""
+    config = delivery.config
+    lock = await own_queue(config.state_path, config.node)
+    await delivery.resume()
+    ControlChannel(config.state_path, delivery).install()
+    return lock
 
 
 class ControlChannel:

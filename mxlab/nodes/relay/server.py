@@ -19,8 +19,8 @@ from mxlab.nodes.relay.dedupe import DuplicateFilter
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.esmtp import ConnectionBudget
 from mxlab.nodes.relay.qmgr import DeliveryProcess
-from mxlab.nodes.relay.queue import Queue, own_queue
-from mxlab.nodes.relay.queue_admin import ControlChannel
+from mxlab.nodes.relay.queue import Queue
+from mxlab.nodes.relay.queue_admin import take_over
 from mxlab.nodes.relay.smtpd import RelayHandler, make_smtp
 from mxlab.nodes.reload import on_sighup
 from mxlab.nodes.tls import server_tls_context
@@ -66,11 +66,10 @@ async def serve(config: RelayNodeConfig) -> None:
 
     on_sighup(config, reload)  # before any port answers: a HUP must never end the node
     lock = None
-    if isinstance(delivery, Delivery):  # else the delivery process owns the queue
-        lock = await own_queue(config.state_path, config.node)
-    await delivery.resume()
-    if isinstance(delivery, Delivery):
-        ControlChannel(config.state_path, delivery).install()  # mxlab queue
+    if isinstance(delivery, DeliveryProcess):
+        await delivery.resume()  # its delivery process takes the queue over
+    else:
+        lock = await take_over(delivery)
     worker = asyncio.create_task(delivery.run())
     try:
         listeners: list[tuple[int, bool, ssl.SSLContext | None]] = [
