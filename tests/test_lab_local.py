@@ -11,12 +11,14 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mxlab.api import Lab
 from mxlab.lab import labdir
 from mxlab.lab.checks import split_trace
 from mxlab.lab.mail import build_message, submit, tls_context
@@ -260,3 +262,27 @@ def test_trace_follows_a_message_from_submission_to_mailbox(lab: LabPlan) -> Non
     assert "path: mx-alpha > mx-beta > store-beta" in proc.stdout, proc.stdout
     missing = mxlab("trace", "<nobody@nowhere.test>", check=False)
     assert missing.returncode == 2 and "no node of lab" in missing.stderr
+
+
+def test_a_relay_asked_for_its_queue_while_it_starts_comes_up(lab: LabPlan) -> None:
+    """The dashboard asks every running relay's queue each second, and a node counts as
+    running from its first instant: the request's SIGUSR1 must wait for the starting
+    relay's handler, not end it (signal(7): its default action; mxlab.nodes.host_signals)."""
+    the_lab = Lab.attach(lab.lab)
+    the_lab.kill("mx-beta")
+    done = threading.Event()
+    answered: list[int] = []
+
+    def ask_again_and_again() -> None:
+        while not done.is_set():
+            answered.append(len(the_lab.queue()))
+
+    asking = threading.Thread(target=ask_again_and_again)
+    asking.start()
+    try:
+        the_lab.start("mx-beta")
+    finally:
+        done.set()
+        asking.join(30)
+    assert {s.node: s.state for s in the_lab.status()}["mx-beta"] == "running"
+    assert answered

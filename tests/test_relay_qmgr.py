@@ -157,14 +157,17 @@ def test_a_relay_does_not_deliver_from_a_queue_another_process_holds(
         os.close(held)
 
 
-def test_a_queue_request_before_the_delivery_process_is_ready_is_answered(
-    tmp_path: Path, cleanup: list
+@pytest.mark.parametrize("delivery_process", [False, True], ids=["one", "qmgr"])
+def test_a_queue_request_and_a_reload_while_the_relay_starts_are_answered(
+    tmp_path: Path, cleanup: list, delivery_process: bool
 ) -> None:
-    """The relay keeps SIGUSR1 until its delivery process is ready, then passes it on:
-    held back here by the delivery lock, which the test takes first."""
-    config = relay_config(tmp_path, queue=QUEUE)
+    """SIGUSR1 and SIGHUP end a process by default: a relay signalled before it has its
+    handlers (held back here by the delivery lock, which the test takes first) must
+    keep them and answer once it has taken the queue over (host_signals)."""
+    config = relay_config(tmp_path, queue={**QUEUE, "delivery_process": delivery_process})
     config.state_path.mkdir(parents=True)
-    held = os.open(config.state_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    lock = config.state_path / LOCK_FILE
+    held = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(held, fcntl.LOCK_EX)
     relay = RelayProcess(config, tmp_path)
     cleanup.append(relay)
@@ -172,8 +175,13 @@ def test_a_queue_request_before_the_delivery_process_is_ready_is_answered(
         [sys.executable, "-m", "mxlab.nodes", "relay", "--config", str(relay.config_path)]
     )
     pid = relay.proc.pid
-    wait_for(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(),
-             what="the delivery process, waiting for the lock")  # fmt: skip
+
+    def waits_for_the_lock() -> bool:
+        tree = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        fds = [f for p in tree for f in Path(f"/proc/{p}/fd").iterdir()]
+        return any(os.readlink(f) == str(lock) for f in fds if f.exists())
+
+    wait_for(waits_for_the_lock, what="the relay, waiting for the delivery lock")
     replies: list[Any] = []
     poked = threading.Event()
 
@@ -186,9 +194,15 @@ def test_a_queue_request_before_the_delivery_process_is_ready_is_answered(
     )
     asking.start()
     assert poked.wait(10)
-    os.close(held)  # the delivery process takes over the queue, then gets the signal
+    rewritten = dump_json(config).encode() + b"\n"
+    (config.state_path.parent / "config.json").write_bytes(rewritten)
+    os.kill(pid, signal.SIGHUP)
+    os.close(held)  # the relay takes over the queue, then handles both signals
     asking.join(15)
     assert [r.live for r in replies] == [True]
+    applied = config.state_path / "config.applied"
+    wait_for(lambda: applied.exists() and applied.read_text().strip() == digest(rewritten))
+    assert relay.proc.poll() is None
 
 
 class FakeDelivery:

@@ -19,6 +19,7 @@ from mxlab.dns.answer import Responder
 from mxlab.dns.faults import Faults, mark_applied, read_request
 from mxlab.nodes.config import DnsNodeConfig
 from mxlab.nodes.events import emit
+from mxlab.nodes.host_signals import handle
 from mxlab.nodes.listen import quiet_on_stop
 from mxlab.nodes.reload import mark_applied as mark_config_applied
 from mxlab.nodes.reload import read_config
@@ -168,7 +169,7 @@ async def serve(config: DnsNodeConfig) -> None:
         )
         stack.push_async_callback(server.wait_closed)
         stack.callback(server.close)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        handle(signal.SIGHUP, on_hup)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         emit(
             config.node,

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from mxlab.nodes.config import ConfigError, load_config
+from mxlab.nodes.host_signals import held
 
 # role -> module whose ``serve(config)`` coroutine runs the node until cancelled, on the
 # event loop its ``new_event_loop`` makes if it has one (asyncio's otherwise)
@@ -56,21 +57,22 @@ def _usage(problem: str) -> int:
 
 def run(role: str, config_path: str) -> int:
     """Load the config, check it is for ``role``, serve until SIGTERM; the exit code."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if config.role != role:
-        print(f"{config_path}: role is {config.role!r}, not {role!r}", file=sys.stderr)
-        return 2
-    # Set once the node will serve, not before: main() refusing its arguments must leave
-    # the caller's umask as it was (the tests call it in pytest's own process).
-    os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
-    module = importlib.import_module(ROLES[role])
-    with asyncio.Runner(loop_factory=getattr(module, "new_event_loop", None)) as runner:
-        runner.run(_run(module, config))
-    return 0
+    with held():  # from the start: a reload or queue request may come while it starts
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if config.role != role:
+            print(f"{config_path}: role is {config.role!r}, not {role!r}", file=sys.stderr)
+            return 2
+        # Set once the node will serve, not before: main() refusing its arguments must
+        # leave the caller's umask as it was (the tests call it in pytest's own process).
+        os.umask(0o077)  # queue files, maildirs and indexes are the lab's alone (0600/0700)
+        module = importlib.import_module(ROLES[role])
+        with asyncio.Runner(loop_factory=getattr(module, "new_event_loop", None)) as runner:
+            runner.run(_run(module, config))
+        return 0
 
 
 async def _run(module: Any, config: Any) -> None:

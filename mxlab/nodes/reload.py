@@ -18,6 +18,7 @@ from typing import Any
 
 from mxlab.nodes.config import NodeBase, load_config
 from mxlab.nodes.events import emit
+from mxlab.nodes.host_signals import handle
 
 CONFIG_FILE = "config.json"
 APPLIED_FILE = "config.applied"
@@ -75,4 +76,4 @@ def on_sighup(config: NodeBase, apply: Callable[[Any], asyncio.Future[None] | No
 
     if threading.current_thread() is not threading.main_thread():
         return  # signals reach the main thread only: a server in a thread (tests) never reloads
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    handle(signal.SIGHUP, reload)

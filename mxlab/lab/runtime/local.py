@@ -20,6 +20,7 @@ from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime
 from mxlab.lab.topology import Topology
 from mxlab.nodes.__main__ import ROLES
+from mxlab.nodes.host_signals import held
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -158,11 +159,12 @@ class _Forkers:
             self._start(role)
 
     def _start(self, role: str) -> subprocess.Popen:
-        self.procs[role] = subprocess.Popen(
-            [sys.executable, "-m", "mxlab.nodes.spawn", role],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_node_env(self.lab), text=True,
-        )  # fmt: skip
+        with held():  # its nodes are born with the host's signals held (host_signals)
+            self.procs[role] = subprocess.Popen(
+                [sys.executable, "-m", "mxlab.nodes.spawn", role],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=_node_env(self.lab), text=True,
+            )  # fmt: skip
         return self.procs[role]
 
     def fork(self, node_dirs: dict[str, list[Path]]) -> dict[str, list[int]]:
@@ -269,7 +271,8 @@ class LocalRuntime(Runtime):
         ndir = labdir.node_dir(plan, node.name)
         argv = kinds.get(node.kind).argv(plan, node)
         env = _node_env(plan.lab)
-        with labdir.private(), open(_log_file(plan, node.name), "ab") as log:
+        # held: the node's pid file is there before its signal handlers (host_signals)
+        with labdir.private(), held(), open(_log_file(plan, node.name), "ab") as log:
             proc = subprocess.Popen(
                 argv,
                 cwd=ndir,

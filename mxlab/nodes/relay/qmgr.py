@@ -33,6 +33,7 @@ import uvloop
 
 from mxlab.nodes.config import RelayNodeConfig, dump_json, parse_json
 from mxlab.nodes.events import emit
+from mxlab.nodes.host_signals import handle
 from mxlab.nodes.relay.delivery import Delivery
 from mxlab.nodes.relay.queue import Envelope, GroupWriter, Queue, Spool, read_new
 from mxlab.nodes.relay.queue_admin import SIGNAL, take_over
@@ -80,7 +81,7 @@ class DeliveryProcess:
     async def resume(self) -> None:
         """Start the delivery process and wait until it has taken over the queue."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(SIGNAL, self.forward, SIGNAL)  # mxlab queue
+        handle(SIGNAL, self.forward, SIGNAL)  # mxlab queue
         # Before anything is delivered: a kill may have come between a message and its
         # duplicate-filter records, and its client, never answered, will send it again.
         await asyncio.to_thread(self.queue.recall)

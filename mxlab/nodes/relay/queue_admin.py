@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mxlab.nodes.config import dump_json, parse_json
+from mxlab.nodes.host_signals import handle
 from mxlab.nodes.relay.queue import (
     Envelope,
     apply_action,
@@ -100,7 +101,7 @@ class ControlChannel:
         self._again = False
 
     def install(self) -> None:
-        asyncio.get_running_loop().add_signal_handler(SIGNAL, self.poke)
+        handle(SIGNAL, self.poke)
 
     def poke(self) -> None:
         """A request may be waiting: answer it (one pass at a time, another after)."""
