@@ -87,3 +87,17 @@ def test_sighup_reload_drops_the_cached_replies(tmp_path: Path) -> None:
         assert ask() == dns.rcode.SERVFAIL
     finally:
         node.stop()
+
+
+def test_a_flood_of_misses_leaves_the_zones_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Templates are made on first sight; names outside the zones only up to a bound,
+    which a flood of them cannot use up for the names the zones hold."""
+    monkeypatch.setattr(answer, "LEARNED_LIMIT", 2)
+    responder = Responder(lab_zones())
+    misses = [query(f"nope{i}.alpha.test") for i in range(3)]
+    assert [responder._fast(w, False) is not None for w in misses] == [True, True, False]
+    held = query("mx1.alpha.test")
+    assert responder._fast(held, False) == responder._slow(held, False)
+    assert dns.message.from_wire(responder.respond(misses[2])[0]).rcode() == dns.rcode.NXDOMAIN

@@ -1,7 +1,7 @@
 """The DNS node's sans-IO core: query bytes in, reply messages out, no sockets.
 
-Answers to every (name, type) the zones can be asked about are packed once into wire
-templates; a well-formed query then costs a dictionary lookup plus patching the ID, the
+The answer to each (name, type) asked is packed once, on first sight, into a wire
+template; a well-formed query then costs a dictionary lookup plus patching the ID, the
 question's spelling, RD/CD and the EDNS OPT record. Anything unusual (EDNS versions
 above 0, truncation, zone transfers, malformed packets) takes the slow path through
 dnslib, which builds the same answers from the same lookup.
@@ -29,7 +29,7 @@ from dnslib import (
 
 from mxlab.dns.faults import Faults
 from mxlab.dns.lookup import Lookup, Outcome
-from mxlab.dns.zones import ZoneData, load_zone
+from mxlab.dns.zones import ZoneData, load_zone, name_key
 from mxlab.nodes.config import Zone
 
 MAX_UDP = 1232  # our EDNS UDP payload size (DNS flag day 2020), as NSD's default
@@ -69,15 +69,11 @@ class Responder:
         self.zones: list[ZoneData] = [load_zone(z) for z in zones]
         self.lookup = Lookup(self.zones, faults)
         self._opt = tuple(_packed(self._opt_rr(do)) for do in (False, True))
+        # Templates are made on first sight, not all up front: a 100-domain lab's 9,000
+        # took its DNS node 1 s of CPU at start (on the lab's critical path) and on
+        # every reload, most for names nobody asks.
         self._table: dict[bytes, _Template | object] = {}
-        for zone in self.zones:
-            for name in zone.names:
-                qname = DNSLabel(name)
-                present = set(zone.rrsets.get(name, {}))
-                for qtype in sorted(present.union(PRECOMPUTED_TYPES)):
-                    key = _wire_name(qname) + qtype.to_bytes(2, "big")
-                    self._table[key] = self._template(qname, qtype)
-        self._table_limit = len(self._table) + LEARNED_LIMIT
+        self._learned = 0  # templates for what the zones do not hold, bounded
         self._replies: dict[bytes, bytes] = {}  # UDP query after its ID -> reply after its ID
 
     # -- the fast path ---------------------------------------------------------------
@@ -150,17 +146,32 @@ class Responder:
         return [reply] if len(reply) <= limit else None
 
     def _learn(self, key: bytes) -> _Template | object | None:
-        """Template a name the zones do not hold (NXDOMAIN, REFUSED...) on first sight,
-        up to a bound, so a flood of misses costs no more than hits."""
+        """Template a question on first sight: always for a name and type the zones can
+        be asked about; for anything else (NXDOMAIN, REFUSED...) up to a bound, so a
+        flood of misses costs no more than hits and cannot grow the table for ever."""
         qtype = int.from_bytes(key[-2:], "big")
-        if len(self._table) >= self._table_limit or qtype in TRANSFER_TYPES:
+        if qtype in TRANSFER_TYPES:
             return None
         labels, i = [], 0
         while key[i]:
             labels.append(key[i + 1 : i + 1 + key[i]])
             i += key[i] + 1
-        template = self._table[key] = self._template(DNSLabel(labels), qtype)
+        qname = DNSLabel(labels)
+        held = self._holds(name_key(qname), qtype)
+        if not held:
+            if self._learned >= LEARNED_LIMIT:
+                return None
+            self._learned += 1
+        template = self._table[key] = self._template(qname, qtype)
         return template
+
+    def _holds(self, name: str, qtype: int) -> bool:
+        zone = self.lookup.zone_for(name)
+        return (
+            zone is not None
+            and name in zone.names
+            and (qtype in PRECOMPUTED_TYPES or qtype in zone.rrsets.get(name, {}))
+        )
 
     def _template(self, qname: DNSLabel, qtype: int) -> _Template | object:
         outcome = self.lookup.find(qname, qtype)
