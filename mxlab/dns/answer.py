@@ -36,7 +36,8 @@ MAX_UDP = 1232  # our EDNS UDP payload size (DNS flag day 2020), as NSD's defaul
 CLASSIC_UDP = 512  # RFC 1035 §4.2.1, and the floor of RFC 6891 §6.2.5
 MAX_TCP = 65535  # RFC 1035 §4.2.2 length prefix
 BADVERS = 16  # RFC 6891 §9: extended RCODE, upper 8 bits in the OPT TTL
-PRECOMPUTED_TYPES = (
+# the types a name the zones hold is always templated for (others: those it has)
+HELD_TYPES = (
     QTYPE.A, QTYPE.AAAA, QTYPE.MX, QTYPE.NS, QTYPE.SOA, QTYPE.TXT,
     QTYPE.CNAME, QTYPE.PTR, QTYPE.SRV, QTYPE.CAA,
 )  # fmt: skip
@@ -51,7 +52,7 @@ _DROP = object()  # the timeout fault: no reply at all
 
 @dataclass(frozen=True)
 class _Template:
-    """One precomputed reply: headers by (RD, CD) bits, and the bytes after the question."""
+    """One packed reply: headers by (RD, CD) bits, and the bytes after the question."""
 
     heads: tuple[bytes, ...]  # flags + counts, indexed by RD | CD << 1
     heads_edns: tuple[bytes, ...]  # the same with ARCOUNT + 1 for our OPT
@@ -170,7 +171,7 @@ class Responder:
         return (
             zone is not None
             and name in zone.names
-            and (qtype in PRECOMPUTED_TYPES or qtype in zone.rrsets.get(name, {}))
+            and (qtype in HELD_TYPES or qtype in zone.rrsets.get(name, {}))
         )
 
     def _template(self, qname: DNSLabel, qtype: int) -> _Template | object:

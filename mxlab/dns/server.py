@@ -1,8 +1,9 @@
 """The DNS node: a UDP thread and asyncio TCP around the sans-IO ``Responder``.
 
-Replies come from precomputed templates and a cache of whole replies, so serving only
-moves datagrams. On SIGHUP the node rereads its config (zones changed by `mxlab dns
-add` or a live change, as ``nsd-control reload`` does) and ``<state_dir>/faults.json``.
+Replies come from wire templates (each packed on first sight) and a cache of whole
+replies, so serving only moves datagrams. On SIGHUP the node rereads its config (zones
+changed by `mxlab dns add` or a live change, as ``nsd-control reload`` does) and
+``<state_dir>/faults.json``.
 """
 
 from __future__ import annotations
