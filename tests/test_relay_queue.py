@@ -343,3 +343,26 @@ def test_without_proc_the_directory_is_fsynced(
 
     monkeypatch.setattr(durable, "file_system", no_proc)
     assert durable.new_names_need_dir_fsync(tmp_path)
+
+
+def test_a_closed_writer_refuses_new_messages_and_still_removes(tmp_path: Path) -> None:
+    """A session that ends its DATA while the relay stops gets an error (451), not a
+    wait for ever on a thread that is gone; a finished delivery still removes its files."""
+    queue = Queue(tmp_path)
+    kept, late = envelope("bob@beta.test"), envelope("carol@beta.test")
+
+    async def close_then_use() -> None:
+        writer = GroupWriter(queue)
+        spool = queue.spool(kept.id)
+        spool.write(CONTENT)
+        await writer.put(kept, spool)
+        await writer.close()
+        spool = queue.spool(late.id)
+        spool.write(CONTENT)
+        with pytest.raises(OSError, match="relay is stopping"):
+            await asyncio.wait_for(writer.put(late, spool), 5)
+        await asyncio.wait_for(writer.remove(kept.id), 5)
+
+    asyncio.run(close_then_use())
+    assert list(tmp_path.glob("*.msg")) == []
+    assert list(tmp_path.glob(".*.tmp")) == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import random
@@ -481,15 +482,24 @@ class GroupWriter:
         self._puts: list[tuple[Envelope, Spool, asyncio.Future[None]]] = []
         self._removals: list[tuple[str, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def put(self, envelope: Envelope, spool: Spool) -> None:
-        """Return once the message is durable; raise OSError when it could not be."""
+        """Return once the message is durable; raise OSError when it could not be
+        (a session that ends its DATA while the relay stops gets 451, not silence)."""
+        if self._closed:
+            spool.discard()
+            raise OSError(errno.ESHUTDOWN, "the queue is closing: the relay is stopping")
         done = asyncio.get_running_loop().create_future()
         self._puts.append((envelope, spool, done))
         await self._kick(done)
 
     async def remove(self, qid: str) -> None:
         """Return once the message's files are unlinked."""
+        if self._closed:  # the thread is gone: two unlinks, here
+            with contextlib.suppress(OSError):
+                self.queue.remove(qid)
+            return
         done = asyncio.get_running_loop().create_future()
         self._removals.append((qid, done))
         await self._kick(done)
@@ -529,6 +539,7 @@ class GroupWriter:
 
     async def close(self) -> None:
         """Finish what is being written, then stop the thread."""
+        self._closed = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self._pool.shutdown(wait=True)
