@@ -31,6 +31,7 @@ from mxlab.lab.plan import CONTAINER_NODE_DIR, START_ORDER, LabPlan, NodePlan
 from mxlab.lab.ready import wait_ready
 from mxlab.lab.runtime import netem
 from mxlab.lab.runtime.base import NodeStatus, Progress, Runtime, SubnetTaken
+from mxlab.lab.runtime.routes import host_routes
 from mxlab.lab.topology import Topology
 
 READY_TIMEOUT = 60.0
@@ -126,9 +127,11 @@ class DockerRuntime(Runtime):
         return used
 
     def choose_subnet(self, topo: Topology, avoid: set[str] | None = None) -> str:
-        """A /24 no existing docker network overlaps; a pinned one is checked, not moved."""
+        """A /24 no existing docker network and no route of the host overlaps; a
+        pinned one is checked, not moved."""
         used = self._used_subnets(topo.name)
         used |= {f"tried {s}": ipaddress.ip_network(s) for s in avoid or ()}
+        routes = host_routes()
         if topo.settings.docker_subnet:
             want = ipaddress.ip_network(topo.settings.docker_subnet)
             for name, net in used.items():
@@ -137,8 +140,14 @@ class DockerRuntime(Runtime):
                         f"settings.docker_subnet {want} overlaps docker network {name!r} "
                         f"({net}): pick another subnet or remove that network"
                     )
+            for name, net in routes.items():
+                if want.version == 4 and net.overlaps(want):
+                    raise LabError(
+                        f"settings.docker_subnet {want} overlaps the host's route {name}: "
+                        "the lab would hide those addresses; pick another subnet"
+                    )
             return str(want)
-        taken = [n for n in used.values() if n.version == 4]
+        taken = [n for n in used.values() if n.version == 4] + list(routes.values())
         for pool in self.subnet_pools:
             for candidate in pool.subnets(new_prefix=24):
                 if not any(n.overlaps(candidate) for n in taken):
