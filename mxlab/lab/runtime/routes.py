@@ -17,8 +17,9 @@ DOCKER_BRIDGES = ("docker0", "docker_gwbridge", "br-")
 
 
 def host_routes(table: str | None = None) -> dict[str, ipaddress.IPv4Network]:
-    """Each route but the default and docker's bridges', as ``"dev IFACE": network``
-    (several on one device keep distinct keys); ``table`` is /proc/net/route's text."""
+    """Each route but the default and docker's bridges', as ``"dev IFACE NETWORK":
+    network`` (several on one device keep distinct keys); ``table`` is
+    /proc/net/route's text."""
     if table is None:
         try:
             table = ROUTE_TABLE.read_text()
